@@ -1,0 +1,4 @@
+"""A pluggable newsletter app: subscribers, mailings and deliveries.
+
+It never imports the site that installs it; see README.md ("Subscriptions").
+"""
