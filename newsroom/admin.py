@@ -1,0 +1,115 @@
+from django.contrib import admin, messages
+from django.db.models import Count
+from django.utils.html import format_html, format_html_join
+
+from .models import Article, ArticleEntity, Entity, EntityRedirect
+
+
+class ArticleEntityInline(admin.TabularInline):
+    model = ArticleEntity
+    extra = 1
+    autocomplete_fields = ["entity"]
+    verbose_name = "tagged entity"
+    verbose_name_plural = "Who and what this article is about"
+
+
+@admin.register(Article)
+class ArticleAdmin(admin.ModelAdmin):
+    list_display = ["title", "status", "published_at", "byline", "entity_list", "preview_link"]
+    list_filter = [
+        "status",
+        ("entities", admin.RelatedOnlyFieldListFilter),
+        ("entities__kind", admin.ChoicesFieldListFilter),
+        "published_at",
+    ]
+    search_fields = ["title", "summary", "byline", "entities__name"]
+    date_hierarchy = "published_at"
+    list_select_related = ["author"]
+    inlines = [ArticleEntityInline]
+    actions = ["publish", "unpublish"]
+    readonly_fields = ["preview_link", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["title", "summary", "body", "byline"]}),
+        ("Lead image", {"fields": ["lead_image", "lead_image_alt"], "classes": ["collapse"]}),
+        (
+            "Publishing",
+            {"fields": ["status", "published_at", "email_subscribers", "slug", "preview_link"]},
+        ),
+        ("History", {"fields": ["author", "created_at", "updated_at"], "classes": ["collapse"]}),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_entities()
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if not self.has_publish_permission(request):
+            # Authors write; only editors decide when an article goes live.
+            fields += ["status", "published_at"]
+        return fields
+
+    def has_publish_permission(self, request):
+        return request.user.has_perm("newsroom.publish_article")
+
+    def get_view_on_site_url(self, obj=None):
+        if obj is None:
+            return None
+        return obj.get_absolute_url() if obj.is_public else obj.get_preview_url()
+
+    def save_model(self, request, obj, form, change):
+        if obj.author_id is None:
+            obj.author = request.user
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description="Entities")
+    def entity_list(self, obj):
+        return ", ".join(entity.name for entity in obj.tagged_entities())
+
+    @admin.display(description="Preview")
+    def preview_link(self, obj):
+        if not obj.pk:
+            return "Save the article to preview it."
+        return format_html('<a href="{}" target="_blank">Preview</a>', obj.get_preview_url())
+
+    @admin.action(description="Publish the selected articles now", permissions=["publish"])
+    def publish(self, request, queryset):
+        published = [article for article in queryset if article.publish()]
+        self.message_user(request, f"Published {len(published)} article(s).", messages.SUCCESS)
+
+    @admin.action(description="Unpublish the selected articles (back to draft)", permissions=["publish"])
+    def unpublish(self, request, queryset):
+        for article in queryset:
+            article.unpublish()
+        self.message_user(request, f"Unpublished {len(queryset)} article(s).", messages.SUCCESS)
+
+
+class EntityRedirectInline(admin.TabularInline):
+    model = EntityRedirect
+    extra = 0
+    verbose_name_plural = "Old addresses (they redirect here)"
+    fields = ["old_slug"]
+    readonly_fields = ["old_slug"]
+    can_delete = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Entity)
+class EntityAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "slug", "article_count", "aliases_short"]
+    list_filter = ["kind"]
+    search_fields = ["name", "aliases", "slug"]
+    inlines = [EntityRedirectInline]
+    fields = ["name", "kind", "aliases", "description", "same_as", "slug"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(article_count=Count("tags"))
+
+    @admin.display(description="Articles", ordering="article_count")
+    def article_count(self, obj):
+        return obj.article_count
+
+    @admin.display(description="Aliases")
+    def aliases_short(self, obj):
+        return format_html_join(", ", "{}", ((alias,) for alias in obj.alias_list[:5]))
