@@ -1,8 +1,15 @@
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import Count
 from django.utils.html import format_html, format_html_join
 
 from .models import Article, ArticleEntity, Entity, EntityRedirect
+
+admin.site.site_header = f"{settings.SITE_NAME} newsroom"
+admin.site.site_title = settings.SITE_NAME
+admin.site.index_title = "Write, tag and publish"
 
 
 class ArticleEntityInline(admin.TabularInline):
@@ -28,6 +35,9 @@ class ArticleAdmin(admin.ModelAdmin):
     inlines = [ArticleEntityInline]
     actions = ["publish", "unpublish"]
     readonly_fields = ["preview_link", "created_at", "updated_at"]
+    formfield_overrides = {
+        models.TextField: {"widget": forms.Textarea(attrs={"rows": 3, "cols": 80})}
+    }
     fieldsets = [
         (None, {"fields": ["title", "summary", "body", "byline"]}),
         ("Lead image", {"fields": ["lead_image", "lead_image_alt"], "classes": ["collapse"]}),
@@ -76,7 +86,9 @@ class ArticleAdmin(admin.ModelAdmin):
         published = [article for article in queryset if article.publish()]
         self.message_user(request, f"Published {len(published)} article(s).", messages.SUCCESS)
 
-    @admin.action(description="Unpublish the selected articles (back to draft)", permissions=["publish"])
+    @admin.action(
+        description="Unpublish the selected articles (back to draft)", permissions=["publish"]
+    )
     def unpublish(self, request, queryset):
         for article in queryset:
             article.unpublish()
@@ -104,7 +116,8 @@ class EntityAdmin(admin.ModelAdmin):
     fields = ["name", "kind", "aliases", "description", "same_as", "slug"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(article_count=Count("tags"))
+        # Meta.ordering does not apply to aggregate queries: order explicitly.
+        return super().get_queryset(request).annotate(article_count=Count("tags")).order_by("name")
 
     @admin.display(description="Articles", ordering="article_count")
     def article_count(self, obj):

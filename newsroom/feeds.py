@@ -72,6 +72,4 @@ class EntityFeed(LatestArticlesFeed):
         return obj.description or f"The latest articles about {obj.name}."
 
     def items(self, obj):
-        return (
-            Article.objects.published().filter(tags__entity=obj).with_entities()[:FEED_LENGTH]
-        )
+        return Article.objects.published().filter(tags__entity=obj).with_entities()[:FEED_LENGTH]

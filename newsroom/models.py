@@ -87,7 +87,9 @@ class Entity(models.Model):
         Kind.TOPIC: "Thing",
     }
 
-    name = models.CharField(max_length=200, help_text="The name readers know, e.g. “Jeff Sessions”.")
+    name = models.CharField(
+        max_length=200, help_text="The name readers know, e.g. “Jeff Sessions”."
+    )
     slug = models.SlugField(
         max_length=200,
         unique=True,
@@ -142,7 +144,11 @@ class Entity(models.Model):
 
     def schema(self):
         """This entity as schema.org data, for an article's about/mentions."""
-        data = {"@type": self.schema_type, "name": self.name, "url": absolute_url(self.get_absolute_url())}
+        data = {
+            "@type": self.schema_type,
+            "name": self.name,
+            "url": absolute_url(self.get_absolute_url()),
+        }
         if self.same_as:
             data["sameAs"] = self.same_as
         return data
@@ -189,9 +195,7 @@ class ArticleQuerySet(models.QuerySet):
 
     def with_entities(self):
         return self.prefetch_related(
-            models.Prefetch(
-                "tags", queryset=ArticleEntity.objects.select_related("entity")
-            )
+            models.Prefetch("tags", queryset=ArticleEntity.objects.select_related("entity"))
         )
 
     def search(self, query):
@@ -317,7 +321,9 @@ class Article(models.Model):
 
     def clean(self):
         if self.lead_image and not self.lead_image_alt.strip():
-            raise ValidationError({"lead_image_alt": "Describe the lead image for readers who cannot see it."})
+            raise ValidationError(
+                {"lead_image_alt": "Describe the lead image for readers who cannot see it."}
+            )
         if self.status == self.Status.SCHEDULED and not self.published_at:
             raise ValidationError({"published_at": "Choose when the scheduled article goes live."})
 
@@ -352,7 +358,9 @@ class Article(models.Model):
 
     def unpublish(self):
         """Back to draft: gone from every public page at once."""
-        Article.objects.filter(pk=self.pk).update(status=self.Status.DRAFT, updated_at=timezone.now())
+        Article.objects.filter(pk=self.pk).update(
+            status=self.Status.DRAFT, updated_at=timezone.now()
+        )
         self.status = self.Status.DRAFT
 
     @classmethod
@@ -410,7 +418,11 @@ class Article(models.Model):
             "url": url,
             "mainEntityOfPage": url,
             "description": self.plain_summary(),
-            "publisher": {"@type": "Organization", "name": settings.SITE_NAME, "url": settings.SITE_URL},
+            "publisher": {
+                "@type": "Organization",
+                "name": settings.SITE_NAME,
+                "url": settings.SITE_URL,
+            },
             "dateModified": self.updated_at.isoformat() if self.updated_at else None,
         }
         if self.published_at:

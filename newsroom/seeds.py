@@ -136,7 +136,9 @@ def _parse_entities(items, node, path):
         if kind == "organisation":
             kind = Entity.Kind.ORGANIZATION
         if kind not in kinds:
-            raise SeedError(path, line, f"kind of {name!r} must be one of {', '.join(sorted(kinds))}")
+            raise SeedError(
+                path, line, f"kind of {name!r} must be one of {', '.join(sorted(kinds))}"
+            )
         role = item.get("role", ArticleEntity.Role.ABOUT)
         if role not in roles:
             raise SeedError(path, line, f"role of {name!r} must be 'about' or 'mentions'")
@@ -172,7 +174,9 @@ def parse_seed(path):
         try:
             end = next(i for i, line in enumerate(lines[1:], 1) if line.strip() == "---")
         except StopIteration:
-            raise SeedError(path, 1, "front matter starts with --- but has no closing ---") from None
+            raise SeedError(
+                path, 1, "front matter starts with --- but has no closing ---"
+            ) from None
         front = "\n".join(lines[1:end])
         try:
             meta_node = yaml.compose(front, Loader=yaml.SafeLoader)

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,81 +15,254 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Article',
+            name="Article",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(max_length=300)),
-                ('slug', models.SlugField(blank=True, help_text="The last part of the article's web address; filled in from the title.", max_length=200, unique=True)),
-                ('summary', models.TextField(blank=True, help_text='The dek: one or two sentences under the headline, on the home page, in feeds, in search results and in the email.', verbose_name='summary')),
-                ('body', ckeditor_uploader.fields.RichTextUploadingField(help_text='Scripts, styles and embedded frames are removed when you save.')),
-                ('byline', models.CharField(blank=True, help_text='Who wrote it, as readers see it, e.g. “By Jane Doe”.', max_length=200)),
-                ('lead_image', models.ImageField(blank=True, upload_to='leads/%Y/%m/')),
-                ('lead_image_alt', models.CharField(blank=True, help_text='What the lead image shows, for readers who cannot see it. Required with an image.', max_length=300, verbose_name='lead image description')),
-                ('status', models.CharField(choices=[('draft', 'Draft'), ('scheduled', 'Scheduled'), ('published', 'Published')], default='draft', help_text='Draft: only staff can preview it. Scheduled: goes live by itself at the publish time. Published: public now (a future publish time makes it scheduled).', max_length=20)),
-                ('published_at', models.DateTimeField(blank=True, help_text='When it goes live. Leave empty to publish now.', null=True, verbose_name='publish time')),
-                ('email_subscribers', models.BooleanField(default=True, help_text='Email it to subscribers when it goes live. Untick for corrections and minor updates. An article is never emailed twice.', verbose_name='email this post')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('author', models.ForeignKey(blank=True, help_text='The staff account responsible for this article.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='articles', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("title", models.CharField(max_length=300)),
+                (
+                    "slug",
+                    models.SlugField(
+                        blank=True,
+                        help_text="The last part of the article's web address; filled in from the title.",
+                        max_length=200,
+                        unique=True,
+                    ),
+                ),
+                (
+                    "summary",
+                    models.TextField(
+                        blank=True,
+                        help_text="The dek: one or two sentences under the headline, on the home page, in feeds, in search results and in the email.",
+                        verbose_name="summary",
+                    ),
+                ),
+                (
+                    "body",
+                    ckeditor_uploader.fields.RichTextUploadingField(
+                        help_text="Scripts, styles and embedded frames are removed when you save."
+                    ),
+                ),
+                (
+                    "byline",
+                    models.CharField(
+                        blank=True,
+                        help_text="Who wrote it, as readers see it, e.g. “By Jane Doe”.",
+                        max_length=200,
+                    ),
+                ),
+                ("lead_image", models.ImageField(blank=True, upload_to="leads/%Y/%m/")),
+                (
+                    "lead_image_alt",
+                    models.CharField(
+                        blank=True,
+                        help_text="What the lead image shows, for readers who cannot see it. Required with an image.",
+                        max_length=300,
+                        verbose_name="lead image description",
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("draft", "Draft"),
+                            ("scheduled", "Scheduled"),
+                            ("published", "Published"),
+                        ],
+                        default="draft",
+                        help_text="Draft: only staff can preview it. Scheduled: goes live by itself at the publish time. Published: public now (a future publish time makes it scheduled).",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "published_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="When it goes live. Leave empty to publish now.",
+                        null=True,
+                        verbose_name="publish time",
+                    ),
+                ),
+                (
+                    "email_subscribers",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Email it to subscribers when it goes live. Untick for corrections and minor updates. An article is never emailed twice.",
+                        verbose_name="email this post",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "author",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The staff account responsible for this article.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="articles",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-published_at', '-id'],
-                'permissions': [('publish_article', 'Can publish and unpublish articles')],
-                'get_latest_by': 'published_at',
+                "ordering": ["-published_at", "-id"],
+                "permissions": [("publish_article", "Can publish and unpublish articles")],
+                "get_latest_by": "published_at",
             },
         ),
         migrations.CreateModel(
-            name='Entity',
+            name="Entity",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='The name readers know, e.g. “Jeff Sessions”.', max_length=200)),
-                ('slug', models.SlugField(blank=True, help_text="The last part of the entity's web address; filled in from the name. Changing it later keeps the old address working (it redirects).", max_length=200, unique=True)),
-                ('kind', models.CharField(choices=[('person', 'Person'), ('organization', 'Organisation'), ('place', 'Place'), ('topic', 'Topic')], default='person', max_length=20)),
-                ('aliases', models.TextField(blank=True, help_text='Other names the articles use, one per line, e.g. “Sessions” or “DOJ”.')),
-                ('description', models.TextField(blank=True, help_text="One or two sentences shown at the top of the entity's page.")),
-                ('same_as', models.URLField(blank=True, help_text="The entity's Wikipedia or Wikidata page, so search engines know who this is.", verbose_name='same as')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="The name readers know, e.g. “Jeff Sessions”.", max_length=200
+                    ),
+                ),
+                (
+                    "slug",
+                    models.SlugField(
+                        blank=True,
+                        help_text="The last part of the entity's web address; filled in from the name. Changing it later keeps the old address working (it redirects).",
+                        max_length=200,
+                        unique=True,
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("person", "Person"),
+                            ("organization", "Organisation"),
+                            ("place", "Place"),
+                            ("topic", "Topic"),
+                        ],
+                        default="person",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "aliases",
+                    models.TextField(
+                        blank=True,
+                        help_text="Other names the articles use, one per line, e.g. “Sessions” or “DOJ”.",
+                    ),
+                ),
+                (
+                    "description",
+                    models.TextField(
+                        blank=True,
+                        help_text="One or two sentences shown at the top of the entity's page.",
+                    ),
+                ),
+                (
+                    "same_as",
+                    models.URLField(
+                        blank=True,
+                        help_text="The entity's Wikipedia or Wikidata page, so search engines know who this is.",
+                        verbose_name="same as",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name_plural': 'entities',
-                'ordering': ['name'],
-                'indexes': [models.Index(fields=['kind', 'name'], name='newsroom_en_kind_6268ce_idx')],
+                "verbose_name_plural": "entities",
+                "ordering": ["name"],
+                "indexes": [
+                    models.Index(fields=["kind", "name"], name="newsroom_en_kind_6268ce_idx")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ArticleEntity',
+            name="ArticleEntity",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('about', 'About'), ('mentions', 'Mentions')], default='about', help_text='About: the article is about them. Mentions: they only come up in it.', max_length=10)),
-                ('article', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tags', to='newsroom.article')),
-                ('entity', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tags', to='newsroom.entity')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("about", "About"), ("mentions", "Mentions")],
+                        default="about",
+                        help_text="About: the article is about them. Mentions: they only come up in it.",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "article",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="tags",
+                        to="newsroom.article",
+                    ),
+                ),
+                (
+                    "entity",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="tags",
+                        to="newsroom.entity",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'tagged entity',
-                'verbose_name_plural': 'tagged entities',
-                'ordering': ['role', 'entity__name'],
+                "verbose_name": "tagged entity",
+                "verbose_name_plural": "tagged entities",
+                "ordering": ["role", "entity__name"],
             },
         ),
         migrations.AddField(
-            model_name='article',
-            name='entities',
-            field=models.ManyToManyField(related_name='articles', through='newsroom.ArticleEntity', to='newsroom.entity'),
+            model_name="article",
+            name="entities",
+            field=models.ManyToManyField(
+                related_name="articles", through="newsroom.ArticleEntity", to="newsroom.entity"
+            ),
         ),
         migrations.CreateModel(
-            name='EntityRedirect',
+            name="EntityRedirect",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('old_slug', models.SlugField(max_length=200, unique=True)),
-                ('entity', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='redirects', to='newsroom.entity')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("old_slug", models.SlugField(max_length=200, unique=True)),
+                (
+                    "entity",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="redirects",
+                        to="newsroom.entity",
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='articleentity',
-            constraint=models.UniqueConstraint(fields=('article', 'entity'), name='unique_article_entity'),
+            model_name="articleentity",
+            constraint=models.UniqueConstraint(
+                fields=("article", "entity"), name="unique_article_entity"
+            ),
         ),
         migrations.AddIndex(
-            model_name='article',
-            index=models.Index(fields=['status', '-published_at'], name='newsroom_ar_status_3fded4_idx'),
+            model_name="article",
+            index=models.Index(
+                fields=["status", "-published_at"], name="newsroom_ar_status_3fded4_idx"
+            ),
         ),
     ]

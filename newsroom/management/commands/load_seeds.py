@@ -29,7 +29,9 @@ class Command(BaseCommand):
         files = []
         for path in options["paths"] or [settings.BASE_DIR / "seeds"]:
             if path.is_dir():
-                files += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+                files += sorted(
+                    p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                )
             elif path.is_file():
                 files.append(path)
             else:
@@ -45,5 +47,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"{seed.path.name}: already loaded, unchanged")
                 continue
             created += 1
-            self.stdout.write(f"{seed.path.name}: loaded “{article.title}” at {article.get_absolute_url()}")
-        self.stdout.write(self.style.SUCCESS(f"{created} article(s) loaded, {len(seeds) - created} unchanged."))
+            self.stdout.write(
+                f"{seed.path.name}: loaded “{article.title}” at {article.get_absolute_url()}"
+            )
+        self.stdout.write(
+            self.style.SUCCESS(f"{created} article(s) loaded, {len(seeds) - created} unchanged.")
+        )
