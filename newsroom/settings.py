@@ -174,7 +174,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = VAR_DIR / "static"  # collectstatic, for a web server in front
+STATIC_ROOT.mkdir(exist_ok=True)
 # Whitenoise serves static files straight from the apps, so no collectstatic
 # step is needed on one machine.
 WHITENOISE_USE_FINDERS = True
