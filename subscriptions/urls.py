@@ -4,6 +4,13 @@ from . import views
 
 app_name = "subscriptions"
 
+# Tokens are signed (django.core.signing): letters, digits, "-", "_" and ":".
 urlpatterns = [
     path("subscribe/", views.subscribe, name="subscribe"),
+    path("subscribe/confirm/<str:token>/", views.confirm, name="confirm"),
+    path("subscribe/preferences/<str:token>/", views.preferences, name="preferences"),
+    path("subscribe/preferences/<str:token>/data.json", views.download_data, name="download_data"),
+    path("subscribe/preferences/<str:token>/delete/", views.erase, name="erase"),
+    path("subscribe/unsubscribe/<str:token>/", views.unsubscribe, name="unsubscribe"),
+    path("subscribe/one-click/<str:token>/", views.one_click, name="one_click"),
 ]

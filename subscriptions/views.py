@@ -1,8 +1,202 @@
-from django.http import HttpResponse
-from django.views.decorators.http import require_POST
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+from django_ratelimit.core import is_ratelimited
+
+from .conf import conf
+from .forms import FormKind, PreferencesForm, SubscribeForm, wording
+from .models import BadToken, Consent, Subscriber
 
 
-@require_POST
+def _rate_limited(request, group, key, rate):
+    if not rate:
+        return False
+    return is_ratelimited(request, group=group, key=key, rate=rate, increment=True)
+
+
+def _subscribe_page(request, form, status=200):
+    heading, text = wording(FormKind.PAGE)
+    return render(
+        request,
+        "subscriptions/subscribe.html",
+        {"form": form, "heading": heading, "text": text},
+        status=status,
+    )
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD", "POST"])
 def subscribe(request):
-    # Replaced by the double opt-in flow (issue 3).
-    return HttpResponse("Subscriptions open soon.", status=503, content_type="text/plain")
+    """The full subscribe page (GET), and where every subscribe form posts.
+
+    Whatever the address's state, a valid POST gets the same page: nobody
+    can learn from it who subscribes.
+    """
+    if request.method != "POST":
+        initial = {"form": FormKind.PAGE, "frequency": Subscriber.Frequency.INSTANT}
+        return _subscribe_page(request, SubscribeForm(initial=initial))
+
+    if _rate_limited(request, "subscriptions.subscribe.ip", "ip", conf.RATELIMIT_IP):
+        return render(request, "subscriptions/rate_limited.html", status=429)
+
+    form = SubscribeForm(request.POST)
+    if form.is_bot():
+        return render(request, "subscriptions/check_inbox.html")
+    if not form.is_valid():
+        return _subscribe_page(request, form, status=400)
+
+    email = form.cleaned_data["email"]
+    # Over the per-address limit the reader sees the usual page and nothing
+    # is sent: answering differently would tell who was just subscribed.
+    if not _rate_limited(
+        request, "subscriptions.subscribe.email", lambda group, request: email, conf.RATELIMIT_EMAIL
+    ):
+        Subscriber.objects.subscribe(
+            email,
+            name=form.cleaned_data["name"],
+            frequency=form.cleaned_data["frequency"],
+            topics=form.cleaned_data["topics"],
+            consent=Consent(
+                wording=form.consent_wording(),
+                page=conf.absolute_url(form.cleaned_data["source"] or request.path),
+                ip=request.META.get("REMOTE_ADDR"),
+                user_agent=request.headers.get("User-Agent", ""),
+            ),
+        )
+    return render(request, "subscriptions/check_inbox.html")
+
+
+def _from_token(request, token, purpose):
+    """(subscriber, None), or (None, an error page) for a bad link."""
+    try:
+        return Subscriber.from_token(token, purpose), None
+    except BadToken as e:
+        return None, render(
+            request, "subscriptions/bad_link.html", {"message": e.message}, status=400
+        )
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD", "POST"])
+def confirm(request, token):
+    # GET only shows the button: mail scanners open links, people press buttons.
+    subscriber, error = _from_token(request, token, Subscriber.CONFIRM)
+    if error:
+        return error
+    if request.method == "POST":
+        subscriber.confirm()
+    if subscriber.status == Subscriber.Status.CONFIRMED:
+        return render(
+            request,
+            "subscriptions/welcome.html",
+            {"subscriber": subscriber, "preferences_url": subscriber.preferences_path()},
+        )
+    if subscriber.status != Subscriber.Status.PENDING:
+        return render(
+            request,
+            "subscriptions/bad_link.html",
+            {"message": "This subscription was ended. To get our emails again, subscribe again."},
+            status=400,
+        )
+    return render(request, "subscriptions/confirm.html", {"subscriber": subscriber})
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD", "POST"])
+def unsubscribe(request, token):
+    subscriber, error = _from_token(request, token, Subscriber.UNSUBSCRIBE)
+    if error:
+        return error
+    if request.method == "POST":
+        subscriber.unsubscribe()
+    return render(
+        request,
+        "subscriptions/unsubscribe.html",
+        {
+            "subscriber": subscriber,
+            "subscribed": subscriber.status
+            in (Subscriber.Status.PENDING, Subscriber.Status.CONFIRMED),
+            "preferences_url": subscriber.preferences_path(),
+        },
+    )
+
+
+@csrf_exempt
+@require_POST
+def one_click(request, token):
+    """RFC 8058: mail clients POST List-Unsubscribe=One-Click here, with no
+    cookies and no CSRF token; the signed token is the proof."""
+    try:
+        subscriber = Subscriber.from_token(token, Subscriber.UNSUBSCRIBE)
+    except BadToken as e:
+        return HttpResponse(e.message, status=400, content_type="text/plain")
+    if request.POST.get("List-Unsubscribe") != "One-Click":
+        return HttpResponse(
+            "Expected List-Unsubscribe=One-Click.", status=400, content_type="text/plain"
+        )
+    subscriber.unsubscribe()
+    return HttpResponse("You are unsubscribed.", content_type="text/plain")
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD", "POST"])
+def preferences(request, token):
+    subscriber, error = _from_token(request, token, Subscriber.PREFERENCES)
+    if error:
+        return error
+    saved = False
+    status = 200
+    if request.method == "POST":
+        form = PreferencesForm(request.POST)
+        if form.is_valid():
+            subscriber.update_preferences(**form.cleaned_data)
+            saved = True
+        else:
+            status = 400
+    else:
+        form = PreferencesForm(
+            initial={
+                "name": subscriber.name,
+                "frequency": subscriber.frequency,
+                "topics": subscriber.topics(),
+            }
+        )
+    return render(
+        request,
+        "subscriptions/preferences.html",
+        {
+            "subscriber": subscriber,
+            "form": form,
+            "saved": saved,
+            "token": token,
+            "subscribed": subscriber.status
+            in (Subscriber.Status.PENDING, Subscriber.Status.CONFIRMED),
+            "unsubscribe_url": subscriber.unsubscribe_path(),
+        },
+        status=status,
+    )
+
+
+@never_cache
+@require_safe
+def download_data(request, token):
+    subscriber, error = _from_token(request, token, Subscriber.PREFERENCES)
+    if error:
+        return error
+    response = JsonResponse(subscriber.export_data(), json_dumps_params={"indent": 2})
+    response["Content-Disposition"] = 'attachment; filename="my-subscription.json"'
+    return response
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD", "POST"])
+def erase(request, token):
+    subscriber, error = _from_token(request, token, Subscriber.PREFERENCES)
+    if error:
+        return error
+    if request.method == "POST":
+        subscriber.erase()
+        return render(request, "subscriptions/erased.html")
+    return render(request, "subscriptions/erase.html", {"subscriber": subscriber, "token": token})

@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from newsroom.models import Article, ArticleEntity, Entity
+from subscriptions.models import Subscriber
 
 _counter = itertools.count(1)
 
@@ -53,3 +54,17 @@ def _role(name):
             Permission.objects.filter(content_type__app_label="newsroom", codename__in=codenames)
         )
     return group
+
+
+def make_subscriber(email=None, *, status=Subscriber.Status.CONFIRMED, topics=(), **fields):
+    """A stored Subscriber (confirmed unless told), following `topics` or,
+    without them, everything."""
+    subscriber = Subscriber.objects.create(
+        email=email or f"reader{next(_counter)}@example.com",
+        status=status,
+        follows_everything=not topics,
+        **fields,
+    )
+    if topics:
+        subscriber.set_follows(topics)
+    return subscriber

@@ -1,5 +1,6 @@
 from django import template
-from django.conf import settings
+
+from ..forms import FormKind, wording
 
 register = template.Library()
 
@@ -7,12 +8,18 @@ register = template.Library()
 @register.inclusion_tag("subscriptions/subscribe_form.html", takes_context=True)
 def subscribe_form(context, topic="", label=""):
     """The subscribe form: `{% subscribe_form %}` for everything the site
-    publishes, `{% subscribe_form topic=slug label=name %}` to follow one topic."""
+    publishes, `{% subscribe_form topic=slug label=name %}` to follow one topic.
+
+    The wording comes from forms.wording(), which the consent record uses too.
+    """
     request = context.get("request")
+    kind = FormKind.TOPIC if topic else FormKind.FOOTER
+    heading, text = wording(kind, [label or topic])
     return {
-        "site_name": settings.SITE_NAME,
+        "kind": kind,
+        "heading": heading,
+        "text": text,
         "topic": topic,
-        "label": label,
         "source": request.get_full_path() if request else "",
         "csrf_token": context.get("csrf_token"),
     }

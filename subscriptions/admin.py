@@ -1,0 +1,212 @@
+import csv
+import io
+
+from django.contrib import admin, messages
+from django.http import StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import path
+from django.utils import timezone
+
+from .conf import conf
+from .forms import ImportForm
+from .models import CSV_COLUMNS, Follow, Subscriber
+
+
+class TopicFilter(admin.SimpleListFilter):
+    title = "follows"
+    parameter_name = "topic"
+
+    def lookups(self, request, model_admin):
+        return [("__everything__", "Everything"), *conf.topics()]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value == "__everything__":
+            return queryset.filter(follows_everything=True)
+        if value:
+            return queryset.filter(pk__in=Follow.objects.filter(topic=value).values("subscriber"))
+        return queryset
+
+
+class _Echo:
+    """A file-like object whose write() returns the line: lets csv.writer
+    feed a StreamingHttpResponse."""
+
+    def write(self, value):
+        return value
+
+
+def stream_csv(queryset, filename):
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(CSV_COLUMNS)
+        for row in queryset.csv_rows():
+            yield writer.writerow(row)
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@admin.register(Subscriber)
+class SubscriberAdmin(admin.ModelAdmin):
+    list_display = ["email", "name", "status", "frequency", "follows", "created_at", "confirmed_at"]
+    list_filter = ["status", "frequency", TopicFilter, "created_at"]
+    search_fields = ["email", "name"]
+    date_hierarchy = "created_at"
+    list_per_page = 100
+    show_full_result_count = False  # A COUNT(*) per page view is slow at a million rows.
+    actions = ["resend_confirmation", "unsubscribe", "suppress", "export_csv"]
+    readonly_fields = [
+        "email",
+        "status",
+        "follows_everything",
+        "topics",
+        "consent_at",
+        "consent_ip",
+        "consent_user_agent",
+        "consent_page",
+        "consent_wording",
+        "created_at",
+        "confirmation_sent_at",
+        "confirmed_at",
+        "unsubscribed_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["email", "name", "status", "frequency"]}),
+        ("Follows", {"fields": ["follows_everything", "topics"]}),
+        (
+            "Consent",
+            {
+                "fields": [
+                    "consent_at",
+                    "consent_page",
+                    "consent_wording",
+                    "consent_ip",
+                    "consent_user_agent",
+                ]
+            },
+        ),
+        (
+            "History",
+            {"fields": ["created_at", "confirmation_sent_at", "confirmed_at", "unsubscribed_at"]},
+        ),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("follows")
+
+    def has_add_permission(self, request):
+        # Subscribers come from the form (with consent) or a CSV import.
+        return False
+
+    @admin.display(description="follows")
+    def follows(self, obj):
+        if obj.follows_everything:
+            return "everything"
+        return ", ".join(f.topic for f in obj.follows.all())
+
+    @admin.display(description="topics")
+    def topics(self, obj):
+        return ", ".join(obj.topics()) or "—"
+
+    def changelist_view(self, request, extra_context=None):
+        counts = Subscriber.objects.counts_by_status()
+        extra_context = {
+            **(extra_context or {}),
+            "status_counts": [(status.label, counts[status]) for status in Subscriber.Status],
+        }
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self):
+        return [
+            path(
+                "import/",
+                self.admin_site.admin_view(self.import_view),
+                name="subscriptions_subscriber_import",
+            ),
+            path(
+                "export/",
+                self.admin_site.admin_view(self.export_view),
+                name="subscriptions_subscriber_export",
+            ),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request):
+        if not self.has_change_permission(request):
+            return redirect("admin:index")
+        result = None
+        form = ImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            lines = io.TextIOWrapper(
+                upload.file, encoding="utf-8-sig", errors="replace", newline=""
+            )
+            confirmed = form.cleaned_data["confirmed"]
+            note = (
+                f"Imported from {upload.name} by {request.user} on {timezone.now():%Y-%m-%d}; "
+                + (
+                    "consent collected elsewhere."
+                    if confirmed
+                    else "confirmation requested by email."
+                )
+            )
+            try:
+                result = Subscriber.objects.import_csv(lines, confirmed=confirmed, note=note)
+            except ValueError as e:
+                form.add_error("file", str(e))
+            else:
+                level = messages.WARNING if result.error_count else messages.SUCCESS
+                self.message_user(
+                    request,
+                    f"{result.created} added, {result.duplicates} already there or repeated, "
+                    f"{result.error_count} bad rows skipped.",
+                    level,
+                )
+        return render(
+            request,
+            "admin/subscriptions/subscriber/import.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": "Import subscribers",
+                "form": form,
+                "result": result,
+            },
+            status=400 if form.errors else 200,
+        )
+
+    def export_view(self, request):
+        """Every subscriber the list shows with its current filters."""
+        if not self.has_view_permission(request):
+            return redirect("admin:index")
+        changelist = self.get_changelist_instance(request)
+        return stream_csv(changelist.get_queryset(request), "subscribers.csv")
+
+    @admin.action(description="Resend the confirmation email (pending only)")
+    def resend_confirmation(self, request, queryset):
+        sent = sum(
+            subscriber.request_confirmation()
+            for subscriber in queryset.filter(status=Subscriber.Status.PENDING)
+        )
+        self.message_user(
+            request,
+            f"{sent} confirmation emails queued. Addresses that are not pending, or got one "
+            "within the last window, were skipped.",
+        )
+
+    @admin.action(description="Unsubscribe")
+    def unsubscribe(self, request, queryset):
+        done = sum(subscriber.unsubscribe() for subscriber in queryset)
+        self.message_user(request, f"{done} unsubscribed.")
+
+    @admin.action(description="Suppress: never email again")
+    def suppress(self, request, queryset):
+        done = sum(subscriber.suppress() for subscriber in queryset)
+        self.message_user(request, f"{done} suppressed.")
+
+    @admin.action(description="Export as CSV")
+    def export_csv(self, request, queryset):
+        return stream_csv(queryset, "subscribers.csv")

@@ -1,0 +1,129 @@
+from django import forms
+from django.core.exceptions import ValidationError
+
+from .conf import conf
+from .models import MAX_NAME_LENGTH, Subscriber, clean_name, normalize_email
+
+
+class FormKind:
+    """Which form a reader filled in; decides the wording kept as consent."""
+
+    FOOTER = "footer"
+    TOPIC = "topic"
+    PAGE = "page"
+    ALL = (FOOTER, TOPIC, PAGE)
+
+
+def wording(kind, labels=()):
+    """(heading, text) shown next to a subscribe form: the templates render
+    these and the consent record keeps them, so what is recorded is what was
+    shown. Never taken from the request."""
+    site = conf.site_name
+    if kind == FormKind.TOPIC and labels:
+        label = ", ".join(labels)
+        return f"Follow {label} by email", f"Get an email when we publish something about {label}."
+    if kind == FormKind.PAGE:
+        return (
+            f"Subscribe to {site}",
+            "Get the posts you choose sent to your email, as they are published or in a digest.",
+        )
+    return f"Discover more from {site}", "Subscribe to get the latest posts sent to your email."
+
+
+def topic_choices():
+    return conf.topics()
+
+
+def _clean_text(value, max_length):
+    return "".join(c for c in value if c.isprintable())[:max_length]
+
+
+class SubscribeForm(forms.Form):
+    email = forms.CharField(
+        max_length=254, error_messages={"required": "Enter your email address."}
+    )
+    name = forms.CharField(max_length=MAX_NAME_LENGTH, required=False)
+    frequency = forms.ChoiceField(
+        choices=Subscriber.Frequency.choices, required=False, widget=forms.RadioSelect
+    )
+    topics = forms.MultipleChoiceField(
+        choices=topic_choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"invalid_choice": "We do not know that topic; it may have been removed."},
+    )
+    # Hidden: where the form was and which one it was.
+    source = forms.CharField(required=False)
+    form = forms.CharField(required=False)
+    # The honeypot: hidden from people, filled in by bots.
+    website = forms.CharField(required=False)
+
+    def clean_email(self):
+        return normalize_email(self.cleaned_data["email"])
+
+    def clean_name(self):
+        return clean_name(self.cleaned_data["name"])
+
+    def clean_frequency(self):
+        return self.cleaned_data["frequency"] or Subscriber.Frequency.INSTANT
+
+    def clean_source(self):
+        # Only a path on this site is recorded (not "//elsewhere").
+        source = _clean_text(self.cleaned_data["source"].strip(), 500)
+        return source if source.startswith("/") and not source.startswith("//") else ""
+
+    def clean_form(self):
+        kind = self.cleaned_data["form"]
+        return kind if kind in FormKind.ALL else FormKind.FOOTER
+
+    def is_bot(self):
+        return bool(self.data.get("website"))
+
+    def consent_wording(self):
+        kind = self.cleaned_data["form"]
+        topics = self.cleaned_data["topics"]
+        if kind == FormKind.TOPIC and not topics:
+            kind = FormKind.FOOTER
+        labels = [label for key, label in topic_choices() if key in topics]
+        heading, text = wording(kind, labels)
+        wording_text = f"{heading}. {text}"
+        if kind == FormKind.PAGE:
+            frequency = Subscriber.Frequency(self.cleaned_data["frequency"]).label
+            follows = ", ".join(labels) if labels else "everything"
+            wording_text += f" Chosen: {frequency}; following {follows}."
+        return wording_text
+
+
+class PreferencesForm(forms.Form):
+    name = forms.CharField(max_length=MAX_NAME_LENGTH, required=False)
+    frequency = forms.ChoiceField(choices=Subscriber.Frequency.choices, widget=forms.RadioSelect)
+    topics = forms.MultipleChoiceField(
+        choices=topic_choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Tick nothing to get every post.",
+        error_messages={"invalid_choice": "We do not know that topic; it may have been removed."},
+    )
+
+    def clean_name(self):
+        return clean_name(self.cleaned_data["name"])
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(
+        label="CSV file",
+        help_text="Columns: email (required), name, frequency (instant, daily or weekly), "
+        "topics (keys separated by spaces). The first line names the columns.",
+    )
+    confirmed = forms.BooleanField(
+        label="Already consented",
+        required=False,
+        help_text="Tick only if these people agreed elsewhere to get this newsletter: they are "
+        "subscribed at once. Otherwise each new address is sent a confirmation email.",
+    )
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if not upload.name.lower().endswith((".csv", ".txt")):
+            raise ValidationError("Choose a .csv file.")
+        return upload

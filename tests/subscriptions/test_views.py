@@ -1,0 +1,358 @@
+import json
+import re
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.urls import reverse
+from django.utils import timezone
+
+from subscriptions.models import Subscriber
+from tests.factories import make_subscriber
+
+Status = Subscriber.Status
+SUBSCRIBE = "/subscribe/"
+
+pytestmark = pytest.mark.django_db
+
+
+def post_subscribe(client, email="ann@example.com", ip="10.0.0.1", **data):
+    return client.post(
+        SUBSCRIBE,
+        {"email": email, "source": "/articles/report/", **data},
+        REMOTE_ADDR=ip,
+        HTTP_USER_AGENT="TestBrowser/1.0",
+    )
+
+
+def without_csrf(content):
+    return re.sub(rb'name="csrfmiddlewaretoken" value="[^"]*"', b"", content)
+
+
+class TestSubscribe:
+    def test_the_subscribe_page_offers_frequency_and_topics(self, client):
+        response = client.get(SUBSCRIBE)
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert 'name="frequency" value="weekly"' in html
+        assert 'name="topics" value="el-paso"' in html
+        assert 'name="website"' in html
+
+    def test_it_records_a_pending_subscriber_with_consent_from_the_footer(self, client):
+        response = post_subscribe(client, email=" Ann@Example.COM", form="footer")
+        assert response.status_code == 200
+        assert b"Check your inbox" in response.content
+        subscriber = Subscriber.objects.get()
+        assert subscriber.email == "Ann@example.com"
+        assert subscriber.status == Status.PENDING
+        assert subscriber.follows_everything
+        assert subscriber.consent_page == "http://127.0.0.1:8000/articles/report/"
+        assert subscriber.consent_wording == (
+            "Discover more from Newsroom. Subscribe to get the latest posts sent to your email."
+        )
+        assert subscriber.consent_ip == "10.0.0.1"
+        assert subscriber.consent_user_agent == "TestBrowser/1.0"
+
+    def test_the_topic_form_records_the_follow_and_its_wording(self, client):
+        post_subscribe(client, form="topic", topics="el-paso", source="/places/el-paso/")
+        subscriber = Subscriber.objects.get()
+        assert subscriber.topics() == ["el-paso"]
+        assert not subscriber.follows_everything
+        assert subscriber.consent_wording.startswith("Follow El Paso by email.")
+        assert subscriber.consent_page.endswith("/places/el-paso/")
+
+    def test_the_wording_recorded_is_never_the_clients(self, client):
+        post_subscribe(client, form="Yes I agree to anything", wording="lies", heading="lies")
+        assert "lies" not in Subscriber.objects.get().consent_wording
+
+    def test_the_full_page_records_frequency_and_topics(self, client):
+        post_subscribe(
+            client, form="page", frequency="daily", topics=["el-paso", "jeff-sessions"], name="Ann"
+        )
+        subscriber = Subscriber.objects.get()
+        assert (subscriber.frequency, subscriber.name) == ("daily", "Ann")
+        assert subscriber.topics() == ["el-paso", "jeff-sessions"]
+        assert "A daily digest" in subscriber.consent_wording
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            {"email": "not an address"},
+            {"email": ""},
+            {"email": "ann@example.com", "frequency": "hourly"},
+            {"email": "ann@example.com", "topics": "no-such-topic"},
+            {"email": "ann@example.com\r\nBcc: x@evil.example"},
+        ],
+    )
+    def test_bad_input_gets_the_form_back_with_an_error_and_stores_nothing(self, client, data):
+        response = client.post(SUBSCRIBE, data)
+        assert response.status_code == 400
+        assert b'role="alert"' in response.content
+        assert Subscriber.objects.count() == 0
+
+    def test_a_bad_address_is_kept_in_the_form_for_correction(self, client):
+        response = client.post(SUBSCRIBE, {"email": "ann@exa mple", "topics": "el-paso"})
+        html = response.content.decode()
+        assert "Enter a valid email address" in html
+        assert 'value="ann@exa mple"' in html
+        assert re.search(r'value="el-paso"[^>]*checked', html)
+
+    def test_the_honeypot_stores_nothing_but_looks_like_success(self, client):
+        response = post_subscribe(client, website="http://spam.example")
+        assert response.status_code == 200
+        assert b"Check your inbox" in response.content
+        assert Subscriber.objects.count() == 0
+
+    def test_get_never_subscribes(self, client):
+        client.get(SUBSCRIBE, {"email": "ann@example.com"})
+        assert Subscriber.objects.count() == 0
+
+    def test_the_answer_is_the_same_whatever_the_address_state(self, client):
+        make_subscriber("pending@example.com", status=Status.PENDING)
+        make_subscriber("confirmed@example.com")
+        make_subscriber("left@example.com", status=Status.UNSUBSCRIBED)
+        make_subscriber("bounced@example.com", status=Status.SUPPRESSED)
+        responses = [
+            post_subscribe(client, email=address, ip=f"10.0.1.{i}")
+            for i, address in enumerate(
+                [
+                    "new@example.com",
+                    "pending@example.com",
+                    "confirmed@example.com",
+                    "left@example.com",
+                    "bounced@example.com",
+                ]
+            )
+        ]
+        assert {r.status_code for r in responses} == {200}
+        assert len({without_csrf(r.content) for r in responses}) == 1
+        header_sets = {
+            tuple(sorted((k, v) for k, v in r.headers.items() if k.lower() != "set-cookie"))
+            for r in responses
+        }
+        assert len(header_sets) == 1
+
+    def test_too_many_posts_from_one_ip_get_429(self, client, settings):
+        settings.SUBSCRIPTIONS_RATELIMIT_IP = "3/h"
+        statuses = [post_subscribe(client, email=f"r{i}@example.com").status_code for i in range(5)]
+        assert statuses == [200, 200, 200, 429, 429]
+        assert Subscriber.objects.count() == 3
+        assert post_subscribe(client, email="x@example.com", ip="10.9.9.9").status_code == 200
+
+
+def confirm_url(subscriber):
+    return reverse("subscriptions:confirm", args=[subscriber.make_token(Subscriber.CONFIRM)])
+
+
+class TestConfirm:
+    def test_get_shows_a_button_and_changes_nothing(self, client):
+        subscriber = make_subscriber(status=Status.PENDING)
+        response = client.get(confirm_url(subscriber))
+        assert response.status_code == 200
+        assert b'<button type="submit">Confirm</button>' in response.content
+        subscriber.refresh_from_db()
+        assert subscriber.status == Status.PENDING
+
+    def test_post_confirms_and_welcomes(self, client):
+        subscriber = make_subscriber(status=Status.PENDING)
+        response = client.post(confirm_url(subscriber))
+        assert response.status_code == 200
+        assert b"Welcome to Newsroom" in response.content
+        subscriber.refresh_from_db()
+        assert subscriber.status == Status.CONFIRMED
+
+    def test_a_second_post_is_harmless(self, client):
+        subscriber = make_subscriber(status=Status.PENDING)
+        client.post(confirm_url(subscriber))
+        response = client.post(confirm_url(subscriber))
+        assert response.status_code == 200
+        assert b"Welcome" in response.content
+
+    def test_it_refuses_a_tampered_token(self, client):
+        subscriber = make_subscriber(status=Status.PENDING)
+        token = subscriber.make_token(Subscriber.CONFIRM)
+        bad = reverse("subscriptions:confirm", args=["x" + token[1:]])
+        for method in (client.get, client.post):
+            response = method(bad)
+            assert response.status_code == 400
+            assert b"This link is not valid" in response.content
+        subscriber.refresh_from_db()
+        assert subscriber.status == Status.PENDING
+
+    def test_it_refuses_an_expired_token(self, client):
+        subscriber = make_subscriber(status=Status.PENDING)
+        url = confirm_url(subscriber)
+        with time_machine.travel(timezone.now() + timedelta(days=8)):
+            response = client.post(url)
+        assert response.status_code == 400
+        assert b"This link has expired" in response.content
+        subscriber.refresh_from_db()
+        assert subscriber.status == Status.PENDING
+
+    def test_a_confirm_token_cannot_unsubscribe(self, client):
+        subscriber = make_subscriber()
+        token = subscriber.make_token(Subscriber.CONFIRM)
+        for name in ("unsubscribe", "preferences", "erase"):
+            response = client.post(reverse(f"subscriptions:{name}", args=[token]))
+            assert response.status_code == 400, name
+        response = client.post(
+            reverse("subscriptions:one_click", args=[token]),
+            {"List-Unsubscribe": "One-Click"},
+        )
+        assert response.status_code == 400
+        subscriber.refresh_from_db()
+        assert subscriber.status == Status.CONFIRMED
+        assert Subscriber.objects.filter(pk=subscriber.pk).exists()
+
+
+def unsubscribe_url(subscriber, name="unsubscribe"):
+    return reverse(f"subscriptions:{name}", args=[subscriber.make_token(Subscriber.UNSUBSCRIBE)])
+
+
+class TestUnsubscribe:
+    def test_get_shows_a_button_and_changes_nothing(self, client):
+        subscriber = make_subscriber()
+        response = client.get(unsubscribe_url(subscriber))
+        assert response.status_code == 200
+        assert b'<button type="submit">Unsubscribe</button>' in response.content
+        subscriber.refresh_from_db()
+        assert subscriber.status == Status.CONFIRMED
+
+    def test_post_unsubscribes(self, client):
+        subscriber = make_subscriber()
+        response = client.post(unsubscribe_url(subscriber))
+        assert response.status_code == 200
+        assert b"You are unsubscribed" in response.content
+        subscriber.refresh_from_db()
+        assert subscriber.status == Status.UNSUBSCRIBED
+
+    def test_post_needs_the_csrf_token(self):
+        from django.test import Client
+
+        subscriber = make_subscriber()
+        response = Client(enforce_csrf_checks=True).post(unsubscribe_url(subscriber))
+        assert response.status_code == 403
+        subscriber.refresh_from_db()
+        assert subscriber.status == Status.CONFIRMED
+
+
+class TestOneClick:
+    def test_a_valid_one_click_post_unsubscribes_without_csrf(self):
+        from django.test import Client
+
+        subscriber = make_subscriber()
+        response = Client(enforce_csrf_checks=True).post(
+            unsubscribe_url(subscriber, "one_click"), {"List-Unsubscribe": "One-Click"}
+        )
+        assert response.status_code == 200
+        subscriber.refresh_from_db()
+        assert subscriber.status == Status.UNSUBSCRIBED
+
+    def test_it_accepts_multipart_bodies_too(self, client):
+        subscriber = make_subscriber()
+        response = client.post(
+            unsubscribe_url(subscriber, "one_click"),
+            data="List-Unsubscribe=One-Click",
+            content_type="application/x-www-form-urlencoded",
+        )
+        assert response.status_code == 200
+        subscriber.refresh_from_db()
+        assert subscriber.status == Status.UNSUBSCRIBED
+
+    @pytest.mark.parametrize(
+        "mangle, body",
+        [
+            (lambda t: t[:-3] + "abc", {"List-Unsubscribe": "One-Click"}),
+            (lambda t: "garbage", {"List-Unsubscribe": "One-Click"}),
+            (lambda t: t, {"List-Unsubscribe": "Yes"}),
+            (lambda t: t, {}),
+        ],
+    )
+    def test_an_invalid_one_click_changes_nothing(self, client, mangle, body):
+        subscriber = make_subscriber()
+        token = mangle(subscriber.make_token(Subscriber.UNSUBSCRIBE))
+        response = client.post(reverse("subscriptions:one_click", args=[token]), body)
+        assert response.status_code == 400
+        subscriber.refresh_from_db()
+        assert subscriber.status == Status.CONFIRMED
+
+    def test_get_is_not_allowed(self, client):
+        subscriber = make_subscriber()
+        assert client.get(unsubscribe_url(subscriber, "one_click")).status_code == 405
+        subscriber.refresh_from_db()
+        assert subscriber.status == Status.CONFIRMED
+
+
+def preferences_url(subscriber, name="preferences"):
+    return reverse(f"subscriptions:{name}", args=[subscriber.make_token(Subscriber.PREFERENCES)])
+
+
+class TestPreferences:
+    def test_it_shows_the_current_choices(self, client):
+        subscriber = make_subscriber(name="Ann", topics=["el-paso"], frequency="weekly")
+        html = client.get(preferences_url(subscriber)).content.decode()
+        assert 'value="Ann"' in html
+        assert re.search(r'value="weekly"[^>]*checked', html)
+        assert re.search(r'value="el-paso"[^>]*checked', html)
+        assert not re.search(r'value="jeff-sessions"[^>]*checked', html)
+
+    def test_it_saves_frequency_follows_and_name(self, client):
+        subscriber = make_subscriber()
+        response = client.post(
+            preferences_url(subscriber),
+            {"name": "Ann\r\nLee", "frequency": "daily", "topics": ["jeff-sessions"]},
+        )
+        assert response.status_code == 200
+        assert b"Saved." in response.content
+        subscriber.refresh_from_db()
+        assert (subscriber.name, subscriber.frequency) == ("Ann Lee", "daily")
+        assert subscriber.topics() == ["jeff-sessions"]
+        assert not subscriber.follows_everything
+
+    def test_bad_input_changes_nothing(self, client):
+        subscriber = make_subscriber(name="Ann")
+        response = client.post(
+            preferences_url(subscriber), {"name": "Bob", "frequency": "hourly", "topics": ["x"]}
+        )
+        assert response.status_code == 400
+        assert b"Nothing was changed" in response.content
+        subscriber.refresh_from_db()
+        assert (subscriber.name, subscriber.frequency, subscriber.follows_everything) == (
+            "Ann",
+            "instant",
+            True,
+        )
+
+    def test_it_offers_unsubscribe_download_and_delete(self, client):
+        subscriber = make_subscriber()
+        html = client.get(preferences_url(subscriber)).content.decode()
+        assert "/subscribe/unsubscribe/" in html
+        assert "data.json" in html
+        assert "Delete me" in html
+
+    def test_download_my_data(self, client):
+        subscriber = make_subscriber(
+            "ann@example.com", name="Ann", topics=["el-paso"], consent_wording="Subscribe."
+        )
+        response = client.get(preferences_url(subscriber, "download_data"))
+        assert response.status_code == 200
+        assert "attachment" in response["Content-Disposition"]
+        data = json.loads(response.content)
+        assert data["email"] == "ann@example.com"
+        assert data["topics"] == ["el-paso"]
+        assert data["consent"]["wording"] == "Subscribe."
+
+    def test_delete_asks_on_get_and_erases_on_post(self, client):
+        subscriber = make_subscriber()
+        url = preferences_url(subscriber, "erase")
+        assert client.get(url).status_code == 200
+        assert Subscriber.objects.filter(pk=subscriber.pk).exists()
+        response = client.post(url)
+        assert response.status_code == 200
+        assert b"Your data is deleted" in response.content
+        assert not Subscriber.objects.filter(pk=subscriber.pk).exists()
+        assert client.get(preferences_url(subscriber)).status_code == 400
+
+    def test_a_tampered_preferences_token_is_refused(self, client):
+        response = client.get(reverse("subscriptions:preferences", args=["abc:def:ghi"]))
+        assert response.status_code == 400
