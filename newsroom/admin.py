@@ -1,10 +1,16 @@
+from dataclasses import asdict
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Count
+from django.http import HttpResponseNotAllowed, JsonResponse
+from django.urls import path
 from django.utils.html import format_html, format_html_join
 
+from .extract import extract
 from .models import Article, ArticleEntity, Entity, EntityRedirect
 
 admin.site.site_header = f"{settings.SITE_NAME} newsroom"
@@ -50,6 +56,27 @@ class ArticleAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).with_entities()
+
+    def get_urls(self):
+        suggest = path(
+            "suggest-entities/",
+            self.admin_site.admin_view(self.suggest_entities),
+            name="newsroom_article_suggest_entities",
+        )
+        return [suggest, *super().get_urls()]
+
+    def suggest_entities(self, request):
+        """The "Suggested entities" panel (static/newsroom/suggest.js): the
+        entities the posted title and body name. It tags and creates nothing;
+        the editor chooses. POST because a body does not fit in a URL."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not (self.has_add_permission(request) or self.has_change_permission(request)):
+            raise PermissionDenied
+        result = extract(request.POST.get("title", ""), request.POST.get("body", ""))
+        return JsonResponse(
+            {"known": [asdict(k) for k in result.known], "new": [asdict(c) for c in result.new]}
+        )
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))

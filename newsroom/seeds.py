@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.html import escape
 from django.utils.text import slugify
 
+from .extract import extract
 from .models import Article, ArticleEntity, Entity
 
 FOOTER_LINES = [
@@ -240,13 +241,37 @@ def _entity_for(seed_entity):
     return entity, True
 
 
+def tag_from_text(article, create_entities=False):
+    """Tag an article with the entities the extractor finds in its text:
+    known entities always, new candidates only with `create_entities` (as
+    entities of the guessed kind). Returns (what, name, kind, role) for each,
+    what being "tagged", "created" or "candidate" (found, not created)."""
+    result = extract(article.title, article.body)
+    entities = Entity.objects.in_bulk([found.id for found in result.known])
+    found = [("tagged", entities[k.id], k.role) for k in result.known]
+    for candidate in result.new:
+        if create_entities:
+            entity, created = _entity_for(SeedEntity(name=candidate.name, kind=candidate.kind))
+            found.append(("created" if created else "tagged", entity, candidate.role))
+        else:
+            found.append(("candidate", Entity(name=candidate.name, kind=candidate.kind), None))
+    for what, entity, role in found:
+        if what != "candidate":
+            ArticleEntity.objects.get_or_create(
+                article=article, entity=entity, defaults={"role": role}
+            )
+    return [(what, entity.name, entity.kind, role) for what, entity, role in found]
+
+
 @transaction.atomic
-def load_seed(seed, email=True):
+def load_seed(seed, email=True, create_entities=False):
     """Create the seed's article, published, with its entities.
 
     Returns the new Article, or None when it was loaded before (found by
     slug): a second load creates and changes nothing, and an editor's later
-    changes to the article are never overwritten.
+    changes to the article are never overwritten. A seed without front
+    matter is tagged by the entity extractor (see tag_from_text); what it
+    found is in `article.extracted`.
     """
     if Article.objects.filter(slug=seed.key).exists():
         return None
@@ -265,4 +290,5 @@ def load_seed(seed, email=True):
         ArticleEntity.objects.get_or_create(
             article=article, entity=entity, defaults={"role": seed_entity.role}
         )
+    article.extracted = [] if seed.has_front_matter else tag_from_text(article, create_entities)
     return article

@@ -1,6 +1,9 @@
+import io
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
 
 from newsroom.extract import ABOUT, MENTIONS, EntityIndex, entity_index, extract
 from newsroom.management.commands.evaluate_extraction import (
@@ -9,7 +12,8 @@ from newsroom.management.commands.evaluate_extraction import (
     score_known,
     score_new,
 )
-from newsroom.models import Entity
+from newsroom.models import Article, ArticleEntity, Entity
+from tests.factories import make_staff
 
 SET = Path(__file__).parent / "extraction_set"
 REFERENCE = (SET / "00_reference.txt").read_text(encoding="utf-8")
@@ -242,3 +246,67 @@ def test_new_candidate_precision_over_the_labelled_set():
     score = score_new(load_set(SET))
 
     assert score.precision >= 0.7, score.errors
+
+
+SUGGEST_URL = "/admin/newsroom/article/suggest-entities/"
+
+
+@pytest.mark.django_db
+def test_the_suggestion_endpoint_answers_staff_and_tags_nothing(client):
+    make_entities(REFERENCE_ENTITIES)
+    client.force_login(make_staff("author", role="Authors"))
+
+    response = client.post(SUGGEST_URL, {"title": "", "body": "<p>Jeff Sessions met Ann Lee.</p>"})
+
+    assert response.status_code == 200
+    data = response.json()
+    assert [(k["name"], k["role"]) for k in data["known"]] == [("Jeff Sessions", "about")]
+    assert [(c["name"], c["kind"]) for c in data["new"]] == [("Ann Lee", "person")]
+    assert ArticleEntity.objects.count() == 0
+    assert Entity.objects.count() == len(REFERENCE_ENTITIES)
+
+
+@pytest.mark.django_db
+def test_the_suggestion_endpoint_is_for_staff_only_and_post_only(client):
+    assert client.post(SUGGEST_URL, {"body": "x"}).status_code == 302  # to the login page
+    client.force_login(User.objects.create_user("reader", password="x"))
+    assert client.post(SUGGEST_URL, {"body": "x"}).status_code == 302
+    client.force_login(make_staff("editor"))
+    assert client.get(SUGGEST_URL).status_code == 405
+
+
+def load_plain_text(tmp_path, *options):
+    seed = tmp_path / "plain.txt"
+    seed.write_text(REFERENCE, encoding="utf-8")
+    out = io.StringIO()
+    call_command("load_seeds", str(seed), "--no-email", *options, stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_load_seeds_tags_the_known_entities_of_a_file_without_front_matter(tmp_path):
+    make_entities([("Jeff Sessions", Entity.Kind.PERSON), ("El Paso", Entity.Kind.PLACE)])
+
+    out = load_plain_text(tmp_path)
+
+    article = Article.objects.get()
+    assert set(article.tags.values_list("entity__name", "role")) == {
+        ("Jeff Sessions", ABOUT),
+        ("El Paso", MENTIONS),
+    }
+    assert Entity.objects.count() == 2
+    assert "tagged person “Jeff Sessions” (about)" in out
+    assert "candidate person “Rod Rosenstein” (not created: use --create-entities)" in out
+
+
+@pytest.mark.django_db
+def test_load_seeds_creates_the_new_candidates_with_create_entities(tmp_path):
+    out = load_plain_text(tmp_path, "--create-entities")
+
+    kinds = dict(Entity.objects.values_list("name", "kind"))
+    for name, kind in REFERENCE_ENTITIES:
+        assert kinds[name] == kind
+    tags = dict(Article.objects.get().tags.values_list("entity__name", "role"))
+    assert tags["Jeff Sessions"] == ABOUT
+    assert tags["El Paso"] == MENTIONS
+    assert "created organization “Justice Department” (mentions)" in out

@@ -24,6 +24,12 @@ class Command(BaseCommand):
             action="store_true",
             help="Do not email the new articles to subscribers.",
         )
+        parser.add_argument(
+            "--create-entities",
+            action="store_true",
+            help="For a file without front matter, create the new names the entity "
+            "extractor finds (known entities are always tagged).",
+        )
 
     def handle(self, *paths, **options):
         files = []
@@ -42,7 +48,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         created = 0
         for seed in seeds:
-            article = load_seed(seed, email=not options["no_email"])
+            article = load_seed(
+                seed, email=not options["no_email"], create_entities=options["create_entities"]
+            )
             if article is None:
                 self.stdout.write(f"{seed.path.name}: already loaded, unchanged")
                 continue
@@ -50,6 +58,9 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{seed.path.name}: loaded “{article.title}” at {article.get_absolute_url()}"
             )
+            for what, name, kind, role in article.extracted:
+                detail = f"({role})" if role else "(not created: use --create-entities)"
+                self.stdout.write(f"  {what} {kind} “{name}” {detail}")
         self.stdout.write(
             self.style.SUCCESS(f"{created} article(s) loaded, {len(seeds) - created} unchanged.")
         )
