@@ -295,10 +295,15 @@ def _celery_worker_process(redis_server, _smtp_sink, django_db_setup, tmp_path_f
 
 
 @pytest.fixture
-def celery_worker(_celery_worker_process, smtp_server, transactional_db):
+def celery_worker(
+    _celery_worker_process, smtp_server, django_db_serialized_rollback, transactional_db
+):
     """A running Celery worker, with no task left over from earlier tests and
     an empty SMTP server. Call `celery_worker.drain()` before asserting that
-    something was *not* sent."""
+    something was *not* sent.
+
+    The flush after the test keeps what migrations created (serialized
+    rollback): later tests rely on those rows."""
     from celery import current_app
 
     current_app.control.purge()

@@ -1,0 +1,160 @@
+"""Hypothesis throws arbitrary input at the subscribe and preferences forms:
+never a 500, nothing stored for invalid input, and no CR/LF from any field
+ever reaches an email header."""
+
+import email
+import email.policy
+
+import pytest
+from django.core import mail
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from subscriptions import emails
+from subscriptions.models import Subscriber, normalize_email
+from tests.factories import make_subscriber
+from tests.subscriptions.topics import TOPICS
+
+pytestmark = pytest.mark.django_db
+
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+BREAKS = st.sampled_from(["\r\n", "\n", "\r", "\x00", "\u2028", "\x85", "\t", "\x0b"])
+HEADERS = st.sampled_from(["Bcc: victim@example.org", "Subject: owned", "To: x@y.z", ""])
+
+
+SHORT_TEXT = st.text(max_size=40)
+
+
+@st.composite
+def nasty_text(draw, valid=SHORT_TEXT):
+    """Valid-looking text with header injection and control characters mixed in."""
+    return draw(valid) + draw(BREAKS) + draw(HEADERS) + draw(st.text(max_size=20))
+
+
+texts = st.one_of(st.text(max_size=120), nasty_text())
+addresses = st.one_of(
+    st.emails(),
+    st.emails().map(lambda a: f"  {a.upper()} "),
+    st.emails().flatmap(lambda a: nasty_text(st.just(a))),
+    texts,
+)
+frequencies = st.one_of(st.sampled_from(Subscriber.Frequency.values + [""]), texts)
+topic_lists = st.lists(st.one_of(st.sampled_from([k for k, _ in TOPICS]), texts), max_size=4)
+EXPECTED_HEADERS = {
+    "Content-Type",
+    "MIME-Version",
+    "Subject",
+    "From",
+    "To",
+    "Date",
+    "Message-ID",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+}
+
+
+def assert_headers_are_clean(subscriber):
+    """Both emails the app sends to this subscriber have exactly the expected
+    headers, each one line, addressed to the stored address only."""
+    mail.outbox.clear()
+    emails.confirmation(subscriber)
+    emails.welcome(subscriber)
+    for sent in mail.outbox:
+        assert sent.recipients() == [subscriber.email]
+        parsed = email.message_from_bytes(sent.message().as_bytes(), policy=email.policy.default)
+        assert set(parsed.keys()) <= EXPECTED_HEADERS
+        for name, value in parsed.items():
+            assert "\r" not in value and "\n" not in value, name
+        assert parsed["To"] == subscriber.email
+        assert parsed["Subject"].isprintable()
+
+
+@FUZZ
+@given(
+    address=addresses,
+    name=texts,
+    frequency=frequencies,
+    topics=topic_lists,
+    source=texts,
+    form=texts,
+    website=st.one_of(st.just(""), texts),
+)
+def test_the_subscribe_form_survives_anything(
+    client, django_settings, address, name, frequency, topics, source, form, website
+):
+    Subscriber.objects.all().delete()
+    data = {
+        "email": address,
+        "name": name,
+        "frequency": frequency,
+        "topics": topics,
+        "source": source,
+        "form": form,
+        "website": website,
+    }
+    response = client.post("/subscribe/", data)
+    assert response.status_code in (200, 400)
+    stored = list(Subscriber.objects.all())
+    if response.status_code == 400 or website:
+        assert stored == []
+        return
+    [subscriber] = stored
+    assert subscriber.email == normalize_email(address)
+    assert subscriber.name.isprintable() and len(subscriber.name) <= 100
+    assert subscriber.frequency in Subscriber.Frequency.values
+    assert set(subscriber.topics()) <= {k for k, _ in TOPICS}
+    assert subscriber.consent_page.isprintable()
+    assert_headers_are_clean(subscriber)
+
+
+@FUZZ
+@given(address=addresses)
+def test_a_400_is_exactly_an_invalid_address(client, django_settings, address):
+    Subscriber.objects.all().delete()
+    response = client.post("/subscribe/", {"email": address})
+    try:
+        normalize_email(address)
+        valid = len(address.strip()) <= 254
+    except ValidationError:
+        valid = False
+    assert response.status_code == (200 if valid else 400)
+    assert Subscriber.objects.exists() == valid
+
+
+@pytest.fixture
+def django_settings(settings):
+    # Fuzzing is not abuse: no rate limits here (tested elsewhere).
+    settings.SUBSCRIPTIONS_RATELIMIT_IP = None
+    settings.SUBSCRIPTIONS_RATELIMIT_EMAIL = None
+    return settings
+
+
+@pytest.fixture
+def reader():
+    return make_subscriber("ann@example.com", name="Ann", topics=["el-paso"])
+
+
+@FUZZ
+@given(name=texts, frequency=frequencies, topics=topic_lists)
+def test_the_preferences_form_survives_anything(client, reader, name, frequency, topics):
+    reader.refresh_from_db()
+    before = reader.export_data()
+    url = reverse("subscriptions:preferences", args=[reader.make_token(Subscriber.PREFERENCES)])
+    response = client.post(url, {"name": name, "frequency": frequency, "topics": topics})
+    assert response.status_code in (200, 400)
+    reader.refresh_from_db()
+    if response.status_code == 400:
+        assert reader.export_data() == before
+        return
+    assert reader.frequency == frequency
+    assert set(reader.topics()) == set(topics)
+    assert reader.follows_everything == (not topics)
+    assert reader.name.isprintable() and len(reader.name) <= 100
+    assert reader.email == "ann@example.com"
+    assert_headers_are_clean(reader)
