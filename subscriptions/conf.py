@@ -13,12 +13,12 @@ DEFAULTS = {
     # Dotted path to a callable returning (key, label) pairs: what readers may
     # follow. None means readers can only follow everything.
     "TOPICS": None,
-    # How long the link in a confirmation email works.
+    # How long the link in a confirmation email works (timedelta or seconds).
     "CONFIRM_MAX_AGE": timedelta(days=7),
     # How long unsubscribe and preferences links work; None: for ever (links
     # in old emails must keep letting readers leave).
     "LINK_MAX_AGE": None,
-    # A pending address gets at most one confirmation email per window.
+    # A pending address gets at most one confirmation email per window (a timedelta).
     "CONFIRMATION_WINDOW": timedelta(hours=1),
     # django-ratelimit rates for POST /subscribe/ ("count/period"); None: off.
     "RATELIMIT_IP": "20/h",
@@ -37,6 +37,11 @@ class Conf:
         if name not in DEFAULTS:
             raise AttributeError(name)
         return getattr(settings, f"SUBSCRIPTIONS_{name}", DEFAULTS[name])
+
+    @property
+    def confirm_max_age(self):
+        max_age = self.CONFIRM_MAX_AGE
+        return max_age if isinstance(max_age, timedelta) else timedelta(seconds=max_age)
 
     @property
     def from_email(self):

@@ -44,7 +44,7 @@ def confirmation(subscriber):
     build(
         "confirmation",
         subscriber.email,
-        {"confirm_url": subscriber.confirm_url(), "max_age_days": conf.CONFIRM_MAX_AGE.days},
+        {"confirm_url": subscriber.confirm_url(), "max_age_days": conf.confirm_max_age.days},
     ).send()
 
 

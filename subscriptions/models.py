@@ -20,6 +20,8 @@ MAX_NAME_LENGTH = 100
 MAX_TOPIC_LENGTH = 200
 CSV_COLUMNS = ["email", "name", "frequency", "topics"]
 IMPORT_BATCH_SIZE = 1000
+# Bad rows kept in an ImportResult for a page to show; the rest are counted.
+MAX_LISTED_ERRORS = 1000
 
 
 def normalize_email(value):
@@ -83,7 +85,7 @@ class Consent:
 class ImportResult:
     created: int = 0
     duplicates: int = 0  # Already a subscriber, or twice in the file.
-    errors: list = field(default_factory=list)  # (line number, message)
+    errors: list = field(default_factory=list)  # (line number, message), the first ones
     error_count: int = 0
 
 
@@ -164,7 +166,7 @@ class SubscriberQuerySet(models.QuerySet):
             result.error_count += 1
             if on_error:
                 on_error(line, message)
-            else:
+            elif len(result.errors) < MAX_LISTED_ERRORS:
                 result.errors.append((line, message))
 
         batch = {}
