@@ -175,3 +175,25 @@ def test_the_import_command_streams_in_constant_memory(tmp_path, monkeypatch):
 
     small, large = peak(500), peak(5_000)
     assert large < small * 2
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_commands_show_a_progress_bar_on_a_terminal_only(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("email\n" + "".join(f"r{i}@example.com\n" for i in range(2_500)))
+    terminal = FakeTerminal()
+    call_command(
+        "import_subscribers", str(source), "--confirmed", stdout=io.StringIO(), stderr=terminal
+    )
+    assert "[" + "#" * 30 + "] 100% 2,501/2,501 lines" in terminal.getvalue()
+    terminal = FakeTerminal()
+    call_command("export_subscribers", "-o", str(tmp_path / "out.csv"), stderr=terminal)
+    assert "100% 2,500/2,500 rows" in terminal.getvalue()
+
+    not_a_terminal = io.StringIO()
+    call_command("export_subscribers", stdout=io.StringIO(), stderr=not_a_terminal)
+    assert not_a_terminal.getvalue() == ""

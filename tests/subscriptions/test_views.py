@@ -137,6 +137,7 @@ class TestSubscribe:
         settings.SUBSCRIPTIONS_RATELIMIT_IP = "3/h"
         statuses = [post_subscribe(client, email=f"r{i}@example.com").status_code for i in range(5)]
         assert statuses == [200, 200, 200, 429, 429]
+        assert b"Too many attempts" in post_subscribe(client, email="y@example.com").content
         assert Subscriber.objects.count() == 3
         assert post_subscribe(client, email="x@example.com", ip="10.9.9.9").status_code == 200
 
