@@ -3,7 +3,6 @@
 import csv
 import secrets
 from dataclasses import dataclass, field
-from functools import partial
 
 from django.apps import apps
 from django.core import signing
@@ -54,6 +53,18 @@ def clean_name(value):
     spaces, so a name can never break an email header or a CSV row."""
     text = "".join(c if c.isprintable() else " " for c in str(value or ""))
     return " ".join(text.split())[:MAX_NAME_LENGTH]
+
+
+def enqueue_after_commit(task, pk):
+    """Queue `task(pk)` once the transaction commits, so the worker finds
+    the row. Robust: a broker outage is logged, not turned into an error
+    page for a reader whose sign-up is already saved (an editor can resend
+    the confirmation from the admin)."""
+
+    def enqueue():  # Not a partial: Django logs a robust hook's __qualname__.
+        task.delay(pk)
+
+    transaction.on_commit(enqueue, robust=True)
 
 
 def new_key():
@@ -233,7 +244,7 @@ class SubscriberQuerySet(models.QuerySet):
                 from .tasks import send_confirmation
 
                 for subscriber in created:
-                    transaction.on_commit(partial(send_confirmation.delay, subscriber.pk))
+                    enqueue_after_commit(send_confirmation, subscriber.pk)
 
     def csv_rows(self):
         """CSV_COLUMNS rows, streaming in id order (constant memory)."""
@@ -407,7 +418,7 @@ class Subscriber(models.Model):
             from .tasks import send_confirmation
 
             self.confirmation_sent_at = now
-            transaction.on_commit(partial(send_confirmation.delay, self.pk))
+            enqueue_after_commit(send_confirmation, self.pk)
         return bool(claimed)
 
     def confirm(self):
@@ -421,7 +432,7 @@ class Subscriber(models.Model):
         if done:
             from .tasks import send_welcome
 
-            transaction.on_commit(partial(send_welcome.delay, self.pk))
+            enqueue_after_commit(send_welcome, self.pk)
         return bool(done)
 
     def unsubscribe(self):

@@ -358,3 +358,19 @@ class TestPreferences:
     def test_a_tampered_preferences_token_is_refused(self, client):
         response = client.get(reverse("subscriptions:preferences", args=["abc:def:ghi"]))
         assert response.status_code == 400
+
+
+def test_a_broker_outage_does_not_fail_the_sign_up(
+    client, monkeypatch, django_capture_on_commit_callbacks
+):
+    from subscriptions import tasks
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(tasks.send_confirmation, "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = post_subscribe(client)
+    assert len(callbacks) == 1
+    assert response.status_code == 200
+    assert Subscriber.objects.get().status == Status.PENDING
