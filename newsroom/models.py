@@ -1,5 +1,6 @@
 import html
 import re
+from functools import partial
 
 import nh3
 from ckeditor_uploader.fields import RichTextUploadingField
@@ -11,6 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import strip_tags
 from django.utils.text import Truncator, slugify
+
+import subscriptions
 
 # What survives in an article body. Everything else (scripts, styles, event
 # handlers, iframes, forms, javascript: URLs) is removed on save.
@@ -332,12 +335,18 @@ class Article(models.Model):
         if not self.slug:
             self.slug = unique_slug(Article, self.title, exclude_pk=self.pk)
         now = timezone.now()
+        went_live = False
         if self.status == self.Status.PUBLISHED:
             if self.published_at is None:
                 self.published_at = now
-            elif self.published_at > now:
+            if self.published_at > now:
                 self.status = self.Status.SCHEDULED
+            else:
+                was = Article.objects.filter(pk=self.pk).values_list("status", flat=True).first()
+                went_live = was != self.Status.PUBLISHED
         super().save(*args, **kwargs)
+        if went_live:
+            self.announce()
 
     def publish(self):
         """Make the article public now, keeping an earlier publish time.
@@ -354,7 +363,20 @@ class Article(models.Model):
             .update(status=self.Status.PUBLISHED, published_at=self.published_at, updated_at=now)
         ) == 1
         self.status = self.Status.PUBLISHED
+        if went_live:
+            self.announce()
         return went_live
+
+    def announce(self):
+        """Email the article to subscribers once it is committed as live.
+
+        After commit, so the tags saved in the same transaction (the admin's
+        inline, load_seeds) are the topics announced, and a rolled-back
+        publication mails nobody. subscriptions.announce() is idempotent:
+        republishing or a second call never makes a second mailing.
+        """
+        if self.email_subscribers:
+            transaction.on_commit(partial(announce_article, self.pk))
 
     def unpublish(self):
         """Back to draft: gone from every public page at once."""
@@ -386,6 +408,17 @@ class Article(models.Model):
     def topic_keys(self):
         """Slugs of the entities it is tagged with: what entity followers follow."""
         return [entity.slug for entity in self.tagged_entities()]
+
+    # What subscriptions.announce() reads of a post (see README, Subscriptions).
+
+    def email_summary(self):
+        return self.plain_summary(words=60)
+
+    def email_html(self):
+        return self.body
+
+    def topic_links(self):
+        return [(e.name, absolute_url(e.get_absolute_url())) for e in self.tagged_entities()]
 
     def plain_summary(self, words=40):
         """The summary, or the opening of the body when there is none."""
@@ -464,6 +497,13 @@ class ArticleEntity(models.Model):
 
     def __str__(self):
         return f"{self.article} — {self.role} {self.entity}"
+
+
+def announce_article(pk):
+    """Hand a live article to the newsletter; see Article.announce()."""
+    article = Article.objects.published().with_entities().filter(pk=pk).first()
+    if article and article.email_subscribers:
+        subscriptions.announce(article)
 
 
 def subscription_topics():

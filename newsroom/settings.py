@@ -149,6 +149,10 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     # Scheduled articles go live within a minute of their publish time.
     "publish-due-articles": {"task": "newsroom.tasks.publish_due_articles", "schedule": 30.0},
+    # Re-queue mailings stalled by a dead worker or a restarted Redis.
+    "sweep-deliveries": {"task": "subscriptions.tasks.sweep", "schedule": 60.0},
+    # Make the daily and weekly digests once their send time has come.
+    "make-digests": {"task": "subscriptions.tasks.make_digests", "schedule": 300.0},
 }
 
 # Email. Without EMAIL_URL every message is written as a file under
@@ -220,5 +224,16 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
 
-# The subscriptions app: topics readers may follow are this site's entities.
+# The subscriptions app (defaults and meanings in subscriptions/conf.py).
+# Topics readers may follow are this site's entities.
 SUBSCRIPTIONS_TOPICS = "newsroom.models.subscription_topics"
+SUBSCRIPTIONS_POSTAL_ADDRESS = env.str("SUBSCRIPTIONS_POSTAL_ADDRESS", default="")
+SUBSCRIPTIONS_REPLY_TO = env.str("SUBSCRIPTIONS_REPLY_TO", default="") or None
+SUBSCRIPTIONS_UNSUBSCRIBE_MAILTO = env.str("SUBSCRIPTIONS_UNSUBSCRIBE_MAILTO", default="") or None
+SUBSCRIPTIONS_EMAIL_CONTENT = env.str("SUBSCRIPTIONS_EMAIL_CONTENT", default="summary")
+SUBSCRIPTIONS_MAX_RATE = env.float("SUBSCRIPTIONS_MAX_RATE", default=0) or None
+SUBSCRIPTIONS_BATCH_SIZE = env.int("SUBSCRIPTIONS_BATCH_SIZE", default=500)
+SUBSCRIPTIONS_CLAIM_TIMEOUT = env.float("SUBSCRIPTIONS_CLAIM_TIMEOUT", default=300)  # seconds
+SUBSCRIPTIONS_RETRY_BACKOFF = env.float("SUBSCRIPTIONS_RETRY_BACKOFF", default=30)  # seconds
+SUBSCRIPTIONS_DIGEST_HOUR = env.int("SUBSCRIPTIONS_DIGEST_HOUR", default=7)
+SUBSCRIPTIONS_DIGEST_WEEKDAY = env.int("SUBSCRIPTIONS_DIGEST_WEEKDAY", default=0)

@@ -2,3 +2,16 @@
 
 It never imports the site that installs it; see README.md ("Subscriptions").
 """
+
+
+def announce(post):
+    """Email `post` to the subscribers who want it, once.
+
+    Call it after the post is committed as published. Idempotent: however
+    often a post is announced (a double click, republishing, two beat ticks,
+    retries), it gets one Mailing, and each reader at most one message.
+    Returns the Mailing. See README.md for what it reads of a post.
+    """
+    from .models import Mailing
+
+    return Mailing.announce(post)[0]

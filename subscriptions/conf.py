@@ -5,6 +5,7 @@ A site changes one by defining ``SUBSCRIPTIONS_<NAME>`` in its settings;
 """
 
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -29,6 +30,35 @@ DEFAULTS = {
     # None: settings.SITE_NAME and settings.SITE_URL.
     "SITE_NAME": None,
     "SITE_URL": None,
+    # Delivery.
+    # The sender's postal address, printed at the foot of every post email.
+    "POSTAL_ADDRESS": "",
+    # Reply-To of post emails; None: no Reply-To.
+    "REPLY_TO": None,
+    # An address that unsubscribes by email, added to List-Unsubscribe; None: HTTPS only.
+    "UNSUBSCRIBE_MAILTO": None,
+    # What a post email holds: "summary" (the post's summary and a link) or "full".
+    "EMAIL_CONTENT": "summary",
+    # Readers per fan-out chunk, and messages per batch task (one SMTP connection).
+    "BATCH_SIZE": 500,
+    # A claim older than this belongs to a dead worker: the sweeper takes it back.
+    "CLAIM_TIMEOUT": timedelta(minutes=5),
+    # Transient SMTP errors: retried after RETRY_BACKOFF × 2^(attempt-1) (±50 %
+    # jitter, at most RETRY_BACKOFF_MAX), until MAX_ATTEMPTS.
+    "RETRY_BACKOFF": timedelta(seconds=30),
+    "RETRY_BACKOFF_MAX": timedelta(hours=1),
+    "MAX_ATTEMPTS": 8,
+    # Addresses refused for good (5xx) this many times are suppressed.
+    "HARD_BOUNCE_LIMIT": 2,
+    # A ceiling in messages per second across all workers (a provider's
+    # quota); None: as fast as the mail server takes them.
+    "MAX_RATE": None,
+    # The shared cache (Redis) holding the send journal and the pace counter.
+    "CACHE": "default",
+    # Digests go out at this hour of the site's time zone; weekly ones on
+    # this weekday (0 = Monday).
+    "DIGEST_HOUR": 7,
+    "DIGEST_WEEKDAY": 0,
 }
 
 
@@ -40,8 +70,16 @@ class Conf:
 
     @property
     def confirm_max_age(self):
-        max_age = self.CONFIRM_MAX_AGE
-        return max_age if isinstance(max_age, timedelta) else timedelta(seconds=max_age)
+        return _duration(self.CONFIRM_MAX_AGE)
+
+    def duration(self, name):
+        """A duration setting as a timedelta (settings may give seconds)."""
+        return _duration(getattr(self, name))
+
+    @property
+    def list_id(self):
+        """The List-Id (RFC 2919) and the domain of Message-IDs: the site's host."""
+        return urlsplit(self.site_url).hostname or "localhost"
 
     @property
     def from_email(self):
@@ -63,6 +101,10 @@ class Conf:
         if not self.TOPICS:
             return []
         return [(str(key), str(label)) for key, label in import_string(self.TOPICS)()]
+
+
+def _duration(value):
+    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
 
 
 conf = Conf()

@@ -4,11 +4,26 @@ mail clients drop <style>). Templates live under subscriptions/emails/ and a
 site overrides them from its own templates directory.
 """
 
+import email.message
+import email.policy
+import email.utils
+import logging
+import random
+import smtplib
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
 import css_inline
-from django.core.mail import EmailMultiAlternatives
+from django.core.cache import caches
+from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
 from django.template.loader import render_to_string
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from .conf import conf
+
+logger = logging.getLogger(__name__)
 
 
 def _one_line(text):
@@ -17,16 +32,32 @@ def _one_line(text):
     return " ".join(text.split())
 
 
-def build(kind, to, context, headers=None):
-    """The EmailMultiAlternatives for subscriptions/emails/<kind>-*."""
+@dataclass
+class Parts:
+    subject: str
+    text: str
+    html: str
+
+
+def render(kind, context):
+    """Subject, text and HTML (CSS inlined) of subscriptions/emails/<kind>-*."""
     context = {"site_name": conf.site_name, "site_url": conf.site_url, **context}
     prefix = f"subscriptions/emails/{kind}"
-    subject = _one_line(render_to_string(f"{prefix}-subject.txt", context))
-    text = render_to_string(f"{prefix}-body.txt", context)
-    html = css_inline.inline(render_to_string(f"{prefix}-body.html", context))
+    return Parts(
+        subject=_one_line(render_to_string(f"{prefix}-subject.txt", context)),
+        text=render_to_string(f"{prefix}-body.txt", context),
+        html=css_inline.inline(render_to_string(f"{prefix}-body.html", context)),
+    )
+
+
+def build(kind, to, context, headers=None):
+    """The EmailMultiAlternatives for subscriptions/emails/<kind>-*."""
+    parts = render(kind, context)
     # The bare address only: names never go into headers.
-    message = EmailMultiAlternatives(subject, text, conf.from_email, [to], headers=headers)
-    message.attach_alternative(html, "text/html")
+    message = EmailMultiAlternatives(
+        parts.subject, parts.text, conf.from_email, [to], headers=headers
+    )
+    message.attach_alternative(parts.html, "text/html")
     return message
 
 
@@ -59,3 +90,345 @@ def welcome(subscriber):
         },
         headers=list_unsubscribe_headers(subscriber),
     ).send()
+
+
+# Posts and digests. Building a MIME message costs more than sending it, so
+# a post's email is rendered once (Mailing.announce), turned into bytes once
+# per batch with placeholders where the per-reader parts go (8bit, so the
+# bodies are stored as they are), and each reader's message is those bytes
+# with the placeholders replaced.
+
+# Letters only: they survive templates, HTML escaping, URLs and header folding.
+_MARK = "QZXPLACEHOLDERQZX"
+PLACEHOLDERS = (
+    "TO",
+    "MESSAGEID",
+    "UNSUBSCRIBE",
+    "ONECLICK",
+    "PREFERENCES",
+    "ITEMSHTML",
+    "ITEMSTEXT",
+)
+
+
+def placeholder(name):
+    return f"{_MARK}{name}{_MARK}"
+
+
+def _reader_links():
+    return {
+        "unsubscribe_url": placeholder("UNSUBSCRIBE"),
+        "preferences_url": placeholder("PREFERENCES"),
+        "postal_address": conf.POSTAL_ADDRESS,
+    }
+
+
+@dataclass
+class Outcome:
+    """What happened to a batch of deliveries (or digests)."""
+
+    sent: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    retry: list = field(default_factory=list)  # next_attempt_at set
+    failed: list = field(default_factory=list)  # error set
+
+
+def _call(post, name, default):
+    method = getattr(post, name, None)
+    return method() if callable(method) else default
+
+
+def post_snapshot(post):
+    """The fields of a Mailing for `post`: its email, rendered once.
+
+    A post offers title, get_absolute_url() and published_at, and may offer
+    email_summary() (plain text), email_html() (sanitised HTML, used when
+    SUBSCRIPTIONS_EMAIL_CONTENT is "full"), topic_keys() and
+    topic_links() ([(label, absolute URL)]).
+    """
+    url = post.get_absolute_url()
+    if url.startswith("/"):
+        url = conf.absolute_url(url)
+    summary = _call(post, "email_summary", "")
+    full = conf.EMAIL_CONTENT == "full"
+    context = {
+        "title": post.title,
+        "url": url,
+        "summary": summary,
+        "body_html": _call(post, "email_html", "") if full else "",
+        "topic_links": _call(post, "topic_links", []),
+        **_reader_links(),
+    }
+    parts = render("post", context)
+    return {
+        "title": post.title[:300],
+        "url": url[:500],
+        "summary": summary,
+        "topics": sorted({str(key) for key in _call(post, "topic_keys", [])}),
+        "published_at": getattr(post, "published_at", None),
+        "subject": parts.subject[:300],
+        "text": parts.text,
+        "html": parts.html,
+    }
+
+
+def _short_lines(text, limit=900):
+    """No line over `limit` bytes (8bit MIME allows 998): long lines are
+    broken at a space, where HTML and plain text read the same."""
+    out = []
+    for line in text.splitlines():
+        while len(line.encode()) > limit:
+            cut = line.rfind(" ", 0, limit // 2)
+            if cut <= 0:
+                break
+            out.append(line[:cut])
+            line = line[cut + 1 :]
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def message_template(subject, text, html):
+    """A multipart/alternative message as bytes (CRLF), with placeholders for
+    the reader's address, Message-ID and links."""
+    message = email.message.EmailMessage(policy=email.policy.SMTP.clone(cte_type="8bit"))
+    # Header values can hold no line breaks: Message raises on them, so a
+    # title with CR/LF can never add a header.
+    message["Subject"] = _one_line(subject)
+    message["From"] = conf.from_email
+    message["To"] = placeholder("TO")
+    message["Date"] = email.utils.formatdate(localtime=False)
+    message["Message-ID"] = f"<{placeholder('MESSAGEID')}>"
+    if conf.REPLY_TO:
+        message["Reply-To"] = conf.REPLY_TO
+    message["List-Id"] = f"{_one_line(conf.site_name)} <{conf.list_id}>"
+    unsubscribe = f"<{placeholder('ONECLICK')}>"
+    if conf.UNSUBSCRIBE_MAILTO:
+        unsubscribe += f", <mailto:{conf.UNSUBSCRIBE_MAILTO}?subject=unsubscribe>"
+    message["List-Unsubscribe"] = unsubscribe
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message.set_content(_short_lines(text), cte="8bit")
+    message.add_alternative(_short_lines(html), subtype="html", cte="8bit")
+    return message.as_bytes()
+
+
+def message_id(kind, pk):
+    """Stable for one (mailing, reader) or digest, so a resent message is
+    recognisably the same; unguessable, so it reveals no id."""
+    digest = salted_hmac("subscriptions.message-id", f"{kind}:{pk}").hexdigest()
+    return f"{kind}.{digest[:24]}@{conf.list_id}"
+
+
+def personalise(template, subscriber, message_id, **extra):
+    values = {
+        "TO": email.utils.formataddr((subscriber.name, subscriber.email), charset="utf-8"),
+        "MESSAGEID": message_id,
+        "UNSUBSCRIBE": subscriber.unsubscribe_url(),
+        "ONECLICK": subscriber.one_click_url(),
+        "PREFERENCES": subscriber.preferences_url(),
+        **extra,
+    }
+    for name, value in values.items():
+        template = template.replace(placeholder(name).encode(), value.encode())
+    return template
+
+
+class PrebuiltEmail(EmailMessage):
+    """An EmailMessage whose bytes are already made: Django's SMTP, file and
+    console backends send them as they are."""
+
+    def __init__(self, raw, to):
+        super().__init__(from_email=conf.from_email, to=[to])
+        self.raw = raw
+
+    def message(self, policy=None):
+        return _RawMessage(self.raw)
+
+
+class _RawMessage:
+    def __init__(self, raw):
+        self.raw = raw
+
+    def as_bytes(self, unixfrom=False, linesep="\n", policy=None):
+        return self.raw if linesep == "\r\n" else self.raw.replace(b"\r\n", linesep.encode())
+
+    def get_charset(self):
+        return None
+
+
+def journal_key(kind, pk):
+    return f"subscriptions:sent:{kind}:{pk}"
+
+
+def journal_sent(kind, pks):
+    """Of these, the ones a worker noted as accepted by the mail server (it
+    may have died before telling the database)."""
+    found = caches[conf.CACHE].get_many([journal_key(kind, pk) for pk in pks])
+    return {pk for pk in pks if journal_key(kind, pk) in found}
+
+
+def send_post(mailing, deliveries):
+    """Send the mailing to each claimed delivery's reader; an Outcome."""
+    template = message_template(mailing.subject, mailing.text, mailing.html)
+    return deliver(
+        "delivery",
+        deliveries,
+        lambda d: personalise(
+            template, d.subscriber, message_id(f"m{mailing.pk}", d.subscriber_id)
+        ),
+    )
+
+
+def deliver(kind, items, build):
+    """Send build(item) to each item's reader over one connection.
+
+    Readers no longer confirmed are skipped. Each accepted message is noted
+    in the shared cache at once (the journal), so a worker killed mid-batch
+    re-sends at most the message in flight. Transient failures (4xx,
+    dropped or refused connections, timeouts) are retried later with
+    exponential backoff and jitter; 5xx refusals fail for good.
+    """
+    outcome = Outcome()
+    journal = caches[conf.CACHE]
+    connection = get_connection()
+    pace = Pace()
+    try:
+        connection.open()
+    except (OSError, smtplib.SMTPException) as error:
+        for item in items:
+            _retry(outcome, item, f"could not connect: {error}")
+        return outcome
+    try:
+        for index, item in enumerate(items):
+            subscriber = item.subscriber
+            if subscriber is None or subscriber.status != subscriber.Status.CONFIRMED:
+                outcome.skipped.append(item)
+                continue
+            pace.wait()
+            try:
+                connection.send_messages([PrebuiltEmail(build(item), subscriber.email)])
+            except smtplib.SMTPRecipientsRefused as error:
+                code, text = next(iter(error.recipients.values()))
+                _fail_or_retry(outcome, item, code, text)
+            except smtplib.SMTPDataError as error:
+                _fail_or_retry(outcome, item, error.smtp_code, error.smtp_error)
+            except (OSError, smtplib.SMTPException) as error:
+                # The connection is gone or the server is in trouble: retry
+                # this reader later; reconnect for the next one.
+                _retry(outcome, item, str(error) or type(error).__name__)
+                try:
+                    connection.close()
+                    connection.open()
+                except (OSError, smtplib.SMTPException) as reconnect_error:
+                    for rest in items[index + 1 :]:
+                        _retry(outcome, rest, f"could not connect: {reconnect_error}")
+                    break
+            else:
+                outcome.sent.append(item)
+                try:
+                    journal.set(journal_key(kind, item.pk), 1, timeout=7 * 24 * 3600)
+                except Exception:  # noqa: BLE001 - any cache backend's error
+                    # The cache is down (Redis restarting): the batch still
+                    # records this send in the database when it ends; only
+                    # a crash before then would repeat it.
+                    logger.warning("Send journal unavailable for %s %s", kind, item.pk)
+    finally:
+        try:
+            connection.close()
+        except (OSError, smtplib.SMTPException):
+            pass
+    return outcome
+
+
+def _fail_or_retry(outcome, item, code, text):
+    text = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    if 500 <= int(code) < 600:
+        item.permanent = True
+        item.attempts += 1
+        item.error = f"{code} {text}"[:500]
+        outcome.failed.append(item)
+    else:
+        _retry(outcome, item, f"{code} {text}")
+
+
+def _retry(outcome, item, error):
+    item.attempts += 1
+    item.error = str(error)[:500]
+    if item.attempts >= conf.MAX_ATTEMPTS:
+        item.error = f"gave up after {item.attempts} attempts: {item.error}"[:500]
+        outcome.failed.append(item)
+        return
+    base = conf.duration("RETRY_BACKOFF").total_seconds() * 2 ** (item.attempts - 1)
+    delay = min(base, conf.duration("RETRY_BACKOFF_MAX").total_seconds())
+    item.next_attempt_at = timezone.now() + timedelta(seconds=delay * random.uniform(0.5, 1.5))
+    outcome.retry.append(item)
+
+
+class Pace:
+    """At most SUBSCRIPTIONS_MAX_RATE messages a second across all workers
+    (an email provider's quota), counted per second in the shared cache."""
+
+    def __init__(self):
+        self.rate = conf.MAX_RATE
+        self.cache = caches[conf.CACHE]
+
+    def wait(self):
+        if not self.rate:
+            return
+        while True:
+            now = time.time()
+            key = f"subscriptions:pace:{int(now)}"
+            self.cache.add(key, 0, timeout=5)
+            if self.cache.incr(key) <= self.rate:
+                return
+            time.sleep(int(now) + 1 - now)
+
+
+def send_digests(digests, posts):
+    """Send each digest to its reader, listing posts[digest.pk] (Mailings);
+    an Outcome. Each post's entry is rendered once per batch."""
+    items = {}
+
+    def item(mailing):
+        if mailing.pk not in items:
+            context = {"mailing": mailing, "site_name": conf.site_name}
+            items[mailing.pk] = (
+                render_to_string("subscriptions/emails/digest-item.html", context),
+                render_to_string("subscriptions/emails/digest-item.txt", context),
+            )
+        return items[mailing.pk]
+
+    templates = {}
+
+    def template(period):
+        frequency = period.split(":")[0]
+        if frequency not in templates:
+            context = {
+                "frequency": frequency,
+                "items_html": placeholder("ITEMSHTML"),
+                "items_text": placeholder("ITEMSTEXT"),
+                **_reader_links(),
+            }
+            parts = render("digest", context)
+            templates[frequency] = message_template(parts.subject, parts.text, parts.html)
+        return templates[frequency]
+
+    def build(digest):
+        entries = [item(m) for m in posts.get(digest.pk, [])]
+        return personalise(
+            template(digest.period),
+            digest.subscriber,
+            message_id("d", digest.pk),
+            # The template's lines end in CRLF, as SMTP wants; so must these.
+            ITEMSHTML=_short_lines("\n".join(h for h, _ in entries))
+            .rstrip("\n")
+            .replace("\n", "\r\n"),
+            ITEMSTEXT=_short_lines("\n\n".join(t.strip() for _, t in entries))
+            .rstrip("\n")
+            .replace("\n", "\r\n"),
+        )
+
+    # A digest with nothing to list is never sent (its posts were erased).
+    empty = [d for d in digests if not posts.get(d.pk)]
+    outcome = deliver("digest", [d for d in digests if posts.get(d.pk)], build)
+    outcome.skipped += empty
+    return outcome

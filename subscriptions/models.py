@@ -3,13 +3,14 @@
 import csv
 import secrets
 from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
 
 from django.apps import apps
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, models, transaction
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, Exists, Min, OuterRef, Prefetch, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
@@ -55,14 +56,15 @@ def clean_name(value):
     return " ".join(text.split())[:MAX_NAME_LENGTH]
 
 
-def enqueue_after_commit(task, pk):
-    """Queue `task(pk)` once the transaction commits, so the worker finds
-    the row. Robust: a broker outage is logged, not turned into an error
+def enqueue_after_commit(task, *args, countdown=None):
+    """Queue `task(*args)` once the transaction commits, so the worker finds
+    the rows. Robust: a broker outage is logged, not turned into an error
     page for a reader whose sign-up is already saved (an editor can resend
-    the confirmation from the admin)."""
+    the confirmation from the admin), and for deliveries the sweeper
+    queues the work again."""
 
     def enqueue():  # Not a partial: Django logs a robust hook's __qualname__.
-        task.delay(pk)
+        task.apply_async(args, countdown=countdown)
 
     transaction.on_commit(enqueue, robust=True)
 
@@ -109,6 +111,26 @@ class SubscriberQuerySet(models.QuerySet):
         everything and those who follow any of the topics."""
         followers = Follow.objects.filter(topic__in=list(topics)).values("subscriber_id")
         return self.filter(Q(follows_everything=True) | Q(pk__in=followers))
+
+    def suppress_bouncing(self, ids):
+        """Suppress the readers among `ids` whose address was refused for good
+        HARD_BOUNCE_LIMIT times: they are never emailed again."""
+        if not ids:
+            return 0
+        bouncing = (
+            Delivery.objects.filter(
+                subscriber__in=ids, status=Delivery.Status.FAILED, permanent=True
+            )
+            .values("subscriber")
+            .annotate(n=Count("pk"))
+            .filter(n__gte=conf.HARD_BOUNCE_LIMIT)
+            .values("subscriber")
+        )
+        return (
+            self.filter(pk__in=bouncing)
+            .exclude(status=Subscriber.Status.SUPPRESSED)
+            .update(status=Subscriber.Status.SUPPRESSED)
+        )
 
     def counts_by_status(self):
         """{status: count} for every status, in one query."""
@@ -555,3 +577,540 @@ class Follow(models.Model):
 
     def __str__(self):
         return self.topic
+
+
+# Delivery: one Mailing per post, one Delivery per (mailing, reader), one
+# Digest per (reader, period). Every message goes through a claim (a
+# conditional update) and every outcome is written in bulk.
+
+MAX_ID = 2**63 - 1
+
+
+def _due():
+    return Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now())
+
+
+class SendableQuerySet(models.QuerySet):
+    """What Delivery and Digest share: claiming work and recording outcomes."""
+
+    def claim(self, limit):
+        """Take up to `limit` due pending rows of this queryset for this
+        worker with one conditional update: two workers never get the same
+        row. Returns the claimed rows."""
+        Status = self.model.Status
+        now = timezone.now()
+        token = secrets.token_hex(8)
+        ids = list(
+            self.filter(_due(), status=Status.PENDING)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not ids or not self.model.objects.filter(pk__in=ids, status=Status.PENDING).update(
+            status=Status.SENDING, claim=token, claimed_at=now
+        ):
+            return []
+        return list(
+            self.model.objects.filter(claim=token).select_related("subscriber").order_by("pk")
+        )
+
+    def record(self, outcome):
+        """Write a batch's Outcome in a constant number of queries."""
+        Status = self.model.Status
+        now = timezone.now()
+        if outcome.sent:
+            self.filter(pk__in=[i.pk for i in outcome.sent]).update(
+                status=Status.SENT, sent_at=now, claim=""
+            )
+        if outcome.skipped:
+            self.filter(pk__in=[i.pk for i in outcome.skipped]).update(
+                status=Status.SKIPPED, claim=""
+            )
+        for item in outcome.retry:
+            item.status, item.claim = Status.PENDING, ""
+        for item in outcome.failed:
+            item.status, item.claim = Status.FAILED, ""
+        if outcome.retry or outcome.failed:
+            fields = ["status", "claim", "attempts", "next_attempt_at", "error", "permanent"]
+            self.bulk_update(outcome.retry + outcome.failed, fields, batch_size=1000)
+
+    def release_stale(self, kind):
+        """Rows claimed longer than CLAIM_TIMEOUT ago, by a worker that died or
+        lost its broker: those the journal says were sent are recorded as
+        sent, the rest go back to pending. Returns how many were released."""
+        from . import emails
+
+        Status = self.model.Status
+        before = timezone.now() - conf.duration("CLAIM_TIMEOUT")
+        stale = list(
+            self.filter(status=Status.SENDING, claimed_at__lt=before).values_list("pk", flat=True)[
+                :10000
+            ]
+        )
+        if not stale:
+            return 0
+        sent = emails.journal_sent(kind, stale)
+        if sent:
+            self.filter(pk__in=sent, status=Status.SENDING).update(
+                status=Status.SENT, sent_at=timezone.now(), claim=""
+            )
+        return self.filter(
+            pk__in=[pk for pk in stale if pk not in sent], status=Status.SENDING
+        ).update(status=Status.PENDING, claim="")
+
+
+class Sendable(models.Model):
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    permanent = models.BooleanField(default=False, help_text="Refused for good (5xx).")
+    error = models.CharField(max_length=500, blank=True)
+    claim = models.CharField(max_length=16, blank=True, editable=False)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class MailingQuerySet(models.QuerySet):
+    def with_progress(self):
+        """sent/failed/pending/digest/skipped counts, in the same query."""
+        S = Delivery.Status
+
+        def count(*statuses):
+            return Count("deliveries", filter=Q(deliveries__status__in=statuses))
+
+        return self.annotate(
+            sent_count=count(S.SENT),
+            failed_count=count(S.FAILED),
+            pending_count=count(S.PENDING, S.SENDING),
+            digest_count=count(S.DIGEST),
+            skipped_count=count(S.SKIPPED),
+        )
+
+
+class Mailing(models.Model):
+    """The email of one post: a frozen snapshot, sent to each matching
+    confirmed reader once. Unique per post, so announcing a post twice, or
+    from two processes at once, never makes a second mailing."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        PAUSED = "paused", "Paused"
+        DONE = "done", "Done"
+
+    post_key = models.CharField(
+        max_length=200, unique=True, help_text="Which post this is, e.g. newsroom.article:12."
+    )
+    title = models.CharField(max_length=300)
+    url = models.URLField(max_length=500)
+    summary = models.TextField(blank=True)
+    topics = models.JSONField(default=list, blank=True, help_text="The post's topic keys.")
+    published_at = models.DateTimeField(null=True, blank=True)
+    # The snapshot, rendered once by announce; the reader's links are
+    # placeholders filled in for each message (emails.personalise).
+    subject = models.CharField(max_length=300)
+    text = models.TextField()
+    html = models.TextField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    fanout_cursor = models.BigIntegerField(
+        default=0, help_text="Readers up to this id have their deliveries recorded."
+    )
+    fanout_done = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    progress_at = models.DateTimeField(
+        default=timezone.now, help_text="The last time a worker moved this mailing forward."
+    )
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = MailingQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # Mailing.sweep: mailings in flight that made no progress lately.
+            models.Index(fields=["status", "progress_at"], name="mailing_inflight_idx"),
+        ]
+
+    def __str__(self):
+        return self.title
+
+    @classmethod
+    def announce(cls, post):
+        """(mailing, created): the first call for a post snapshots its email
+        and queues the fan-out after commit; later calls return the same."""
+        from . import emails
+        from .tasks import fan_out
+
+        meta = getattr(post, "_meta", None)
+        kind = meta.label_lower if meta else f"{type(post).__module__}.{type(post).__qualname__}"
+        post_key = f"{kind}:{post.pk}"
+        existing = cls.objects.filter(post_key=post_key).first()
+        if existing:
+            return existing, False
+        snapshot = emails.post_snapshot(post)
+        try:
+            with transaction.atomic():
+                mailing = cls.objects.create(post_key=post_key, **snapshot)
+        except IntegrityError:  # Announced at the same moment elsewhere.
+            return cls.objects.get(post_key=post_key), False
+        enqueue_after_commit(fan_out, mailing.pk)
+        return mailing, True
+
+    def recipients(self):
+        """The confirmed readers this post goes to, whatever their frequency."""
+        return Subscriber.objects.confirmed().following(self.topics)
+
+    def fan_out(self):
+        """Record a Delivery for every matching reader and queue a batch task
+        per BATCH_SIZE readers, walking readers in id order (constant memory).
+
+        Resumes from fanout_cursor after a crash; the unique (mailing,
+        subscriber) constraint makes a chunk done twice harmless, and a
+        batch task queued twice finds its deliveries already claimed.
+        """
+        from .tasks import send_batch
+
+        Mailing.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
+            status=self.Status.SENDING
+        )
+        instant, size = Subscriber.Frequency.INSTANT, conf.BATCH_SIZE
+        cursor = Mailing.objects.values_list("fanout_cursor", flat=True).get(pk=self.pk)
+        while rows := list(
+            self.recipients()
+            .filter(pk__gt=cursor)
+            .order_by("pk")
+            .values_list("pk", "frequency")[:size]
+        ):
+            Delivery.objects.bulk_create(
+                [
+                    Delivery(
+                        mailing=self,
+                        subscriber_id=pk,
+                        status=Delivery.Status.PENDING
+                        if frequency == instant
+                        else Delivery.Status.DIGEST,
+                    )
+                    for pk, frequency in rows
+                ],
+                ignore_conflicts=True,
+            )
+            first, cursor = rows[0][0], rows[-1][0]
+            Mailing.objects.filter(pk=self.pk).update(
+                fanout_cursor=cursor, progress_at=timezone.now()
+            )
+            if any(frequency == instant for _, frequency in rows):
+                enqueue_after_commit(send_batch, self.pk, first, cursor)
+        Mailing.objects.filter(pk=self.pk).update(fanout_done=True, progress_at=timezone.now())
+        self.fanout_done = True
+        self.finish_if_done()
+
+    def send_batch(self, first, last):
+        """Send the due pending deliveries of readers with ids first..last
+        (at most BATCH_SIZE, over one SMTP connection), then queue what is
+        left of the range: now if due, or when the next retry is due.
+        Returns the number of messages sent."""
+        from . import emails
+
+        status = Mailing.objects.filter(pk=self.pk).values_list("status", flat=True).first()
+        if status not in (self.Status.QUEUED, self.Status.SENDING):
+            return 0  # Paused (resume queues it again), done or deleted.
+        batch = Delivery.objects.filter(
+            mailing=self, subscriber_id__gte=first, subscriber_id__lte=last
+        )
+        deliveries = batch.claim(conf.BATCH_SIZE)
+        outcome = emails.Outcome()
+        if deliveries:
+            outcome = emails.send_post(self, deliveries)
+            Delivery.objects.record(outcome)
+            Subscriber.objects.suppress_bouncing(
+                [d.subscriber_id for d in outcome.failed if d.permanent]
+            )
+            Mailing.objects.filter(pk=self.pk).update(progress_at=timezone.now())
+        self._queue_rest(first, last)
+        return len(outcome.sent)
+
+    def _queue_rest(self, first, last):
+        from .tasks import send_batch
+
+        left = Delivery.objects.filter(
+            mailing=self,
+            subscriber_id__gte=first,
+            subscriber_id__lte=last,
+            status=Delivery.Status.PENDING,
+        ).aggregate(count=Count("pk"), due=Count("pk", filter=_due()), next=Min("next_attempt_at"))
+        if left["due"]:
+            enqueue_after_commit(send_batch, self.pk, first, last)
+        elif left["count"]:
+            wait = max(0.0, (left["next"] - timezone.now()).total_seconds()) + 0.1
+            enqueue_after_commit(send_batch, self.pk, first, last, countdown=wait)
+        else:
+            self.finish_if_done()
+
+    def finish_if_done(self):
+        """Mark the mailing done once its fan-out is complete and no delivery
+        is pending or being sent."""
+        unfinished = Delivery.objects.filter(
+            mailing=self, status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING]
+        )
+        return bool(
+            Mailing.objects.filter(
+                pk=self.pk, fanout_done=True, status__in=[self.Status.QUEUED, self.Status.SENDING]
+            )
+            .exclude(Exists(unfinished))
+            .update(status=self.Status.DONE, finished_at=timezone.now())
+        )
+
+    def pause(self):
+        return bool(
+            Mailing.objects.filter(
+                pk=self.pk, status__in=[self.Status.QUEUED, self.Status.SENDING]
+            ).update(status=self.Status.PAUSED)
+        )
+
+    def resume(self):
+        resumed = Mailing.objects.filter(pk=self.pk, status=self.Status.PAUSED).update(
+            status=self.Status.SENDING, progress_at=timezone.now()
+        )
+        if resumed:
+            self._requeue()
+        return bool(resumed)
+
+    def retry_failed(self):
+        """Failed deliveries to readers still confirmed go back in the queue;
+        returns how many."""
+        count = Delivery.objects.filter(
+            mailing=self,
+            status=Delivery.Status.FAILED,
+            subscriber__status=Subscriber.Status.CONFIRMED,
+        ).update(
+            status=Delivery.Status.PENDING,
+            attempts=0,
+            next_attempt_at=None,
+            error="",
+            permanent=False,
+        )
+        if count:
+            Mailing.objects.filter(pk=self.pk, status=self.Status.DONE).update(
+                status=self.Status.SENDING, finished_at=None, progress_at=timezone.now()
+            )
+            self._requeue()
+        return count
+
+    def _requeue(self):
+        from .tasks import fan_out, send_batch
+
+        if not Mailing.objects.filter(pk=self.pk, fanout_done=True).exists():
+            enqueue_after_commit(fan_out, self.pk)
+        enqueue_after_commit(send_batch, self.pk, 0, MAX_ID)
+
+    @classmethod
+    def sweep(cls):
+        """Put stalled work back in the queue (beat runs it every minute).
+
+        Claims older than CLAIM_TIMEOUT are released (Sendable.release_stale).
+        A mailing that made no progress for CLAIM_TIMEOUT gets its fan-out and
+        a batch over all its readers queued again: if its tasks were lost
+        with a restarted broker these finish the job, and if they were not,
+        the claims make the extra tasks find nothing to do. Returns the ids
+        of the mailings queued again.
+        """
+        Delivery.objects.release_stale("delivery")
+        Digest.objects.release_stale("digest")
+        stale = timezone.now() - conf.duration("CLAIM_TIMEOUT")
+        requeued = []
+        for mailing in cls.objects.filter(status=cls.Status.SENDING, progress_at__lt=stale):
+            if not mailing.finish_if_done():
+                Mailing.objects.filter(pk=mailing.pk).update(progress_at=timezone.now())
+                mailing._requeue()
+                requeued.append(mailing.pk)
+        if Digest.objects.filter(
+            _due(), status=Digest.Status.PENDING, created_at__lt=stale
+        ).exists():
+            from .tasks import send_digests
+
+            enqueue_after_commit(send_digests, 0, MAX_ID)
+        return requeued
+
+
+class Delivery(Sendable):
+    """One post for one reader: the ledger that makes sending exactly-once."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped: left before it was sent"
+        DIGEST = "digest", "Waiting for the reader's digest"
+
+    mailing = models.ForeignKey(Mailing, on_delete=models.CASCADE, related_name="deliveries")
+    # SET_NULL: erasing a reader keeps the mailing's counts, not the address.
+    subscriber = models.ForeignKey(
+        Subscriber, null=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
+    digest = models.ForeignKey(
+        "Digest", null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+
+    objects = SendableQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        ordering = ["pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["mailing", "subscriber"], name="unique_delivery"),
+        ]
+        indexes = [
+            # Mailing.send_batch: a mailing's pending deliveries in a reader-id range.
+            models.Index(fields=["mailing", "status", "subscriber"], name="delivery_batch_idx"),
+            # Sendable.release_stale: old claims.
+            models.Index(fields=["status", "claimed_at"], name="delivery_stale_idx"),
+            # Digest.create_due: deliveries waiting for a digest.
+            models.Index(fields=["status", "digest", "created_at"], name="delivery_digest_idx"),
+            # Sendable.claim: rows this worker claimed.
+            models.Index(fields=["claim"], name="delivery_claim_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.mailing} → {self.subscriber or 'erased reader'}"
+
+
+def digest_periods(now=None):
+    """[(frequencies, period key, cut-off)] of the digests due at `now`: the
+    latest daily send time (DIGEST_HOUR in the site's time zone) and the
+    latest weekly one (on DIGEST_WEEKDAY). A digest holds the posts waiting
+    at its cut-off; a period's key is the date of its send time, so a
+    reader gets one digest per period however often this runs."""
+    local = timezone.localtime(now or timezone.now())
+    send_date = local.date() if local.hour >= conf.DIGEST_HOUR else local.date() - timedelta(days=1)
+    weekly_date = send_date - timedelta(days=(send_date.weekday() - conf.DIGEST_WEEKDAY) % 7)
+
+    def at(day):
+        return timezone.make_aware(datetime.combine(day, time(conf.DIGEST_HOUR)))
+
+    F = Subscriber.Frequency
+    return [
+        # A reader who left the weekly digest for instant mail gets what was
+        # waiting in the next daily one.
+        ([F.DAILY, F.INSTANT], f"daily:{send_date}", at(send_date)),
+        ([F.WEEKLY], f"weekly:{weekly_date}", at(weekly_date)),
+    ]
+
+
+class DigestQuerySet(SendableQuerySet):
+    def create_due(self, now=None):
+        """Make the digests due now (one per reader and period, for readers
+        with posts waiting at the period's cut-off) and attach the waiting
+        deliveries to them; streams readers in chunks. Returns how many
+        digests were created."""
+        created = 0
+        for frequencies, period, cutoff in digest_periods(now):
+            waiting = Delivery.objects.filter(
+                status=Delivery.Status.DIGEST,
+                digest__isnull=True,
+                created_at__lte=cutoff,
+                subscriber__status=Subscriber.Status.CONFIRMED,
+                subscriber__frequency__in=frequencies,
+            )
+            cursor = 0
+            while readers := list(
+                waiting.filter(subscriber_id__gt=cursor)
+                .order_by("subscriber_id")
+                .values_list("subscriber_id", flat=True)
+                .distinct()[: conf.BATCH_SIZE]
+            ):
+                new = self.bulk_create(
+                    [Digest(subscriber_id=pk, period=period) for pk in readers],
+                    ignore_conflicts=True,
+                )
+                created += len(new)
+                cursor = readers[-1]
+            # A reader whose digest for this period went out already keeps
+            # late posts for the next one: only pending digests take them.
+            waiting.update(
+                digest=Subquery(
+                    Digest.objects.filter(
+                        subscriber=OuterRef("subscriber"),
+                        period=period,
+                        status=Digest.Status.PENDING,
+                    ).values("pk")[:1]
+                )
+            )
+        return created
+
+
+class Digest(Sendable):
+    """A daily or weekly email listing the posts waiting for one reader."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped: left before it was sent"
+
+    subscriber = models.ForeignKey(
+        Subscriber, null=True, on_delete=models.SET_NULL, related_name="digests"
+    )
+    period = models.CharField(
+        max_length=20, help_text="e.g. daily:2026-11-29 or weekly:2026-11-23."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+
+    objects = DigestQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["subscriber", "period"], name="unique_digest"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "claimed_at"], name="digest_stale_idx"),
+            models.Index(fields=["claim"], name="digest_claim_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.period} → {self.subscriber or 'erased reader'}"
+
+    @classmethod
+    def send_batch(cls, first, last):
+        """Send the due pending digests with ids first..last, at most
+        BATCH_SIZE, and queue the rest; returns the number sent. A digest's
+        deliveries take its outcome."""
+        from . import emails
+        from .tasks import send_digests
+
+        digests = cls.objects.filter(pk__range=(first, last)).claim(conf.BATCH_SIZE)
+        if digests:
+            waiting = Delivery.objects.filter(digest__in=digests).select_related("mailing")
+            posts = {}
+            for delivery in waiting.order_by("mailing__published_at", "mailing_id"):
+                posts.setdefault(delivery.digest_id, []).append(delivery.mailing)
+            outcome = emails.send_digests(digests, posts)
+            cls.objects.record(outcome)
+            S = Delivery.Status
+            for items, status in (
+                (outcome.sent, S.SENT),
+                (outcome.skipped, S.SKIPPED),
+                (outcome.failed, S.FAILED),
+            ):
+                if items:
+                    Delivery.objects.filter(digest__in=[d.pk for d in items]).update(
+                        status=status, sent_at=timezone.now() if status == S.SENT else None
+                    )
+            refused = [d for d in outcome.failed if d.permanent]
+            if refused:
+                Delivery.objects.filter(digest__in=[d.pk for d in refused]).update(permanent=True)
+                Subscriber.objects.suppress_bouncing([d.subscriber_id for d in refused])
+        left = cls.objects.filter(pk__range=(first, last), status=cls.Status.PENDING).aggregate(
+            count=Count("pk"), due=Count("pk", filter=_due()), next=Min("next_attempt_at")
+        )
+        if left["due"]:
+            enqueue_after_commit(send_digests, first, last)
+        elif left["count"]:
+            wait = max(0.0, (left["next"] - timezone.now()).total_seconds()) + 0.1
+            enqueue_after_commit(send_digests, first, last, countdown=wait)
+        return len(outcome.sent) if digests else 0

@@ -14,6 +14,7 @@ Nothing here sleeps for a fixed time: every wait polls a condition until a
 deadline.
 """
 
+import asyncio
 import email
 import email.policy
 import os
@@ -89,33 +90,51 @@ def database_url(settings_dict):
 # Redis
 
 
+class RedisURL(str):
+    """The server's URL; .restart() kills and restarts the server."""
+
+
 @pytest.fixture(scope="session", autouse=True)
 def redis_server(tmp_path_factory):
     """A private redis-server for the whole run; yields its URL."""
     import redis
     from celery import current_app
+    from django.conf import settings
     from django.test import override_settings
 
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}"
-    client = redis.Redis.from_url(url)
+    url = RedisURL(f"redis://127.0.0.1:{port}")
 
-    def ping():
-        try:
-            return client.ping()
-        except redis.ConnectionError:
-            assert process.poll() is None, "redis-server exited"
-            return False
+    def start():
+        process = subprocess.Popen(
+            [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis.from_url(url)
 
-    wait_until(ping, timeout=10, message="redis-server")
-    client.close()
+        def ping():
+            try:
+                return client.ping()
+            except redis.ConnectionError:
+                assert process.poll() is None, "redis-server exited"
+                return False
+
+        wait_until(ping, timeout=10, message="redis-server")
+        client.close()
+        url.process = process
+
+    def restart():
+        """Kill the server (losing every queued task, as a crash does) and
+        start a new one on the same port."""
+        url.process.kill()
+        url.process.wait(timeout=10)
+        start()
+
+    start()
+    url.restart = restart
 
     broker_url = f"{url}/0"
     # override_settings also resets Django's cache connections.
@@ -125,7 +144,8 @@ def redis_server(tmp_path_factory):
             "default": {
                 "BACKEND": "django_redis.cache.RedisCache",
                 "LOCATION": f"{url}/1",
-                "KEY_PREFIX": "test",
+                # As in the workers, which share this cache (the send journal).
+                "KEY_PREFIX": settings.CACHES["default"].get("KEY_PREFIX", ""),
             }
         },
         CELERY_BROKER_URL=broker_url,
@@ -140,8 +160,8 @@ def redis_server(tmp_path_factory):
     finally:
         current_app.conf.broker_url, current_app.conf.result_backend = old_broker, old_backend
         overridden.disable()
-        process.terminate()
-        process.wait(timeout=10)
+        url.process.terminate()
+        url.process.wait(timeout=10)
 
 
 @pytest.fixture(autouse=True)
@@ -156,13 +176,32 @@ def _empty_cache(redis_server):
 
 
 class SMTPSink:
-    """An aiosmtpd handler keeping every message it receives, parsed."""
+    """An aiosmtpd handler keeping every message it receives, parsed.
+
+    `refuse` maps an address to [code, times]: its RCPT TO is answered with
+    that code (e.g. 451 or 550) the next `times` times (None: always)."""
 
     def __init__(self):
         self.messages = []
+        self.refuse = {}
+        self.refused = []  # (address, code), in order
+        self.delay = 0  # seconds before answering DATA: a slow server
         self._changed = threading.Condition()
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        rule = self.refuse.get(address)
+        if rule and (rule[1] is None or rule[1] > 0):
+            if rule[1] is not None:
+                rule[1] -= 1
+            self.refused.append((address, rule[0]))
+            text = "Try again later" if rule[0] < 500 else "No such mailbox"
+            return f"{rule[0]} {text}"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         message.envelope_recipients = list(envelope.rcpt_tos)
         with self._changed:
@@ -173,6 +212,9 @@ class SMTPSink:
     def clear(self):
         with self._changed:
             self.messages.clear()
+            self.refuse.clear()
+            self.refused.clear()
+            self.delay = 0
 
     def wait_for(self, count, timeout=30):
         """The messages, once at least `count` have arrived."""
@@ -230,6 +272,18 @@ class CeleryWorker:
     def log(self):
         return self.log_path.read_text(errors="replace")[-5000:]
 
+    def stop(self, sig=signal.SIGTERM):
+        """Stop the worker's process group: SIGTERM waits for it to finish
+        its task; SIGKILL is a crash."""
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
     def drain(self, timeout=60):
         """Return once every task queued before this call has run.
 
@@ -250,31 +304,41 @@ class CeleryWorker:
             marker.forget()
 
 
-@pytest.fixture(scope="session")
-def _celery_worker_process(redis_server, _smtp_sink, django_db_setup, tmp_path_factory):
+# What the workers of the suite use instead of the production defaults:
+# retries after a fraction of a second, small batches.
+WORKER_SETTINGS = {
+    "SUBSCRIPTIONS_RETRY_BACKOFF": "0.2",
+    "SUBSCRIPTIONS_BATCH_SIZE": "100",
+}
+
+
+def start_worker(name, log_dir, redis_url, smtp_sink, **extra_env):
+    """A `celery -A newsroom worker` process on this Redis, this SMTP server
+    and the test database; returns a CeleryWorker once it has run a task."""
     from django.conf import settings
     from django.db import connection
 
-    name = f"pytest-{os.getpid()}@localhost"
-    log_path = tmp_path_factory.mktemp("celery") / "worker.log"
+    log_path = log_dir / f"{name}.log"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "newsroom.settings",
         "SECRET_KEY": settings.SECRET_KEY,  # Links signed by the worker verify here.
         "DEBUG": os.environ.get("DEBUG", "false"),
-        "REDIS_URL": redis_server,
-        "EMAIL_URL": f"smtp://{_smtp_sink.host}:{_smtp_sink.port}",
+        "REDIS_URL": redis_url,
+        "EMAIL_URL": f"smtp://{smtp_sink.host}:{smtp_sink.port}",
         "DATABASE_URL": database_url(connection.settings_dict),
         "SITE_URL": settings.SITE_URL,
         "SITE_NAME": settings.SITE_NAME,
         "DEFAULT_FROM_EMAIL": settings.DEFAULT_FROM_EMAIL,
+        **WORKER_SETTINGS,
+        **extra_env,
     }
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "newsroom",
-             "--result-backend", f"{redis_server}/2",
+             "--result-backend", f"{redis_url}/2",
              "worker", "--pool=solo", "--without-mingle", "--without-gossip",
-             "--without-heartbeat", "--loglevel=INFO", "-n", name],
+             "--without-heartbeat", "--loglevel=INFO", "-n", f"{name}@localhost"],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -284,14 +348,21 @@ def _celery_worker_process(redis_server, _smtp_sink, django_db_setup, tmp_path_f
     worker = CeleryWorker(process, name, log_path)
     try:
         worker.drain(timeout=60)  # Ready: it has run a task.
+    except BaseException:
+        worker.stop()
+        raise
+    return worker
+
+
+@pytest.fixture(scope="session")
+def _celery_worker_process(redis_server, _smtp_sink, django_db_setup, tmp_path_factory):
+    worker = start_worker(
+        f"pytest-{os.getpid()}", tmp_path_factory.mktemp("celery"), redis_server, _smtp_sink
+    )
+    try:
         yield worker
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        worker.stop()
 
 
 @pytest.fixture
@@ -311,3 +382,19 @@ def celery_worker(
     smtp_server.clear()
     yield _celery_worker_process
     _celery_worker_process.drain()
+
+
+@pytest.fixture
+def start_worker_process(redis_server, _smtp_sink, celery_worker, tmp_path):
+    """start_worker_process(name, **env): another Celery worker process beside
+    `celery_worker`, stopped at the end of the test."""
+    started = []
+
+    def start(name, **env):
+        worker = start_worker(name, tmp_path, redis_server, _smtp_sink, **env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

@@ -1,0 +1,131 @@
+"""Newsroom hands each article to subscriptions.announce() once it goes live."""
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.core.management import call_command
+from django.db import transaction
+from django.utils import timezone
+
+from newsroom.models import Article, ArticleEntity
+from newsroom.tasks import publish_due_articles
+from subscriptions.models import Mailing
+from tests.conftest import wait_until
+from tests.factories import make_article, make_entity, make_staff, make_subscriber
+
+
+@pytest.fixture
+def on_commit(django_capture_on_commit_callbacks):
+    """Run what is queued for after commit, as a real commit would."""
+    return lambda: django_capture_on_commit_callbacks(execute=True)
+
+
+@pytest.mark.django_db
+def test_publishing_from_the_admin_announces_the_article_with_its_entities(client, on_commit):
+    client.force_login(make_staff(role="Editors"))
+    person = make_entity("Jeff Sessions")
+    with on_commit():
+        response = client.post(
+            "/admin/newsroom/article/add/",
+            {
+                "title": "Sessions speaks",
+                "summary": "He spoke.",
+                "body": "<p>Text.</p>",
+                "status": "published",
+                "email_subscribers": "on",
+                "tags-TOTAL_FORMS": "1",
+                "tags-INITIAL_FORMS": "0",
+                "tags-0-entity": person.pk,
+                "tags-0-role": "about",
+            },
+        )
+    assert response.status_code == 302
+    mailing = Mailing.objects.get()
+    article = Article.objects.get()
+    assert mailing.post_key == f"newsroom.article:{article.pk}"
+    assert mailing.topics == ["jeff-sessions"]
+    assert mailing.title == "Sessions speaks"
+    assert mailing.url == "http://127.0.0.1:8000/articles/sessions-speaks/"
+    assert "He spoke." in mailing.text
+
+
+@pytest.mark.django_db
+def test_drafts_scheduled_and_unticked_articles_are_not_announced(on_commit):
+    with on_commit():
+        make_article("Draft", status=Article.Status.DRAFT)
+        make_article(
+            "Later",
+            status=Article.Status.SCHEDULED,
+            published_at=timezone.now() + timedelta(days=1),
+        )
+        make_article("Correction", email_subscribers=False)
+    assert Mailing.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_republishing_and_editing_never_make_a_second_mailing(on_commit):
+    with on_commit():
+        article = make_article("Once", status=Article.Status.DRAFT)
+        article.publish()
+        article.publish()
+        article.unpublish()
+        article.publish()
+        article.title = "Once, edited"
+        article.save()
+    assert Mailing.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_beat_task_announces_scheduled_articles_when_they_go_live(on_commit):
+    when = timezone.now() + timedelta(minutes=5)
+    with on_commit():
+        make_article("Scheduled", status=Article.Status.SCHEDULED, published_at=when)
+    assert Mailing.objects.count() == 0
+    with time_machine.travel(when + timedelta(seconds=1)), on_commit():
+        publish_due_articles()
+        publish_due_articles()
+    assert Mailing.objects.get().title == "Scheduled"
+
+
+@pytest.mark.django_db
+def test_load_seeds_announces_new_articles_unless_told_not_to(on_commit, tmp_path):
+    seed = tmp_path / "one.txt"
+    seed.write_text("A seeded story. It has words.\n", encoding="utf-8")
+    other = tmp_path / "two.txt"
+    other.write_text("A quiet story. Nobody is told.\n", encoding="utf-8")
+    with on_commit():
+        call_command("load_seeds", str(seed), stdout=open("/dev/null", "w"))
+        call_command("load_seeds", str(seed), stdout=open("/dev/null", "w"))
+        call_command("load_seeds", str(other), "--no-email", stdout=open("/dev/null", "w"))
+    assert list(Mailing.objects.values_list("title", flat=True)) == ["A seeded story."]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_publishing_emails_each_follower_once(celery_worker, smtp_server):
+    sessions = make_entity("Jeff Sessions")
+    el_paso = make_entity("El Paso")
+    elsewhere = make_entity("Elsewhere")
+    both = make_subscriber("both@example.com", topics=["jeff-sessions", "el-paso"])
+    everything = make_subscriber("all@example.com")
+    make_subscriber("other@example.com", topics=["elsewhere"])
+    with transaction.atomic():
+        article = make_article("Sessions visits El Paso", status=Article.Status.DRAFT)
+        for entity in (sessions, el_paso):
+            ArticleEntity.objects.create(article=article, entity=entity)
+        article.publish()
+    assert elsewhere.slug == "elsewhere"
+    mailing = wait_until(Mailing.objects.first, message="the mailing")
+
+    def done():
+        mailing.refresh_from_db()
+        return mailing.status == Mailing.Status.DONE
+
+    wait_until(done, timeout=60, message="the mailing to finish")
+    celery_worker.drain()
+    counts = Counter(r for m in smtp_server.messages for r in m.envelope_recipients)
+    assert counts == Counter({both.email: 1, everything.email: 1})
+    message = smtp_server.messages[0]
+    assert message["Subject"] == "Sessions visits El Paso"
+    assert "http://127.0.0.1:8000/people/jeff-sessions/" in message.get_body(("html",)).get_content()

@@ -1,0 +1,441 @@
+"""Delivery: every post reaches each matching reader exactly once.
+
+The tests marked `worker` run a real Celery worker process over a real Redis
+and count what a real SMTP server (aiosmtpd) received; the others call the
+model methods in this process, against the same SMTP server.
+"""
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC
+
+import pytest
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+
+import subscriptions
+from subscriptions.models import MAX_ID, Delivery, Mailing, Subscriber
+from tests.conftest import wait_until
+from tests.factories import make_subscriber
+
+S = Subscriber.Status
+F = Subscriber.Frequency
+worker = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+_ids = iter(range(1, 10**6))
+
+
+@dataclass
+class Post:
+    """A post as another site would hand it to subscriptions.announce()."""
+
+    title: str = "Sessions visits El Paso"
+    topics: list = field(default_factory=list)
+    summary: str = "The former attorney general spoke at the border."
+    pk: int = field(default_factory=lambda: next(_ids))
+    published_at = None
+
+    def get_absolute_url(self):
+        return f"/posts/{self.pk}/"
+
+    def email_summary(self):
+        return self.summary
+
+    def topic_keys(self):
+        return self.topics
+
+    def topic_links(self):
+        return [
+            (key.replace("-", " ").title(), f"http://127.0.0.1:8000/t/{key}/")
+            for key in self.topics
+        ]
+
+
+def readers(n, **fields):
+    return [make_subscriber(f"reader{i}-{next(_ids)}@example.com", **fields) for i in range(n)]
+
+
+def wait_for_done(mailing, timeout=60, sweep=False):
+    def done():
+        if sweep:
+            Mailing.sweep()
+        mailing.refresh_from_db()
+        return mailing.status == Mailing.Status.DONE
+
+    wait_until(done, timeout=timeout, message=f"mailing {mailing.pk} to finish", interval=0.2)
+
+
+def received(smtp_server):
+    """Counter of envelope recipients over every message received."""
+    return Counter(rcpt for m in smtp_server.messages for rcpt in m.envelope_recipients)
+
+
+@worker
+def test_it_sends_one_message_to_each_matching_reader_and_nobody_else(celery_worker, smtp_server):
+    everything = make_subscriber("everything@example.com")
+    follower = make_subscriber("follower@example.com", topics=["el-paso"])
+    three = make_subscriber(
+        "three@example.com", topics=["el-paso", "jeff-sessions", "justice-department"]
+    )
+    make_subscriber("other-topic@example.com", topics=["someone-else"])
+    make_subscriber("pending@example.com", status=S.PENDING)
+    make_subscriber("unsubscribed@example.com", status=S.UNSUBSCRIBED)
+    make_subscriber("suppressed@example.com", status=S.SUPPRESSED)
+    make_subscriber("daily@example.com", frequency=F.DAILY)
+    make_subscriber("weekly@example.com", frequency=F.WEEKLY, topics=["el-paso"])
+
+    mailing = subscriptions.announce(
+        Post(topics=["el-paso", "jeff-sessions", "justice-department"])
+    )
+    wait_for_done(mailing)
+    celery_worker.drain()
+
+    assert received(smtp_server) == Counter(
+        {everything.email: 1, follower.email: 1, three.email: 1}
+    )
+    counts = Counter(Delivery.objects.filter(mailing=mailing).values_list("status", flat=True))
+    assert counts == {Delivery.Status.SENT: 3, Delivery.Status.DIGEST: 2}
+
+
+@worker
+def test_announcing_twice_and_concurrently_makes_one_mailing(celery_worker, smtp_server):
+    group = readers(30)
+    post = Post()
+    results = []
+
+    def announce():
+        try:
+            results.append(subscriptions.announce(post).pk)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=announce) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results.append(subscriptions.announce(post).pk)
+
+    assert len(set(results)) == 1
+    assert Mailing.objects.count() == 1
+    wait_for_done(Mailing.objects.get())
+    celery_worker.drain()
+    assert received(smtp_server) == Counter({r.email: 1 for r in group})
+
+
+@worker
+def test_two_workers_and_repeated_batch_tasks_still_send_one_each(
+    celery_worker, smtp_server, start_worker_process
+):
+    from subscriptions.tasks import send_batch
+
+    start_worker_process("second")
+    group = readers(450)
+    mailing = subscriptions.announce(Post())
+    for _ in range(3):  # A redelivered or duplicated task finds nothing to send.
+        send_batch.delay(mailing.pk, 0, MAX_ID)
+    wait_for_done(mailing)
+    celery_worker.drain()
+    assert received(smtp_server) == Counter({r.email: 1 for r in group})
+
+
+@worker
+def test_transient_refusals_are_retried_and_permanent_ones_fail(celery_worker, smtp_server):
+    group = readers(40)
+    flaky = group[:4]  # 10 %: 451 once, then accepted.
+    gone = group[4:6]  # 550 for good.
+    for reader in flaky:
+        smtp_server.refuse[reader.email] = [451, 1]
+    for reader in gone:
+        smtp_server.refuse[reader.email] = [550, None]
+
+    mailing = subscriptions.announce(Post())
+    wait_for_done(mailing)
+    celery_worker.drain()
+
+    assert received(smtp_server) == Counter({r.email: 1 for r in group if r not in gone})
+    assert {(a, c) for a, c in smtp_server.refused if c == 451} == {(r.email, 451) for r in flaky}
+    for reader in flaky:
+        delivery = Delivery.objects.get(mailing=mailing, subscriber=reader)
+        assert (delivery.status, delivery.attempts) == (Delivery.Status.SENT, 1)
+    for reader in gone:
+        delivery = Delivery.objects.get(mailing=mailing, subscriber=reader)
+        assert delivery.status == Delivery.Status.FAILED
+        assert delivery.permanent and delivery.error.startswith("550")
+
+
+@worker
+def test_a_worker_killed_mid_mailing_loses_nothing_and_repeats_at_most_one(
+    celery_worker, smtp_server, start_worker_process, settings
+):
+    import signal
+
+    from celery import current_app
+
+    settings.SUBSCRIPTIONS_CLAIM_TIMEOUT = 3  # seconds; the sweep runs here
+    group = readers(5000)
+    # Only the worker about to die takes this mailing's first tasks.
+    current_app.control.cancel_consumer(
+        "celery", destination=[f"{celery_worker.name}@localhost"], reply=True
+    )
+    try:
+        doomed = start_worker_process("doomed")
+        smtp_server.delay = 0.005  # so that the kill lands mid-batch
+        mailing = subscriptions.announce(Post())
+        wait_until(lambda: len(smtp_server.messages) >= 250, timeout=60, message="sending to start")
+        doomed.stop(signal.SIGKILL)
+        smtp_server.delay = 0
+        assert Delivery.objects.filter(mailing=mailing, status=Delivery.Status.SENDING).exists()
+        start_worker_process("replacement")
+        wait_for_done(mailing, timeout=180, sweep=True)
+    finally:
+        current_app.control.add_consumer(
+            "celery", destination=[f"{celery_worker.name}@localhost"], reply=True
+        )
+    counts = received(smtp_server)
+    assert set(counts) == {r.email for r in group}
+    assert sum(counts.values()) - len(group) <= 1
+
+
+@worker
+def test_a_redis_restart_mid_mailing_loses_nothing(
+    celery_worker, smtp_server, redis_server, settings
+):
+    settings.SUBSCRIPTIONS_CLAIM_TIMEOUT = 3
+    group = readers(2000)
+    mailing = subscriptions.announce(Post())
+    wait_until(lambda: len(smtp_server.messages) >= 200, timeout=60, message="sending to start")
+    redis_server.restart()  # Every queued task is lost with it.
+    wait_for_done(mailing, timeout=180, sweep=True)
+    counts = received(smtp_server)
+    assert set(counts) == {r.email for r in group}
+    assert max(counts.values()) == 1
+
+
+# In this process: the model methods the tasks call.
+
+
+def _announce_and_fan_out(post, django_capture_on_commit_callbacks):
+    mailing, _ = Mailing.announce(post)
+    with django_capture_on_commit_callbacks(execute=False):
+        mailing.fan_out()
+    return mailing
+
+
+@pytest.mark.django_db
+def test_a_reader_who_unsubscribes_during_a_mailing_gets_nothing_more(
+    smtp_server, django_capture_on_commit_callbacks
+):
+    stays, leaves = readers(2)
+    mailing = _announce_and_fan_out(Post(), django_capture_on_commit_callbacks)
+    leaves.unsubscribe()
+    with django_capture_on_commit_callbacks(execute=False):
+        assert mailing.send_batch(0, MAX_ID) == 1
+    assert received(smtp_server) == Counter({stays.email: 1})
+    assert Delivery.objects.get(subscriber=leaves).status == Delivery.Status.SKIPPED
+    mailing.refresh_from_db()
+    assert mailing.status == Mailing.Status.DONE
+
+
+@pytest.mark.django_db
+def test_each_message_is_multipart_with_one_click_unsubscribe_headers(
+    smtp_server, client, django_capture_on_commit_callbacks, settings
+):
+    settings.SUBSCRIPTIONS_UNSUBSCRIBE_MAILTO = "unsubscribe@example.com"
+    settings.SUBSCRIPTIONS_POSTAL_ADDRESS = "1 Printing House Square, London"
+    first, second = (
+        make_subscriber("ann@example.com", name="Ann Ñ"),
+        make_subscriber("bob@example.com"),
+    )
+    mailing = _announce_and_fan_out(
+        Post(title="Breaking\r\nBcc: victim@example.com", topics=["el-paso"]),
+        django_capture_on_commit_callbacks,
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        mailing.send_batch(0, MAX_ID)
+    messages = smtp_server.wait_for(2)
+    by_rcpt = {m.envelope_recipients[0]: m for m in messages}
+    message = by_rcpt[first.email]
+
+    assert message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    assert message["Subject"] == "Breaking Bcc: victim@example.com"
+    assert message["Bcc"] is None
+    assert all("victim" not in rcpt for m in messages for rcpt in m.envelope_recipients)
+    assert message["To"].addresses[0].display_name == "Ann Ñ"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["List-Id"] == "Newsroom <127.0.0.1>"
+    https_url, mailto = [v.strip(" <>") for v in message["List-Unsubscribe"].split(",")]
+    assert https_url == first.one_click_url()
+    assert mailto == "mailto:unsubscribe@example.com?subject=unsubscribe"
+    assert by_rcpt[first.email]["Message-ID"] != by_rcpt[second.email]["Message-ID"]
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    for body in (text, html):
+        assert first.unsubscribe_url() in body and first.preferences_url() in body
+        assert "1 Printing House Square" in body
+        assert "http://127.0.0.1:8000/posts/" in body
+    assert 'style="' in html  # CSS inlined
+    assert "QZXPLACEHOLDER" not in message.as_string()
+
+    # The one-click URL works, without a CSRF token.
+    path = https_url.removeprefix("http://127.0.0.1:8000")
+    response = client.post(
+        path, "List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 200
+    first.refresh_from_db()
+    assert first.status == S.UNSUBSCRIBED
+
+
+@pytest.mark.django_db
+def test_a_batch_uses_the_same_number_of_queries_whatever_its_size(
+    smtp_server, django_capture_on_commit_callbacks, settings
+):
+    settings.SUBSCRIPTIONS_BATCH_SIZE = 1000
+    counts = []
+    for n in (5, 60):
+        readers(n)
+        for reader in readers(2):  # some fail for good, some are retried
+            smtp_server.refuse[reader.email] = [550, None]
+        smtp_server.refuse[readers(1)[0].email] = [451, None]
+        mailing = _announce_and_fan_out(Post(), django_capture_on_commit_callbacks)
+        with CaptureQueriesContext(connection) as queries:
+            with django_capture_on_commit_callbacks(execute=False):
+                mailing.send_batch(0, MAX_ID)
+        counts.append(len(queries.captured_queries))
+        Subscriber.objects.all().delete()
+    assert counts[0] == counts[1]
+
+
+@pytest.mark.django_db
+def test_paused_mailings_send_nothing_until_resumed(
+    smtp_server, django_capture_on_commit_callbacks
+):
+    readers(3)
+    mailing = _announce_and_fan_out(Post(), django_capture_on_commit_callbacks)
+    assert mailing.pause()
+    with django_capture_on_commit_callbacks(execute=False):
+        assert mailing.send_batch(0, MAX_ID) == 0
+        assert mailing.resume()
+        assert mailing.send_batch(0, MAX_ID) == 3
+    assert len(smtp_server.messages) == 3
+
+
+@pytest.mark.django_db
+def test_repeated_hard_bounces_suppress_the_address(
+    smtp_server, django_capture_on_commit_callbacks, settings
+):
+    settings.SUBSCRIPTIONS_HARD_BOUNCE_LIMIT = 2
+    (bouncing,) = readers(1)
+    smtp_server.refuse[bouncing.email] = [550, None]
+    for _ in range(2):
+        mailing = _announce_and_fan_out(Post(), django_capture_on_commit_callbacks)
+        with django_capture_on_commit_callbacks(execute=False):
+            mailing.send_batch(0, MAX_ID)
+    bouncing.refresh_from_db()
+    assert bouncing.status == S.SUPPRESSED
+    assert Mailing.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_the_sweeper_records_journaled_sends_and_releases_the_rest(
+    smtp_server, django_capture_on_commit_callbacks, settings
+):
+    from datetime import timedelta
+
+    import time_machine
+    from django.utils import timezone
+
+    from subscriptions import emails
+
+    settings.SUBSCRIPTIONS_CLAIM_TIMEOUT = 60
+    sent_before_crash, unsent = readers(2)
+    mailing = _announce_and_fan_out(Post(), django_capture_on_commit_callbacks)
+    claimed = Delivery.objects.filter(mailing=mailing).claim(10)
+    assert len(claimed) == 2
+    # The worker sent one message, noted it, and died.
+    from django.core.cache import cache
+
+    cache.set(emails.journal_key("delivery", claimed[0].pk), 1)
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        with django_capture_on_commit_callbacks(execute=False):
+            Mailing.sweep()
+    statuses = dict(
+        Delivery.objects.filter(mailing=mailing).values_list("subscriber__email", "status")
+    )
+    assert statuses == {
+        sent_before_crash.email: Delivery.Status.SENT,
+        unsent.email: Delivery.Status.PENDING,
+    }
+
+
+@pytest.mark.django_db
+def test_digests_over_two_weeks_carry_exactly_the_posts_waiting(
+    smtp_server, django_capture_on_commit_callbacks, settings
+):
+    from datetime import datetime, timedelta
+
+    import time_machine
+
+    from subscriptions.models import Digest
+
+    settings.SUBSCRIPTIONS_DIGEST_HOUR = 7
+    settings.SUBSCRIPTIONS_DIGEST_WEEKDAY = 0  # Monday
+    daily = make_subscriber("daily@example.com", frequency=F.DAILY)
+    weekly = make_subscriber("weekly@example.com", frequency=F.WEEKLY)
+    follower = make_subscriber("follower@example.com", frequency=F.DAILY, topics=["el-paso"])
+    instant = make_subscriber("instant@example.com")
+    monday = datetime(2026, 11, 30, tzinfo=UTC)
+    # Day number → the posts published at 10:00 that day (True: about El Paso).
+    schedule = {0: [True, False], 2: [False], 3: [True], 7: [False], 12: [True, False]}
+    published = {}  # title → day
+
+    def run_digests(moment):
+        with time_machine.travel(moment, tick=False):
+            with django_capture_on_commit_callbacks(execute=False):
+                for _ in range(2):  # a second beat tick changes nothing
+                    Digest.objects.create_due()
+                    Digest.send_batch(0, MAX_ID)
+
+    got = {}  # (reader, day) → titles of the digest they got that day
+    for day in range(15):
+        for i, about_el_paso in enumerate(schedule.get(day, [])):
+            title = f"Post {day}-{i}"
+            published[title] = (day, about_el_paso)
+            with time_machine.travel(monday + timedelta(days=day, hours=10, minutes=i), tick=False):
+                _announce_and_fan_out(
+                    Post(title=title, topics=["el-paso"] if about_el_paso else ["elsewhere"]),
+                    django_capture_on_commit_callbacks,
+                )
+        smtp_server.clear()
+        run_digests(monday + timedelta(days=day + 1, hours=7, minutes=30))
+        for message in smtp_server.messages:
+            text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+            titles = {t for t in published if f"\n{t}\n" in text}
+            key = (message.envelope_recipients[0], day + 1)
+            assert key not in got, f"two digests for {key}"
+            got[key] = titles
+
+    def expected(reader, only_el_paso=False, weekly=False):
+        out = {}
+        for title, (day, about_el_paso) in published.items():
+            if only_el_paso and not about_el_paso:
+                continue
+            send_day = (day // 7 + 1) * 7 if weekly else day + 1
+            out.setdefault((reader, send_day), set()).add(title)
+        return out
+
+    assert {k: v for k, v in got.items() if k[0] == daily.email} == expected(daily.email)
+    assert {k: v for k, v in got.items() if k[0] == follower.email} == expected(
+        follower.email, True
+    )
+    assert {k: v for k, v in got.items() if k[0] == weekly.email} == expected(
+        weekly.email, weekly=True
+    )
+    assert not any(k[0] == instant.email for k in got)
+    assert all(titles for titles in got.values())  # nobody gets an empty digest
+    assert not Delivery.objects.filter(
+        status=Delivery.Status.DIGEST, subscriber__in=[daily, follower]
+    ).exists()
