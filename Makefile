@@ -46,10 +46,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Benchmarks print ratios measured in one run; they are not part of `make test`.
+# Benchmarks print one table of ratios measured in one run; they are not part
+# of `make test`. BENCH_ARGS: e.g. "--n 100000", "--only web,smtp", "--json out.json".
 bench: install
-	@set -e; for script in tests/benchmarks/bench_*.py; do \
-	  echo "== $$script"; SECRET_KEY="$${SECRET_KEY:-insecure-test-only-key}" $(BIN)/python $$script; done
+	SECRET_KEY="$${SECRET_KEY:-insecure-test-only-key}" $(BIN)/python tests/benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

