@@ -7,8 +7,10 @@ from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Count
 from django.http import HttpResponseNotAllowed, JsonResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+
+import subscriptions
 
 from .extract import extract
 from .models import Article, ArticleEntity, Entity, EntityRedirect
@@ -40,7 +42,7 @@ class ArticleAdmin(admin.ModelAdmin):
     list_select_related = ["author"]
     inlines = [ArticleEntityInline]
     actions = ["publish", "unpublish"]
-    readonly_fields = ["preview_link", "created_at", "updated_at"]
+    readonly_fields = ["preview_link", "mailing_progress", "created_at", "updated_at"]
     formfield_overrides = {
         models.TextField: {"widget": forms.Textarea(attrs={"rows": 3, "cols": 80})}
     }
@@ -49,7 +51,16 @@ class ArticleAdmin(admin.ModelAdmin):
         ("Lead image", {"fields": ["lead_image", "lead_image_alt"], "classes": ["collapse"]}),
         (
             "Publishing",
-            {"fields": ["status", "published_at", "email_subscribers", "slug", "preview_link"]},
+            {
+                "fields": [
+                    "status",
+                    "published_at",
+                    "email_subscribers",
+                    "mailing_progress",
+                    "slug",
+                    "preview_link",
+                ]
+            },
         ),
         ("History", {"fields": ["author", "created_at", "updated_at"], "classes": ["collapse"]}),
     ]
@@ -101,6 +112,26 @@ class ArticleAdmin(admin.ModelAdmin):
     @admin.display(description="Entities")
     def entity_list(self, obj):
         return ", ".join(entity.name for entity in obj.tagged_entities())
+
+    @admin.display(description="Email to subscribers")
+    def mailing_progress(self, obj):
+        mailing = subscriptions.mailing_for(obj) if obj.pk else None
+        if mailing is None:
+            return (
+                "Not emailed."
+                if obj.is_public
+                else "Emailed when it goes live, if “Email this post” is ticked."
+            )
+        url = reverse("admin:subscriptions_mailing_change", args=[mailing.pk])
+        return format_html(
+            '<a href="{}">{}</a>: {} sent, {} failed, {} pending, {} waiting for digests',
+            url,
+            mailing.get_status_display(),
+            mailing.sent_count,
+            mailing.failed_count,
+            mailing.pending_count,
+            mailing.digest_count,
+        )
 
     @admin.display(description="Preview")
     def preview_link(self, obj):

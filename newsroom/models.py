@@ -1,13 +1,17 @@
 import html
 import re
+import time
 from functools import partial
 
 import nh3
 from ckeditor_uploader.fields import RichTextUploadingField
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import Count, Q
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import strip_tags
@@ -40,6 +44,30 @@ def sanitize_html(value):
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer",
     )
+
+
+CONTENT_VERSION_KEY = "newsroom:content-version"
+
+
+def content_version():
+    """A number that changes whenever anything readers see changes."""
+    version = cache.get(CONTENT_VERSION_KEY)
+    if version is None:
+        version = time.time_ns()
+        cache.add(CONTENT_VERSION_KEY, version, None)
+    return version
+
+
+def content_changed():
+    """Make every cached public page stale: now, and again after commit, so
+    a page rendered from the old data while the transaction was open is not
+    cached under the new version."""
+
+    def bump():
+        cache.set(CONTENT_VERSION_KEY, time.time_ns(), None)
+
+    bump()
+    transaction.on_commit(bump)
 
 
 def absolute_url(path):
@@ -364,6 +392,7 @@ class Article(models.Model):
         ) == 1
         self.status = self.Status.PUBLISHED
         if went_live:
+            content_changed()
             self.announce()
         return went_live
 
@@ -384,6 +413,7 @@ class Article(models.Model):
             status=self.Status.DRAFT, updated_at=timezone.now()
         )
         self.status = self.Status.DRAFT
+        content_changed()
 
     @classmethod
     def publish_due(cls):
@@ -510,3 +540,13 @@ def subscription_topics():
     """What readers can follow by email (settings.SUBSCRIPTIONS_TOPICS): every
     entity, as (key, label) pairs; the key is the slug posts announce."""
     return Entity.objects.order_by("kind", "name").values_list("slug", "name")
+
+
+@receiver([post_save, post_delete], sender=Article)
+@receiver([post_save, post_delete], sender=Entity)
+@receiver([post_save, post_delete], sender=ArticleEntity)
+@receiver([post_save, post_delete], sender=EntityRedirect)
+def _content_changed(**kwargs):
+    # Cache invalidation is cross-cutting: every save and delete, the
+    # admin's bulk deletes included, makes the cached public pages stale.
+    content_changed()

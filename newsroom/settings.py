@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "ckeditor",
     "ckeditor_uploader",
+    "anymail",
     "newsroom",
     "subscriptions",
 ]
@@ -157,11 +158,20 @@ CELERY_BEAT_SCHEDULE = {
 
 # Email. Without EMAIL_URL every message is written as a file under
 # var/mail/ (one .log file per connection), where a person can read it.
-if env.str("EMAIL_URL", default=""):
+if env.str("EMAIL_BACKEND", default=""):
+    # An email provider's API through django-anymail, e.g.
+    # EMAIL_BACKEND=anymail.backends.postmark.EmailBackend with
+    # ANYMAIL_POSTMARK_SERVER_TOKEN; its webhooks are under /anymail/.
+    EMAIL_BACKEND = env.str("EMAIL_BACKEND")
+elif env.str("EMAIL_URL", default=""):
     vars().update(env.email_url("EMAIL_URL"))
 else:
     EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     EMAIL_FILE_PATH = VAR_DIR / "mail"
+# django-anymail reads ANYMAIL_<ESP>_<SETTING> settings: take them from the
+# environment as they are. ANYMAIL_WEBHOOK_SECRET ("user:password") guards
+# the bounce and complaint webhooks.
+vars().update({k: v for k, v in env.ENVIRON.items() if k.startswith("ANYMAIL_")})
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default=f"{SITE_NAME} <news@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 

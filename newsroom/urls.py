@@ -38,6 +38,8 @@ urlpatterns = [
     path("robots.txt", views.robots_txt, name="robots_txt"),
     path("admin/", admin.site.urls),
     path("ckeditor/", include("ckeditor_uploader.urls")),
+    # An email provider's bounce and complaint webhooks (django-anymail).
+    path("anymail/", include("anymail.urls")),
     path("", include("subscriptions.urls")),
 ]
 

@@ -1,14 +1,57 @@
+import re
+from functools import wraps
+
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.http import HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from .models import Article, Entity, EntityRedirect
+from .models import Article, Entity, EntityRedirect, content_version
 
 SEARCH_MAX_LENGTH = 200
+
+# Public pages are cached whole, under a key holding the content version:
+# every change to an article, an entity or a tag bumps the version
+# (models.content_changed), so an edit or a publication is visible at once
+# and nothing has to find the pages it touched. The page is cached with a
+# stand-in for the reader's CSRF token, put back on each request.
+PAGE_CACHE_SECONDS = 300
+CSRF_STANDIN = "NEWSROOMCSRFSTANDIN"
+CSRF_FIELD = re.compile(rb'(name="csrfmiddlewaretoken" value=")[^"]*(")')
+
+
+def cached_page(view):
+    """Serve GET responses of `view` from the cache; anonymous or not (the
+    public pages show nobody's account)."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if request.method != "GET":
+            return view(request, *args, **kwargs)
+        key = f"page:{content_version()}:{request.get_full_path()}"
+        cached = cache.get(key)
+        if cached is None:
+            response = view(request, *args, **kwargs)
+            if response.status_code != 200 or response.streaming:
+                return response
+            body = CSRF_FIELD.sub(rb"\1" + CSRF_STANDIN.encode() + rb"\2", response.content)
+            cached = (body, response["Content-Type"])
+            cache.set(key, cached, PAGE_CACHE_SECONDS)
+        body, content_type = cached
+        token = get_token(request)  # also makes sure the reader has the cookie
+        response = HttpResponse(
+            body.replace(CSRF_STANDIN.encode(), token.encode()), content_type=content_type
+        )
+        patch_vary_headers(response, ["Cookie"])
+        return response
+
+    return wrapper
 
 
 def site_context(request):
@@ -33,6 +76,7 @@ def _kind_for_path(kind_path):
 
 
 @require_safe
+@cached_page
 def home(request):
     page = _page(request, Article.objects.published().with_entities())
     return render(request, "newsroom/home.html", {"page": page})
@@ -51,6 +95,7 @@ def _render_article(request, article, preview=False):
 
 
 @require_safe
+@cached_page
 def article_detail(request, slug):
     article = get_object_or_404(
         Article.objects.published().with_entities().select_related("author"), slug=slug
@@ -70,6 +115,7 @@ def article_preview(request, pk):
 
 
 @require_safe
+@cached_page
 def entity_index(request, kind_path=None):
     kind = _kind_for_path(kind_path)
     entities = Entity.objects.order_by("kind", "name")
@@ -105,6 +151,7 @@ def _get_entity(kind_path, slug):
 
 
 @require_safe
+@cached_page
 def entity_detail(request, kind_path, slug):
     entity, moved = _get_entity(kind_path, slug)
     if moved:

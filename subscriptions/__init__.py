@@ -15,3 +15,12 @@ def announce(post):
     from .models import Mailing
 
     return Mailing.announce(post)[0]
+
+
+def mailing_for(post):
+    """The Mailing of `post` with its progress counts (sent_count,
+    failed_count, pending_count, digest_count, skipped_count), or None if it
+    was never announced."""
+    from .models import Mailing
+
+    return Mailing.objects.with_progress().filter(post_key=Mailing.key_for(post)).first()

@@ -4,12 +4,13 @@ import io
 from django.contrib import admin, messages
 from django.http import StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.urls import path
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from .conf import conf
 from .forms import ImportForm
-from .models import CSV_COLUMNS, Follow, Subscriber
+from .models import CSV_COLUMNS, Delivery, Follow, Mailing, Subscriber
 
 
 class TopicFilter(admin.SimpleListFilter):
@@ -210,3 +211,132 @@ class SubscriberAdmin(admin.ModelAdmin):
     @admin.action(description="Export as CSV")
     def export_csv(self, request, queryset):
         return stream_csv(queryset, "subscribers.csv")
+
+
+@admin.register(Mailing)
+class MailingAdmin(admin.ModelAdmin):
+    list_display = [
+        "title",
+        "status",
+        "progress",
+        "sent_count",
+        "failed_count",
+        "pending_count",
+        "created_at",
+    ]
+    list_filter = ["status", "created_at"]
+    search_fields = ["title", "post_key"]
+    date_hierarchy = "created_at"
+    actions = ["pause", "resume", "retry_failed", "send_test"]
+    fields = [
+        "title",
+        "url",
+        "status",
+        "progress",
+        "counts",
+        "topics",
+        "published_at",
+        "created_at",
+        "finished_at",
+        "ledger",
+        "subject",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_progress()
+
+    def has_add_permission(self, request):
+        return False  # Mailings are made by publishing a post.
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Sent", ordering="sent_count")
+    def sent_count(self, mailing):
+        return mailing.sent_count
+
+    @admin.display(description="Failed", ordering="failed_count")
+    def failed_count(self, mailing):
+        return mailing.failed_count
+
+    @admin.display(description="Pending", ordering="pending_count")
+    def pending_count(self, mailing):
+        return mailing.pending_count
+
+    @admin.display(description="Progress")
+    def progress(self, mailing):
+        return progress_bar(mailing)
+
+    @admin.display(description="Counts")
+    def counts(self, mailing):
+        return (
+            f"{mailing.sent_count} sent, {mailing.failed_count} failed, {mailing.pending_count} pending, "
+            f"{mailing.skipped_count} skipped, {mailing.digest_count} waiting for a digest"
+        )
+
+    @admin.display(description="Recipients")
+    def ledger(self, mailing):
+        url = (
+            reverse("admin:subscriptions_delivery_changelist") + f"?mailing__id__exact={mailing.pk}"
+        )
+        return format_html('<a href="{}">Every recipient and what happened</a>', url)
+
+    @admin.action(description="Pause the selected mailings")
+    def pause(self, request, queryset):
+        done = sum(mailing.pause() for mailing in queryset)
+        self.message_user(request, f"Paused {done} mailing(s).")
+
+    @admin.action(description="Resume the selected mailings")
+    def resume(self, request, queryset):
+        done = sum(mailing.resume() for mailing in queryset)
+        self.message_user(request, f"Resumed {done} mailing(s).")
+
+    @admin.action(description="Retry failed deliveries")
+    def retry_failed(self, request, queryset):
+        done = sum(mailing.retry_failed() for mailing in queryset)
+        self.message_user(request, f"Queued {done} failed deliveries again.")
+
+    @admin.action(description="Send a test to me")
+    def send_test(self, request, queryset):
+        if not request.user.email:
+            self.message_user(request, "Your account has no email address.", messages.ERROR)
+            return
+        for mailing in queryset:
+            mailing.send_test(request.user.email)
+        self.message_user(request, f"Sent {len(queryset)} test(s) to {request.user.email}.")
+
+
+def progress_bar(mailing):
+    """A bar of sent and failed over everything due to go out now."""
+    total = (
+        mailing.sent_count + mailing.failed_count + mailing.pending_count + mailing.skipped_count
+    )
+    done = total - mailing.pending_count
+    percent = round(100 * done / total) if total else 100
+    return format_html(
+        '<progress value="{}" max="100" title="{}%">{}%</progress> {}%',
+        percent,
+        percent,
+        percent,
+        percent,
+    )
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    list_display = ["mailing", "subscriber", "status", "attempts", "error", "sent_at"]
+    list_filter = ["status", "mailing"]
+    search_fields = ["subscriber__email", "mailing__title"]
+    list_select_related = ["mailing", "subscriber"]
+    show_full_result_count = False
+    list_per_page = 100
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

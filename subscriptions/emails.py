@@ -17,6 +17,8 @@ from datetime import timedelta
 import css_inline
 from django.core.cache import caches
 from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
+from django.core.mail.backends import console, smtp
+from django.core.mail.message import sanitize_address
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -187,28 +189,76 @@ def _short_lines(text, limit=900):
     return "\n".join(out) + "\n"
 
 
-def message_template(subject, text, html):
-    """A multipart/alternative message as bytes (CRLF), with placeholders for
-    the reader's address, Message-ID and links."""
-    message = email.message.EmailMessage(policy=email.policy.SMTP.clone(cte_type="8bit"))
-    # Header values can hold no line breaks: Message raises on them, so a
-    # title with CR/LF can never add a header.
-    message["Subject"] = _one_line(subject)
-    message["From"] = conf.from_email
-    message["To"] = placeholder("TO")
-    message["Date"] = email.utils.formatdate(localtime=False)
-    message["Message-ID"] = f"<{placeholder('MESSAGEID')}>"
-    if conf.REPLY_TO:
-        message["Reply-To"] = conf.REPLY_TO
-    message["List-Id"] = f"{_one_line(conf.site_name)} <{conf.list_id}>"
-    unsubscribe = f"<{placeholder('ONECLICK')}>"
+def list_headers(one_click_url):
+    """The headers every post and digest carries, for one reader."""
+    unsubscribe = f"<{one_click_url}>"
     if conf.UNSUBSCRIBE_MAILTO:
         unsubscribe += f", <mailto:{conf.UNSUBSCRIBE_MAILTO}?subject=unsubscribe>"
-    message["List-Unsubscribe"] = unsubscribe
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message.set_content(_short_lines(text), cte="8bit")
-    message.add_alternative(_short_lines(html), subtype="html", cte="8bit")
-    return message.as_bytes()
+    headers = {
+        "List-Id": f"{_one_line(conf.site_name)} <{conf.list_id}>",
+        "List-Unsubscribe": unsubscribe,
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+    if conf.REPLY_TO:
+        headers["Reply-To"] = conf.REPLY_TO
+    return headers
+
+
+class MessageTemplate:
+    """One email for many readers: subject, text and HTML with placeholders
+    for each reader's parts.
+
+    for_reader() makes the reader's EmailMessage. For Django's SMTP, console
+    and file backends it is the whole message as bytes, made once per
+    template and copied with the placeholders replaced (building MIME costs
+    more than sending it); other backends (an email provider's API through
+    django-anymail, locmem) get an ordinary EmailMultiAlternatives.
+    """
+
+    def __init__(self, subject, text, html):
+        self.subject, self.text, self.html = _one_line(subject), text, html
+        self._raw = None
+
+    def raw(self):
+        """The message as bytes (CRLF line ends, 8bit bodies)."""
+        if self._raw is None:
+            message = email.message.EmailMessage(policy=email.policy.SMTP.clone(cte_type="8bit"))
+            # Header values can hold no line breaks (Message raises on them),
+            # so a title with CR/LF can never add a header.
+            message["Subject"] = self.subject
+            message["From"] = conf.from_email
+            message["To"] = placeholder("TO")
+            message["Date"] = email.utils.formatdate(localtime=False)
+            message["Message-ID"] = f"<{placeholder('MESSAGEID')}>"
+            for name, value in list_headers(placeholder("ONECLICK")).items():
+                message[name] = value
+            message.set_content(_short_lines(self.text), cte="8bit")
+            message.add_alternative(_short_lines(self.html), subtype="html", cte="8bit")
+            self._raw = message.as_bytes()
+        return self._raw
+
+    def for_reader(self, subscriber, message_id, raw=True, **extra):
+        values = {"MESSAGEID": message_id, **subscriber.email_links(), **extra}
+        if raw:
+            values["TO"] = email.utils.formataddr(
+                (subscriber.name, subscriber.email), charset="utf-8"
+            )
+            data = self.raw()
+            for name, value in values.items():
+                # The template's lines end in CRLF, as SMTP wants; so must these.
+                data = data.replace(
+                    placeholder(name).encode(), value.replace("\n", "\r\n").encode()
+                )
+            return PrebuiltEmail(data, subscriber.email)
+        text, html = self.text, self.html
+        for name, value in values.items():
+            text = text.replace(placeholder(name), value)
+            html = html.replace(placeholder(name), value)
+        headers = {"Message-ID": f"<{message_id}>", **list_headers(values["ONECLICK"])}
+        to = email.utils.formataddr((subscriber.name, subscriber.email))
+        message = EmailMultiAlternatives(self.subject, text, conf.from_email, [to], headers=headers)
+        message.attach_alternative(html, "text/html")
+        return message
 
 
 def message_id(kind, pk):
@@ -216,20 +266,6 @@ def message_id(kind, pk):
     recognisably the same; unguessable, so it reveals no id."""
     digest = salted_hmac("subscriptions.message-id", f"{kind}:{pk}").hexdigest()
     return f"{kind}.{digest[:24]}@{conf.list_id}"
-
-
-def personalise(template, subscriber, message_id, **extra):
-    values = {
-        "TO": email.utils.formataddr((subscriber.name, subscriber.email), charset="utf-8"),
-        "MESSAGEID": message_id,
-        "UNSUBSCRIBE": subscriber.unsubscribe_url(),
-        "ONECLICK": subscriber.one_click_url(),
-        "PREFERENCES": subscriber.preferences_url(),
-        **extra,
-    }
-    for name, value in values.items():
-        template = template.replace(placeholder(name).encode(), value.encode())
-    return template
 
 
 class PrebuiltEmail(EmailMessage):
@@ -268,14 +304,41 @@ def journal_sent(kind, pks):
 
 def send_post(mailing, deliveries):
     """Send the mailing to each claimed delivery's reader; an Outcome."""
-    template = message_template(mailing.subject, mailing.text, mailing.html)
+    template = MessageTemplate(mailing.subject, mailing.text, mailing.html)
     return deliver(
         "delivery",
         deliveries,
-        lambda d: personalise(
-            template, d.subscriber, message_id(f"m{mailing.pk}", d.subscriber_id)
+        lambda d, raw: template.for_reader(
+            d.subscriber, message_id(f"m{mailing.pk}", d.subscriber_id), raw
         ),
     )
+
+
+class _Editor:
+    """Stands in for a reader in a test message: its links lead to the site."""
+
+    def __init__(self, address):
+        self.name, self.email, self.pk = "", address, 0
+
+    def email_links(self):
+        home = conf.site_url + "/"
+        return {"UNSUBSCRIBE": home, "ONECLICK": home, "PREFERENCES": home}
+
+
+def send_test(mailing, address):
+    template = MessageTemplate(f"[Test] {mailing.subject}", mailing.text, mailing.html)
+    connection = get_connection()
+    message = template.for_reader(
+        _Editor(address),
+        message_id("test", f"{mailing.pk}.{time.time_ns()}"),
+        sends_raw(connection),
+    )
+    connection.send_messages([message])
+
+
+def sends_raw(connection):
+    """Whether the backend sends message().as_bytes() as it is."""
+    return isinstance(connection, (smtp.EmailBackend, console.EmailBackend))
 
 
 def deliver(kind, items, build):
@@ -290,6 +353,9 @@ def deliver(kind, items, build):
     outcome = Outcome()
     journal = caches[conf.CACHE]
     connection = get_connection()
+    raw = sends_raw(connection)
+    smtp_direct = type(connection) is smtp.EmailBackend
+    sender = sanitize_address(conf.from_email, "utf-8")
     pace = Pace()
     try:
         connection.open()
@@ -305,12 +371,23 @@ def deliver(kind, items, build):
                 continue
             pace.wait()
             try:
-                connection.send_messages([PrebuiltEmail(build(item), subscriber.email)])
+                message = build(item, raw)
+                if smtp_direct:
+                    # Django's SMTP backend would parse both addresses again
+                    # for each message; ours are checked already.
+                    connection.connection.sendmail(sender, [subscriber.email], message.raw)
+                else:
+                    connection.send_messages([message])
             except smtplib.SMTPRecipientsRefused as error:
                 code, text = next(iter(error.recipients.values()))
                 _fail_or_retry(outcome, item, code, text)
             except smtplib.SMTPDataError as error:
                 _fail_or_retry(outcome, item, error.smtp_code, error.smtp_error)
+            except UnicodeError:
+                # A non-ASCII local part needs SMTPUTF8, which this path does not speak.
+                _fail_or_retry(outcome, item, 553, "address cannot be sent without SMTPUTF8")
+                if smtp_direct:
+                    connection.connection.rset()
             except (OSError, smtplib.SMTPException) as error:
                 # The connection is gone or the server is in trouble: retry
                 # this reader later; reconnect for the next one.
@@ -409,22 +486,17 @@ def send_digests(digests, posts):
                 **_reader_links(),
             }
             parts = render("digest", context)
-            templates[frequency] = message_template(parts.subject, parts.text, parts.html)
+            templates[frequency] = MessageTemplate(parts.subject, parts.text, parts.html)
         return templates[frequency]
 
-    def build(digest):
+    def build(digest, raw):
         entries = [item(m) for m in posts.get(digest.pk, [])]
-        return personalise(
-            template(digest.period),
+        return template(digest.period).for_reader(
             digest.subscriber,
             message_id("d", digest.pk),
-            # The template's lines end in CRLF, as SMTP wants; so must these.
-            ITEMSHTML=_short_lines("\n".join(h for h, _ in entries))
-            .rstrip("\n")
-            .replace("\n", "\r\n"),
-            ITEMSTEXT=_short_lines("\n\n".join(t.strip() for _, t in entries))
-            .rstrip("\n")
-            .replace("\n", "\r\n"),
+            raw,
+            ITEMSHTML=_short_lines("\n".join(h for h, _ in entries)).rstrip("\n"),
+            ITEMSTEXT=_short_lines("\n\n".join(t.strip() for _, t in entries)).rstrip("\n"),
         )
 
     # A digest with nothing to list is never sent (its posts were erased).

@@ -1,6 +1,7 @@
 """Subscribers: who gets the newsletter, what they follow, and their consent."""
 
 import csv
+import functools
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
@@ -67,6 +68,16 @@ def enqueue_after_commit(task, *args, countdown=None):
         task.apply_async(args, countdown=countdown)
 
     transaction.on_commit(enqueue, robust=True)
+
+
+@functools.lru_cache
+def _link_pattern(name):
+    return reverse(f"subscriptions:{name}", args=["TOKEN"])
+
+
+def _link(name, token):
+    """conf.absolute_url(reverse(name, args=[token])), resolving the URL once."""
+    return conf.absolute_url(_link_pattern(name).replace("TOKEN", token))
 
 
 def new_key():
@@ -397,6 +408,19 @@ class Subscriber(models.Model):
     def preferences_url(self):
         return self._url("preferences", self.PREFERENCES)
 
+    def email_links(self):
+        """The links a post or digest carries, as fast as they can be made
+        for thousands of readers: two signatures, no URL resolving."""
+        unsubscribe, preferences = (
+            self.make_token(self.UNSUBSCRIBE),
+            self.make_token(self.PREFERENCES),
+        )
+        return {
+            "UNSUBSCRIBE": _link("unsubscribe", unsubscribe),
+            "ONECLICK": _link("one_click", unsubscribe),
+            "PREFERENCES": _link("preferences", preferences),
+        }
+
     # Site-relative links for pages (the site may be reached under another
     # host name than SITE_URL, e.g. in development).
 
@@ -709,7 +733,7 @@ class Mailing(models.Model):
     topics = models.JSONField(default=list, blank=True, help_text="The post's topic keys.")
     published_at = models.DateTimeField(null=True, blank=True)
     # The snapshot, rendered once by announce; the reader's links are
-    # placeholders filled in for each message (emails.personalise).
+    # placeholders filled in for each message (emails.MessageTemplate).
     subject = models.CharField(max_length=300)
     text = models.TextField()
     html = models.TextField()
@@ -743,9 +767,7 @@ class Mailing(models.Model):
         from . import emails
         from .tasks import fan_out
 
-        meta = getattr(post, "_meta", None)
-        kind = meta.label_lower if meta else f"{type(post).__module__}.{type(post).__qualname__}"
-        post_key = f"{kind}:{post.pk}"
+        post_key = cls.key_for(post)
         existing = cls.objects.filter(post_key=post_key).first()
         if existing:
             return existing, False
@@ -757,6 +779,19 @@ class Mailing(models.Model):
             return cls.objects.get(post_key=post_key), False
         enqueue_after_commit(fan_out, mailing.pk)
         return mailing, True
+
+    @staticmethod
+    def key_for(post):
+        meta = getattr(post, "_meta", None)
+        kind = meta.label_lower if meta else f"{type(post).__module__}.{type(post).__qualname__}"
+        return f"{kind}:{post.pk}"
+
+    def send_test(self, address):
+        """The post as readers get it, to `address` (an editor's); recorded
+        nowhere, so it never counts as, or stands in for, a delivery."""
+        from . import emails
+
+        emails.send_test(self, address)
 
     def recipients(self):
         """The confirmed readers this post goes to, whatever their frequency."""
@@ -1114,3 +1149,23 @@ class Digest(Sendable):
             wait = max(0.0, (left["next"] - timezone.now()).total_seconds()) + 0.1
             enqueue_after_commit(send_digests, first, last, countdown=wait)
         return len(outcome.sent) if digests else 0
+
+
+def esp_tracking_event(sender, event, esp_name, **kwargs):
+    """django-anymail's tracking signal (an email provider's webhook): a
+    bounce, a complaint or a rejected invalid address suppresses the
+    address; an unsubscribe at the provider unsubscribes it."""
+    from anymail.signals import EventType, RejectReason
+
+    try:
+        email = normalize_email(event.recipient)
+    except ValidationError:
+        return
+    # Providers may change the case of the local part we keep as typed.
+    for subscriber in Subscriber.objects.filter(email__iexact=email):
+        if event.event_type in (EventType.BOUNCED, EventType.COMPLAINED) or (
+            event.event_type == EventType.REJECTED and event.reject_reason == RejectReason.INVALID
+        ):
+            subscriber.suppress()
+        elif event.event_type == EventType.UNSUBSCRIBED:
+            subscriber.unsubscribe()

@@ -204,6 +204,7 @@ class SMTPSink:
             await asyncio.sleep(self.delay)
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         message.envelope_recipients = list(envelope.rcpt_tos)
+        message.received_at = time.time()
         with self._changed:
             self.messages.append(message)
             self._changed.notify_all()
@@ -264,10 +265,29 @@ def smtp_server(_smtp_sink, settings):
 
 
 class CeleryWorker:
-    def __init__(self, process, name, log_path):
-        self.process = process
+    def __init__(self, name, log_path, command, env):
         self.name = name
         self.log_path = log_path
+        self.command, self.env = command, env
+        self.process = None
+
+    def start(self):
+        """Start the process; return once it has run a task."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self.drain(timeout=60)
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def log(self):
         return self.log_path.read_text(errors="replace")[-5000:]
@@ -275,7 +295,7 @@ class CeleryWorker:
     def stop(self, sig=signal.SIGTERM):
         """Stop the worker's process group: SIGTERM waits for it to finish
         its task; SIGKILL is a crash."""
-        if self.process.poll() is not None:
+        if self.process is None or self.process.poll() is not None:
             return
         os.killpg(self.process.pid, sig)
         try:
@@ -333,25 +353,12 @@ def start_worker(name, log_dir, redis_url, smtp_sink, **extra_env):
         **WORKER_SETTINGS,
         **extra_env,
     }
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "newsroom",
-             "--result-backend", f"{redis_url}/2",
-             "worker", "--pool=solo", "--without-mingle", "--without-gossip",
-             "--without-heartbeat", "--loglevel=INFO", "-n", f"{name}@localhost"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    worker = CeleryWorker(process, name, log_path)
-    try:
-        worker.drain(timeout=60)  # Ready: it has run a task.
-    except BaseException:
-        worker.stop()
-        raise
-    return worker
+    command = [
+        sys.executable, "-m", "celery", "-A", "newsroom", "--result-backend", f"{redis_url}/2",
+        "worker", "--pool=solo", "--without-mingle", "--without-gossip", "--without-heartbeat",
+        "--loglevel=INFO", "-n", f"{name}@localhost",
+    ]  # fmt: skip
+    return CeleryWorker(name, log_path, command, env).start()
 
 
 @pytest.fixture(scope="session")

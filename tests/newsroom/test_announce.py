@@ -128,4 +128,6 @@ def test_publishing_emails_each_follower_once(celery_worker, smtp_server):
     assert counts == Counter({both.email: 1, everything.email: 1})
     message = smtp_server.messages[0]
     assert message["Subject"] == "Sessions visits El Paso"
-    assert "http://127.0.0.1:8000/people/jeff-sessions/" in message.get_body(("html",)).get_content()
+    assert (
+        "http://127.0.0.1:8000/people/jeff-sessions/" in message.get_body(("html",)).get_content()
+    )

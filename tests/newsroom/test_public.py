@@ -299,3 +299,48 @@ def test_the_entity_index_uses_the_same_number_of_queries_for_1_and_20_entities(
             make_entity(f"Someone {i}", kind=list(Entity.Kind)[i % 4])
         counts.append(_count_queries(client, "/entities/"))
     assert counts[0] == counts[1]
+
+
+def test_cached_pages_show_an_edit_or_a_publication_at_once(client):
+    entity = make_entity("Cached Person")
+    article = make_article("First title", entities=[entity])
+    for url in ("/", article.get_absolute_url(), entity.get_absolute_url()):
+        assert "First title" in client.get(url).content.decode()
+        assert "First title" in client.get(url).content.decode()  # from the cache
+    article.title = "Second title"
+    article.save()
+    later = make_article("Another story", status=Article.Status.DRAFT, entities=[entity])
+    later.publish()
+    for url in ("/", article.get_absolute_url(), entity.get_absolute_url()):
+        html = client.get(url).content.decode()
+        assert ">Second title<" in html and ">First title<" not in html, url
+    assert "Another story" in client.get("/").content.decode()
+    later.unpublish()
+    assert "Another story" not in client.get("/").content.decode()
+    assert client.get(later.get_absolute_url()).status_code == 404
+    entity.name = "Renamed Person"
+    entity.save()
+    assert "Renamed Person" in client.get(article.get_absolute_url()).content.decode()
+
+
+def test_a_cached_page_is_served_without_queries_and_with_each_readers_csrf_token(client):
+    from django.test import Client
+
+    article = make_article("Token story")
+    url = article.get_absolute_url()
+    client.get(url)  # fills the cache
+    with CaptureQueriesContext(connection) as queries:
+        first = client.get(url)
+    assert len(queries.captured_queries) == 0
+    other = Client(enforce_csrf_checks=True)
+    second = other.get(url)
+    tokens = [
+        re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', r.content.decode()).group(1)
+        for r in (first, second)
+    ]
+    assert "NEWSROOMCSRFSTANDIN" not in first.content.decode() + second.content.decode()
+    # The second reader's token, posted back with their cookie, passes CSRF.
+    response = other.post(
+        "/subscribe/", {"csrfmiddlewaretoken": tokens[1], "email": "not-an-address"}
+    )
+    assert response.status_code == 400  # the form's answer, not a CSRF 403

@@ -1,0 +1,90 @@
+"""An email provider's webhooks, through django-anymail's real views. The
+provider's HTTP call is the one thing mocked: we post what it would post."""
+
+import base64
+import json
+
+import pytest
+
+from subscriptions.models import Subscriber
+from tests.factories import make_subscriber
+
+pytestmark = pytest.mark.django_db
+
+AUTH = {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(b"hook:s3cret").decode()}
+
+
+@pytest.fixture(autouse=True)
+def _webhook_secret(settings):
+    settings.ANYMAIL = {"WEBHOOK_SECRET": "hook:s3cret"}
+
+
+def postmark(client, auth=AUTH, **event):
+    return client.post(
+        "/anymail/postmark/tracking/", json.dumps(event), content_type="application/json", **auth
+    )
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"RecordType": "Bounce", "Type": "HardBounce", "Email": "Reader@Example.com", "ID": 1},
+        {
+            "RecordType": "SpamComplaint",
+            "Type": "SpamComplaint",
+            "Email": "reader@example.com",
+            "ID": 2,
+        },
+    ],
+)
+def test_a_bounce_or_complaint_suppresses_the_address(client, event):
+    reader = make_subscriber("Reader@example.com")
+    other = make_subscriber("other@example.com")
+    assert postmark(client, **event).status_code == 200
+    reader.refresh_from_db()
+    other.refresh_from_db()
+    assert reader.status == Subscriber.Status.SUPPRESSED
+    assert other.status == Subscriber.Status.CONFIRMED
+
+
+def test_a_delivery_event_changes_nothing(client):
+    reader = make_subscriber("reader@example.com")
+    assert (
+        postmark(client, RecordType="Delivery", Recipient="reader@example.com").status_code == 200
+    )
+    reader.refresh_from_db()
+    assert reader.status == Subscriber.Status.CONFIRMED
+
+
+def test_a_webhook_without_the_secret_is_refused_and_changes_nothing(client):
+    reader = make_subscriber("reader@example.com")
+    response = postmark(
+        client, auth={}, RecordType="Bounce", Type="HardBounce", Email="reader@example.com"
+    )
+    assert response.status_code in (400, 401, 403)
+    reader.refresh_from_db()
+    assert reader.status == Subscriber.Status.CONFIRMED
+
+
+def test_posts_go_through_a_providers_api_as_whole_messages(
+    settings, mailoutbox, django_capture_on_commit_callbacks
+):
+    """A backend that is not SMTP (an email provider's API, locmem here) gets
+    ordinary EmailMultiAlternatives with the reader's links and headers."""
+    from subscriptions.models import MAX_ID, Mailing
+    from tests.subscriptions.test_delivery import Post
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    reader = make_subscriber("reader@example.com", name="Ann")
+    mailing, _ = Mailing.announce(Post(title="Through the API"))
+    with django_capture_on_commit_callbacks(execute=False):
+        mailing.fan_out()
+        mailing.send_batch(0, MAX_ID)
+    (message,) = mailoutbox
+    assert message.subject == "Through the API"
+    assert message.to == ["Ann <reader@example.com>"]
+    assert message.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message.extra_headers["List-Unsubscribe"] == f"<{reader.one_click_url()}>"
+    assert reader.preferences_url().rsplit("/", 2)[0] in message.body
+    html = message.alternatives[0][0]
+    assert "QZXPLACEHOLDER" not in message.body + html
