@@ -218,6 +218,13 @@ class SmtpSink:
         self.port, self.control_port = int(match[1]), int(match[2])
         return self
 
+    @classmethod
+    def attach(cls, control_port):
+        """A handle on a sink another process started (stats, reset, wait_for)."""
+        sink = cls()
+        sink.control_port = control_port
+        return sink
+
     def _ask(self, command):
         import socket
 
