@@ -1,4 +1,5 @@
 import html
+import logging
 import re
 import time
 from functools import partial
@@ -18,6 +19,8 @@ from django.utils.html import strip_tags
 from django.utils.text import Truncator, slugify
 
 import subscriptions
+
+logger = logging.getLogger(__name__)
 
 # What survives in an article body. Everything else (scripts, styles, event
 # handlers, iframes, forms, javascript: URLs) is removed on save.
@@ -64,7 +67,10 @@ def content_changed():
     cached under the new version."""
 
     def bump():
-        cache.set(CONTENT_VERSION_KEY, time.time_ns(), None)
+        try:
+            cache.set(CONTENT_VERSION_KEY, time.time_ns(), None)
+        except Exception:  # noqa: BLE001 - a cache that is down serves no stale page
+            logger.warning("Could not mark the page cache stale", exc_info=True)
 
     bump()
     transaction.on_commit(bump)
@@ -363,18 +369,21 @@ class Article(models.Model):
         if not self.slug:
             self.slug = unique_slug(Article, self.title, exclude_pk=self.pk)
         now = timezone.now()
-        went_live = False
         if self.status == self.Status.PUBLISHED:
             if self.published_at is None:
                 self.published_at = now
             if self.published_at > now:
                 self.status = self.Status.SCHEDULED
-            else:
-                was = Article.objects.filter(pk=self.pk).values_list("status", flat=True).first()
-                went_live = was != self.Status.PUBLISHED
+        was = (
+            Article.objects.filter(pk=self.pk).values_list("status", flat=True).first()
+            if self.pk
+            else None
+        )
         super().save(*args, **kwargs)
-        if went_live:
+        if self.status == self.Status.PUBLISHED and was != self.Status.PUBLISHED:
             self.announce()
+        elif was == self.Status.PUBLISHED and self.status != self.Status.PUBLISHED:
+            subscriptions.withdraw(self)
 
     def publish(self):
         """Make the article public now, keeping an earlier publish time.
@@ -414,6 +423,7 @@ class Article(models.Model):
         )
         self.status = self.Status.DRAFT
         content_changed()
+        subscriptions.withdraw(self)
 
     @classmethod
     def publish_due(cls):

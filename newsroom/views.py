@@ -1,3 +1,5 @@
+import contextlib
+import logging
 import re
 from functools import wraps
 
@@ -13,6 +15,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from .models import Article, Entity, EntityRedirect, content_version
+
+logger = logging.getLogger(__name__)
 
 SEARCH_MAX_LENGTH = 200
 
@@ -32,17 +36,25 @@ def cached_page(view):
 
     @wraps(view)
     def wrapper(request, *args, **kwargs):
-        if request.method != "GET":
+        page = request.GET.get("page", "")
+        if request.method != "GET" or not (page.isdigit() or page == "") or len(page) > 6:
             return view(request, *args, **kwargs)
-        key = f"page:{content_version()}:{request.get_full_path()}"
-        cached = cache.get(key)
+        # The path and the page number only: other query strings render the
+        # same page, and must not fill the cache with copies of it.
+        try:
+            key = f"page:{content_version()}:{request.path}:{page}"
+            cached = cache.get(key)
+        except Exception:  # noqa: BLE001 - the cache is down: serve uncached
+            logger.warning("Page cache unavailable", exc_info=True)
+            return view(request, *args, **kwargs)
         if cached is None:
             response = view(request, *args, **kwargs)
             if response.status_code != 200 or response.streaming:
                 return response
             body = CSRF_FIELD.sub(rb"\1" + CSRF_STANDIN.encode() + rb"\2", response.content)
             cached = (body, response["Content-Type"])
-            cache.set(key, cached, PAGE_CACHE_SECONDS)
+            with contextlib.suppress(Exception):
+                cache.set(key, cached, PAGE_CACHE_SECONDS)
         body, content_type = cached
         token = get_token(request)  # also makes sure the reader has the cookie
         response = HttpResponse(

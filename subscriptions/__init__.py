@@ -24,3 +24,14 @@ def mailing_for(post):
     from .models import Mailing
 
     return Mailing.objects.with_progress().filter(post_key=Mailing.key_for(post)).first()
+
+
+def withdraw(post):
+    """Stop mailing `post` (it was unpublished): its mailing is paused and no
+    digest will list it. An editor can resume the mailing from the admin."""
+    from .models import Mailing
+
+    mailing = Mailing.objects.filter(post_key=Mailing.key_for(post)).first()
+    if mailing:
+        mailing.withdraw()
+    return mailing

@@ -4,6 +4,7 @@ mail clients drop <style>). Templates live under subscriptions/emails/ and a
 site overrides them from its own templates directory.
 """
 
+import contextlib
 import email.message
 import email.policy
 import email.utils
@@ -133,6 +134,7 @@ class Outcome:
     skipped: list = field(default_factory=list)
     retry: list = field(default_factory=list)  # next_attempt_at set
     failed: list = field(default_factory=list)  # error set
+    unsent: list = field(default_factory=list)  # out of time: back to pending as they were
 
 
 def _call(post, name, default):
@@ -175,16 +177,20 @@ def post_snapshot(post):
 
 
 def _short_lines(text, limit=900):
-    """No line over `limit` bytes (8bit MIME allows 998): long lines are
-    broken at a space, where HTML and plain text read the same."""
+    """No line over `limit` bytes (SMTP allows 998): a long line is broken at
+    its last space within the limit (where HTML and plain text read the
+    same), or at the limit when it has none."""
     out = []
     for line in text.splitlines():
         while len(line.encode()) > limit:
-            cut = line.rfind(" ", 0, limit // 2)
-            if cut <= 0:
-                break
-            out.append(line[:cut])
-            line = line[cut + 1 :]
+            head = line.encode()[:limit].decode(errors="ignore")
+            cut = head.rfind(" ")
+            if cut > 0:
+                out.append(head[:cut])
+                line = line[cut + 1 :]
+            else:
+                out.append(head)
+                line = line[len(head) :]
         out.append(line)
     return "\n".join(out) + "\n"
 
@@ -357,6 +363,10 @@ def deliver(kind, items, build):
     smtp_direct = type(connection) is smtp.EmailBackend
     sender = sanitize_address(conf.from_email, "utf-8")
     pace = Pace()
+    # Stop well before the sweeper would take this batch's claim back as a
+    # dead worker's (a slow server, a low MAX_RATE): the rest go back to
+    # pending for the next run.
+    deadline = time.monotonic() + conf.duration("CLAIM_TIMEOUT").total_seconds() / 2
     try:
         connection.open()
     except (OSError, smtplib.SMTPException) as error:
@@ -364,7 +374,15 @@ def deliver(kind, items, build):
             _retry(outcome, item, f"could not connect: {error}")
         return outcome
     try:
+        options = []
+        if smtp_direct:
+            connection.connection.ehlo_or_helo_if_needed()
+            if connection.connection.has_extn("8bitmime"):
+                options = ["BODY=8BITMIME"]
         for index, item in enumerate(items):
+            if time.monotonic() > deadline:
+                outcome.unsent.extend(items[index:])
+                break
             subscriber = item.subscriber
             if subscriber is None or subscriber.status != subscriber.Status.CONFIRMED:
                 outcome.skipped.append(item)
@@ -375,7 +393,7 @@ def deliver(kind, items, build):
                 if smtp_direct:
                     # Django's SMTP backend would parse both addresses again
                     # for each message; ours are checked already.
-                    connection.connection.sendmail(sender, [subscriber.email], message.raw)
+                    connection.connection.sendmail(sender, [subscriber.email], message.raw, options)
                 else:
                     connection.send_messages([message])
             except smtplib.SMTPRecipientsRefused as error:
@@ -387,7 +405,8 @@ def deliver(kind, items, build):
                 # A non-ASCII local part needs SMTPUTF8, which this path does not speak.
                 _fail_or_retry(outcome, item, 553, "address cannot be sent without SMTPUTF8")
                 if smtp_direct:
-                    connection.connection.rset()
+                    with contextlib.suppress(OSError, smtplib.SMTPException):
+                        connection.connection.rset()
             except (OSError, smtplib.SMTPException) as error:
                 # The connection is gone or the server is in trouble: retry
                 # this reader later; reconnect for the next one.
@@ -445,7 +464,8 @@ class Pace:
     (an email provider's quota), counted per second in the shared cache."""
 
     def __init__(self):
-        self.rate = conf.MAX_RATE
+        # At least one a second: the counter is per second.
+        self.rate = max(1, int(conf.MAX_RATE)) if conf.MAX_RATE else None
         self.cache = caches[conf.CACHE]
 
     def wait(self):

@@ -3,6 +3,7 @@
 import csv
 import functools
 import secrets
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
@@ -11,7 +12,7 @@ from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, models, transaction
-from django.db.models import Count, Exists, Min, OuterRef, Prefetch, Q, Subquery
+from django.db.models import Count, Exists, F, Min, OuterRef, Prefetch, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
@@ -128,15 +129,18 @@ class SubscriberQuerySet(models.QuerySet):
         HARD_BOUNCE_LIMIT times: they are never emailed again."""
         if not ids:
             return 0
-        bouncing = (
-            Delivery.objects.filter(
-                subscriber__in=ids, status=Delivery.Status.FAILED, permanent=True
+        refusals = Counter()
+        # One refused message each: a post sent alone, or a whole digest.
+        for model, extra in ((Delivery, {"digest__isnull": True}), (Digest, {})):
+            rows = (
+                model.objects.filter(
+                    subscriber__in=ids, status=model.Status.FAILED, permanent=True, **extra
+                )
+                .values_list("subscriber")
+                .annotate(n=Count("pk"))
             )
-            .values("subscriber")
-            .annotate(n=Count("pk"))
-            .filter(n__gte=conf.HARD_BOUNCE_LIMIT)
-            .values("subscriber")
-        )
+            refusals.update(dict(rows))
+        bouncing = [pk for pk, n in refusals.items() if n >= conf.HARD_BOUNCE_LIMIT]
         return (
             self.filter(pk__in=bouncing)
             .exclude(status=Subscriber.Status.SUPPRESSED)
@@ -637,25 +641,33 @@ class SendableQuerySet(models.QuerySet):
             self.model.objects.filter(claim=token).select_related("subscriber").order_by("pk")
         )
 
-    def record(self, outcome):
-        """Write a batch's Outcome in a constant number of queries."""
+    def record(self, outcome, claim):
+        """Write a batch's Outcome in a constant number of queries. Only rows
+        this batch still holds (`claim`) are written: a row the sweeper took
+        back meanwhile is not this batch's to change."""
         Status = self.model.Status
-        now = timezone.now()
+        mine = self.filter(claim=claim, status=Status.SENDING)
         if outcome.sent:
-            self.filter(pk__in=[i.pk for i in outcome.sent]).update(
-                status=Status.SENT, sent_at=now, claim=""
+            mine.filter(pk__in=[i.pk for i in outcome.sent]).update(
+                status=Status.SENT, sent_at=timezone.now(), claim=""
             )
         if outcome.skipped:
-            self.filter(pk__in=[i.pk for i in outcome.skipped]).update(
+            mine.filter(pk__in=[i.pk for i in outcome.skipped]).update(
                 status=Status.SKIPPED, claim=""
             )
-        for item in outcome.retry:
-            item.status, item.claim = Status.PENDING, ""
-        for item in outcome.failed:
-            item.status, item.claim = Status.FAILED, ""
-        if outcome.retry or outcome.failed:
+        if outcome.unsent:
+            mine.filter(pk__in=[i.pk for i in outcome.unsent]).update(
+                status=Status.PENDING, claim=""
+            )
+        changed = outcome.retry + outcome.failed
+        if changed:
+            held = set(mine.filter(pk__in=[i.pk for i in changed]).values_list("pk", flat=True))
+            for item in outcome.retry:
+                item.status, item.claim = Status.PENDING, ""
+            for item in outcome.failed:
+                item.status, item.claim = Status.FAILED, ""
             fields = ["status", "claim", "attempts", "next_attempt_at", "error", "permanent"]
-            self.bulk_update(outcome.retry + outcome.failed, fields, batch_size=1000)
+            self.bulk_update([i for i in changed if i.pk in held], fields, batch_size=1000)
 
     def release_stale(self, kind):
         """Rows claimed longer than CLAIM_TIMEOUT ago, by a worker that died or
@@ -858,7 +870,7 @@ class Mailing(models.Model):
         outcome = emails.Outcome()
         if deliveries:
             outcome = emails.send_post(self, deliveries)
-            Delivery.objects.record(outcome)
+            Delivery.objects.record(outcome, deliveries[0].claim)
             Subscriber.objects.suppress_bouncing(
                 [d.subscriber_id for d in outcome.failed if d.permanent]
             )
@@ -896,6 +908,14 @@ class Mailing(models.Model):
             .exclude(Exists(unfinished))
             .update(status=self.Status.DONE, finished_at=timezone.now())
         )
+
+    def withdraw(self):
+        """The post was taken down: stop sending it. The mailing is paused
+        (an editor may resume it) and nobody's digest will list it."""
+        self.pause()
+        Delivery.objects.filter(
+            mailing=self, status=Delivery.Status.DIGEST, digest__isnull=True
+        ).update(status=Delivery.Status.SKIPPED)
 
     def pause(self):
         return bool(
@@ -955,7 +975,9 @@ class Mailing(models.Model):
         Digest.objects.release_stale("digest")
         stale = timezone.now() - conf.duration("CLAIM_TIMEOUT")
         requeued = []
-        for mailing in cls.objects.filter(status=cls.Status.SENDING, progress_at__lt=stale):
+        for mailing in cls.objects.filter(
+            status__in=[cls.Status.QUEUED, cls.Status.SENDING], progress_at__lt=stale
+        ):
             if not mailing.finish_if_done():
                 Mailing.objects.filter(pk=mailing.pk).update(progress_at=timezone.now())
                 mailing._requeue()
@@ -1049,6 +1071,9 @@ class DigestQuerySet(SendableQuerySet):
                 created_at__lte=cutoff,
                 subscriber__status=Subscriber.Status.CONFIRMED,
                 subscriber__frequency__in=frequencies,
+            ).exclude(
+                # Posts from before a reader left and came back stay unsent.
+                created_at__lt=F("subscriber__confirmed_at")
             )
             cursor = 0
             while readers := list(
@@ -1120,26 +1145,28 @@ class Digest(Sendable):
 
         digests = cls.objects.filter(pk__range=(first, last)).claim(conf.BATCH_SIZE)
         if digests:
-            waiting = Delivery.objects.filter(digest__in=digests).select_related("mailing")
-            posts = {}
-            for delivery in waiting.order_by("mailing__published_at", "mailing_id"):
-                posts.setdefault(delivery.digest_id, []).append(delivery.mailing)
-            outcome = emails.send_digests(digests, posts)
-            cls.objects.record(outcome)
-            S = Delivery.Status
-            for items, status in (
-                (outcome.sent, S.SENT),
-                (outcome.skipped, S.SKIPPED),
-                (outcome.failed, S.FAILED),
+            waiting = Delivery.objects.filter(digest__in=digests, status=Delivery.Status.DIGEST)
+            posts, listed = {}, {}
+            for delivery in waiting.select_related("mailing").order_by(
+                "mailing__published_at", "mailing_id"
             ):
-                if items:
-                    Delivery.objects.filter(digest__in=[d.pk for d in items]).update(
-                        status=status, sent_at=timezone.now() if status == S.SENT else None
-                    )
+                posts.setdefault(delivery.digest_id, []).append(delivery.mailing)
+                listed.setdefault(delivery.digest_id, []).append(delivery.pk)
+            outcome = emails.send_digests(digests, posts)
+            cls.objects.record(outcome, digests[0].claim)
+            # A digest's deliveries take its outcome: those it listed, not any
+            # attached to it since.
+            S = Delivery.Status
+            for items, status, fields in (
+                (outcome.sent, S.SENT, {"sent_at": timezone.now()}),
+                (outcome.skipped, S.SKIPPED, {}),
+                (outcome.failed, S.FAILED, {}),
+            ):
+                shown = [pk for digest in items for pk in listed.get(digest.pk, [])]
+                if shown:
+                    Delivery.objects.filter(pk__in=shown).update(status=status, **fields)
             refused = [d for d in outcome.failed if d.permanent]
-            if refused:
-                Delivery.objects.filter(digest__in=[d.pk for d in refused]).update(permanent=True)
-                Subscriber.objects.suppress_bouncing([d.subscriber_id for d in refused])
+            Subscriber.objects.suppress_bouncing([d.subscriber_id for d in refused])
         left = cls.objects.filter(pk__range=(first, last), status=cls.Status.PENDING).aggregate(
             count=Count("pk"), due=Count("pk", filter=_due()), next=Min("next_attempt_at")
         )

@@ -131,3 +131,17 @@ def test_publishing_emails_each_follower_once(celery_worker, smtp_server):
     assert (
         "http://127.0.0.1:8000/people/jeff-sessions/" in message.get_body(("html",)).get_content()
     )
+
+
+@pytest.mark.django_db
+def test_unpublishing_pauses_the_articles_mailing(on_commit):
+    make_subscriber("reader@example.com")
+    with on_commit():
+        article = make_article("Pulled")
+    mailing = Mailing.objects.get()
+    with on_commit():
+        mailing.fan_out()
+    article.status = Article.Status.DRAFT
+    article.save()  # as the admin form does
+    mailing.refresh_from_db()
+    assert mailing.status == Mailing.Status.PAUSED

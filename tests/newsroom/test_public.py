@@ -344,3 +344,13 @@ def test_a_cached_page_is_served_without_queries_and_with_each_readers_csrf_toke
         "/subscribe/", {"csrfmiddlewaretoken": tokens[1], "email": "not-an-address"}
     )
     assert response.status_code == 400  # the form's answer, not a CSRF 403
+
+
+def test_query_strings_do_not_fill_the_page_cache(client):
+    from django.core.cache import cache
+
+    article = make_article("Keyed story")
+    for junk in ("a", "b", "c"):
+        assert client.get(article.get_absolute_url(), {"utm_source": junk}).status_code == 200
+    keys = list(cache.iter_keys("page:*"))
+    assert len(keys) == 1
