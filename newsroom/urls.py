@@ -7,6 +7,7 @@ from django.views.static import serve
 from . import feeds, views
 from .models import Entity
 from .sitemaps import SITEMAPS
+from .views import cached_page
 
 
 class KindPathConverter:
@@ -30,10 +31,10 @@ urlpatterns = [
     path("entities/", views.entity_index, name="entity_index"),
     path("<kind:kind_path>/", views.entity_index, name="entity_kind_index"),
     path("<kind:kind_path>/<slug:slug>/", views.entity_detail, name="entity"),
-    path("<kind:kind_path>/<slug:slug>/feed/", feeds.EntityFeed(), name="entity_feed"),
+    path("<kind:kind_path>/<slug:slug>/feed/", cached_page(feeds.EntityFeed()), name="entity_feed"),
     path("search/", views.search, name="search"),
-    path("feed/", feeds.LatestArticlesFeed(), name="feed"),
-    path("feed/atom/", feeds.LatestArticlesAtomFeed(), name="feed_atom"),
+    path("feed/", cached_page(feeds.LatestArticlesFeed()), name="feed"),
+    path("feed/atom/", cached_page(feeds.LatestArticlesAtomFeed()), name="feed_atom"),
     path("sitemap.xml", sitemap, {"sitemaps": SITEMAPS}, name="sitemap"),
     path("robots.txt", views.robots_txt, name="robots_txt"),
     path("admin/", admin.site.urls),

@@ -14,7 +14,7 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from .models import Article, Entity, EntityRedirect, content_version
+from .models import CONTENT_VERSION_KEY, Article, Entity, EntityRedirect, content_version
 
 logger = logging.getLogger(__name__)
 
@@ -40,26 +40,29 @@ def cached_page(view):
         if request.method != "GET" or not (page.isdigit() or page == "") or len(page) > 6:
             return view(request, *args, **kwargs)
         # The path and the page number only: other query strings render the
-        # same page, and must not fill the cache with copies of it.
+        # same page, and must not fill the cache with copies of it. The
+        # version and the page come back in one round trip.
+        key = f"page:{request.path}:{page}"
         try:
-            key = f"page:{content_version()}:{request.path}:{page}"
-            cached = cache.get(key)
+            found = cache.get_many([CONTENT_VERSION_KEY, key])
+            version = found.get(CONTENT_VERSION_KEY) or content_version()
         except Exception:  # noqa: BLE001 - the cache is down: serve uncached
             logger.warning("Page cache unavailable", exc_info=True)
             return view(request, *args, **kwargs)
-        if cached is None:
+        cached = found.get(key)
+        if cached is None or cached[0] != version:
             response = view(request, *args, **kwargs)
             if response.status_code != 200 or response.streaming:
                 return response
             body = CSRF_FIELD.sub(rb"\1" + CSRF_STANDIN.encode() + rb"\2", response.content)
-            cached = (body, response["Content-Type"])
+            cached = (version, body, response["Content-Type"])
             with contextlib.suppress(Exception):
                 cache.set(key, cached, PAGE_CACHE_SECONDS)
-        body, content_type = cached
-        token = get_token(request)  # also makes sure the reader has the cookie
-        response = HttpResponse(
-            body.replace(CSRF_STANDIN.encode(), token.encode()), content_type=content_type
-        )
+        _, body, content_type = cached
+        if CSRF_STANDIN.encode() in body:
+            token = get_token(request)  # also makes sure the reader has the cookie
+            body = body.replace(CSRF_STANDIN.encode(), token.encode())
+        response = HttpResponse(body, content_type=content_type)
         patch_vary_headers(response, ["Cookie"])
         return response
 

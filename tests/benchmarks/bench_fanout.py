@@ -48,7 +48,6 @@ def fan_out(n, processes, sink):
             REDIS_URL=redis.url,
             EMAIL_URL=f"smtp://127.0.0.1:{sink.port}",
             SUBSCRIPTIONS_BATCH_SIZE=BATCH_SIZE,
-            SUBSCRIPTIONS_EMAIL_CONTENT="full",
         )
         manage("migrate", "--noinput", env=env)
         workers = [

@@ -304,14 +304,14 @@ def test_the_entity_index_uses_the_same_number_of_queries_for_1_and_20_entities(
 def test_cached_pages_show_an_edit_or_a_publication_at_once(client):
     entity = make_entity("Cached Person")
     article = make_article("First title", entities=[entity])
-    for url in ("/", article.get_absolute_url(), entity.get_absolute_url()):
+    for url in ("/", article.get_absolute_url(), entity.get_absolute_url(), "/feed/"):
         assert "First title" in client.get(url).content.decode()
         assert "First title" in client.get(url).content.decode()  # from the cache
     article.title = "Second title"
     article.save()
     later = make_article("Another story", status=Article.Status.DRAFT, entities=[entity])
     later.publish()
-    for url in ("/", article.get_absolute_url(), entity.get_absolute_url()):
+    for url in ("/", article.get_absolute_url(), entity.get_absolute_url(), "/feed/"):
         html = client.get(url).content.decode()
         assert ">Second title<" in html and ">First title<" not in html, url
     assert "Another story" in client.get("/").content.decode()
