@@ -809,15 +809,19 @@ class Mailing(models.Model):
         """The confirmed readers this post goes to, whatever their frequency."""
         return Subscriber.objects.confirmed().following(self.topics)
 
-    def fan_out(self):
+    def fan_out(self, chunks=None):
         """Record a Delivery for every matching reader and queue a batch task
         per BATCH_SIZE readers, walking readers in id order (constant memory).
 
-        Resumes from fanout_cursor after a crash; the unique (mailing,
-        subscriber) constraint makes a chunk done twice harmless, and a
-        batch task queued twice finds its deliveries already claimed.
+        With `chunks`, stop after that many chunks and queue the fan-out
+        again to go on: the first batches are queued before it, so the first
+        readers get the post while the rest are still being listed, even
+        with one worker. Resumes from fanout_cursor after a crash; the
+        unique (mailing, subscriber) constraint makes a chunk done twice
+        harmless, and a batch task queued twice finds its deliveries
+        already claimed.
         """
-        from .tasks import send_batch
+        from .tasks import fan_out, send_batch
 
         Mailing.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
             status=self.Status.SENDING
@@ -849,6 +853,11 @@ class Mailing(models.Model):
             )
             if any(frequency == instant for _, frequency in rows):
                 enqueue_after_commit(send_batch, self.pk, first, cursor)
+            if chunks is not None:
+                chunks -= 1
+                if chunks <= 0:
+                    enqueue_after_commit(fan_out, self.pk)
+                    return
         Mailing.objects.filter(pk=self.pk).update(fanout_done=True, progress_at=timezone.now())
         self.fanout_done = True
         self.finish_if_done()

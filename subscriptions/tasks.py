@@ -55,7 +55,7 @@ def send_welcome(subscriber_id):
 def fan_out(mailing_id):
     mailing = Mailing.objects.filter(pk=mailing_id).first()
     if mailing and mailing.status in (Mailing.Status.QUEUED, Mailing.Status.SENDING):
-        mailing.fan_out()
+        mailing.fan_out(chunks=1)  # and queues itself again to go on
 
 
 @shared_task(acks_late=True)

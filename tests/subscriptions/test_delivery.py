@@ -590,3 +590,43 @@ def test_long_lines_are_cut_by_bytes_for_smtp():
         lines = _short_lines(text).splitlines()
         assert all(len(line.encode()) <= 900 for line in lines)
         assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+
+
+def queued_task_names(redis_url):
+    """The tasks waiting in Celery's default queue on Redis, oldest first."""
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(f"{redis_url}/0")
+    return [json.loads(m)["headers"]["task"] for m in reversed(client.lrange("celery", 0, -1))]
+
+
+@pytest.mark.django_db
+def test_the_fan_out_task_queues_each_chunks_batch_before_going_on(
+    settings, django_capture_on_commit_callbacks, redis_server
+):
+    from celery import current_app
+
+    settings.SUBSCRIPTIONS_BATCH_SIZE = 2
+    readers(5)
+    with django_capture_on_commit_callbacks(execute=False):
+        mailing, _ = Mailing.announce(Post())
+    current_app.control.purge()
+    rounds = 0
+    while not mailing.fanout_done:
+        with django_capture_on_commit_callbacks(execute=True):
+            mailing.fan_out(chunks=1)
+        mailing.refresh_from_db()
+        rounds += 1
+    assert rounds == 4  # three chunks of at most two readers, then the end
+    assert (
+        queued_task_names(redis_server)
+        == [
+            "subscriptions.tasks.send_batch",
+            "subscriptions.tasks.fan_out",
+        ]
+        * 3
+    )
+    assert Delivery.objects.filter(mailing=mailing).count() == 5
+    current_app.control.purge()
