@@ -13,7 +13,8 @@ publish to the last message accepted, publish → first message, duplicates,
 each worker's peak RSS (VmHWM), and the SQL queries of one fan-out and of one
 batch, counted in the driver on a second post.
 
-Standalone: ``.venv/bin/python tests/benchmarks/bench_fanout.py [--n 10000]``.
+Standalone: ``.venv/bin/python tests/benchmarks/bench_fanout.py [--n 10000]``;
+``… bench_fanout.py --memory`` measures one worker at 10,000 and 100,000 readers.
 """
 
 import json
@@ -258,6 +259,20 @@ def rows(ctx):
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--drive":
         drive(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--memory":
+        # Worker memory (and latency, throughput) at 10,000 and 100,000
+        # readers, one worker, in one run: must not grow with N.
+        from tests.benchmarks.smtp_sink import SmtpSink
+
+        with SmtpSink() as sink:
+            for n in (10_000, 100_000):
+                r = fan_out(n, 1, sink)
+                print(
+                    f"{n:>7,} readers: peak RSS {r['peak_rss_mb'][0]:.1f} MB, "
+                    f"{r['per_second']:,.0f} msg/s, first message after "
+                    f"{r['first_latency'] * 1000:.0f} ms, {r['duplicates']} duplicates, "
+                    f"{r['batch_queries']} queries per batch"
+                )
     else:
         import argparse
 
