@@ -669,6 +669,20 @@ class SendableQuerySet(models.QuerySet):
             fields = ["status", "claim", "attempts", "next_attempt_at", "error", "permanent"]
             self.bulk_update([i for i in changed if i.pk in held], fields, batch_size=1000)
 
+    def queue_rest(self, task, *args):
+        """Queue `task(*args)` again for the rows of this queryset still
+        pending: now if any is due, else when the first retry is. Returns
+        whether any is left."""
+        left = self.filter(status=self.model.Status.PENDING).aggregate(
+            count=Count("pk"), due=Count("pk", filter=_due()), next=Min("next_attempt_at")
+        )
+        if left["due"]:
+            enqueue_after_commit(task, *args)
+        elif left["count"]:
+            wait = max(0.0, (left["next"] - timezone.now()).total_seconds()) + 0.1
+            enqueue_after_commit(task, *args, countdown=wait)
+        return bool(left["count"])
+
     def release_stale(self, kind):
         """Rows claimed longer than CLAIM_TIMEOUT ago, by a worker that died or
         lost its broker: those the journal says were sent are recorded as
@@ -890,18 +904,10 @@ class Mailing(models.Model):
     def _queue_rest(self, first, last):
         from .tasks import send_batch
 
-        left = Delivery.objects.filter(
-            mailing=self,
-            subscriber_id__gte=first,
-            subscriber_id__lte=last,
-            status=Delivery.Status.PENDING,
-        ).aggregate(count=Count("pk"), due=Count("pk", filter=_due()), next=Min("next_attempt_at"))
-        if left["due"]:
-            enqueue_after_commit(send_batch, self.pk, first, last)
-        elif left["count"]:
-            wait = max(0.0, (left["next"] - timezone.now()).total_seconds()) + 0.1
-            enqueue_after_commit(send_batch, self.pk, first, last, countdown=wait)
-        else:
+        batch = Delivery.objects.filter(
+            mailing=self, subscriber_id__gte=first, subscriber_id__lte=last
+        )
+        if not batch.queue_rest(send_batch, self.pk, first, last):
             self.finish_if_done()
 
     def finish_if_done(self):
@@ -1176,14 +1182,7 @@ class Digest(Sendable):
                     Delivery.objects.filter(pk__in=shown).update(status=status, **fields)
             refused = [d for d in outcome.failed if d.permanent]
             Subscriber.objects.suppress_bouncing([d.subscriber_id for d in refused])
-        left = cls.objects.filter(pk__range=(first, last), status=cls.Status.PENDING).aggregate(
-            count=Count("pk"), due=Count("pk", filter=_due()), next=Min("next_attempt_at")
-        )
-        if left["due"]:
-            enqueue_after_commit(send_digests, first, last)
-        elif left["count"]:
-            wait = max(0.0, (left["next"] - timezone.now()).total_seconds()) + 0.1
-            enqueue_after_commit(send_digests, first, last, countdown=wait)
+        cls.objects.filter(pk__range=(first, last)).queue_rest(send_digests, first, last)
         return len(outcome.sent) if digests else 0
 
 
