@@ -376,9 +376,11 @@ def deliver(kind, items, build):
     try:
         options = []
         if smtp_direct:
-            connection.connection.ehlo_or_helo_if_needed()
-            if connection.connection.has_extn("8bitmime"):
-                options = ["BODY=8BITMIME"]
+            # If the greeting fails, the first send fails too and is retried.
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                connection.connection.ehlo_or_helo_if_needed()
+                if connection.connection.has_extn("8bitmime"):
+                    options = ["BODY=8BITMIME"]
         for index, item in enumerate(items):
             if time.monotonic() > deadline:
                 outcome.unsent.extend(items[index:])
