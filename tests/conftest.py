@@ -316,9 +316,14 @@ class CeleryWorker:
         marker = current_app.send_task(
             "celery.accumulate", args=("drained",), kwargs={"index": 0}, ignore_result=False
         )
+        # Poll the stored result rather than marker.get(): get() listens on a
+        # Redis pub/sub connection that does not survive a Redis restart.
+        def answered():
+            return current_app.backend.get_task_meta(marker.id).get("status") == "SUCCESS"
+
         try:
-            assert marker.get(timeout=timeout) == "drained"
-        except Exception as e:
+            wait_until(answered, timeout=timeout, message="the marker task", interval=0.05)
+        except TimeoutError as e:
             raise AssertionError(f"The Celery worker did not answer ({e!r}):\n{self.log()}") from e
         finally:
             marker.forget()
