@@ -21,6 +21,9 @@ environ.Env.read_env(BASE_DIR / ".env")
 DEBUG = env.bool("DEBUG", default=False)
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY and (VAR_DIR / "secret_key").is_file():
+    # The key `make run` generated: commands run beside it sign alike.
+    SECRET_KEY = (VAR_DIR / "secret_key").read_text().strip()
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -245,5 +248,9 @@ SUBSCRIPTIONS_MAX_RATE = env.float("SUBSCRIPTIONS_MAX_RATE", default=0) or None
 SUBSCRIPTIONS_BATCH_SIZE = env.int("SUBSCRIPTIONS_BATCH_SIZE", default=500)
 SUBSCRIPTIONS_CLAIM_TIMEOUT = env.float("SUBSCRIPTIONS_CLAIM_TIMEOUT", default=300)  # seconds
 SUBSCRIPTIONS_RETRY_BACKOFF = env.float("SUBSCRIPTIONS_RETRY_BACKOFF", default=30)  # seconds
+SUBSCRIPTIONS_RETRY_BACKOFF_MAX = env.float("SUBSCRIPTIONS_RETRY_BACKOFF_MAX", default=3600)  # s
+SUBSCRIPTIONS_MAX_ATTEMPTS = env.int("SUBSCRIPTIONS_MAX_ATTEMPTS", default=8)
+SUBSCRIPTIONS_HARD_BOUNCE_LIMIT = env.int("SUBSCRIPTIONS_HARD_BOUNCE_LIMIT", default=2)
+SUBSCRIPTIONS_CACHE = env.str("SUBSCRIPTIONS_CACHE", default="default")
 SUBSCRIPTIONS_DIGEST_HOUR = env.int("SUBSCRIPTIONS_DIGEST_HOUR", default=7)
 SUBSCRIPTIONS_DIGEST_WEEKDAY = env.int("SUBSCRIPTIONS_DIGEST_WEEKDAY", default=0)

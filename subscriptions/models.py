@@ -928,9 +928,11 @@ class Mailing(models.Model):
         """The post was taken down: stop sending it. The mailing is paused
         (an editor may resume it) and nobody's digest will list it."""
         self.pause()
-        Delivery.objects.filter(
-            mailing=self, status=Delivery.Status.DIGEST, digest__isnull=True
-        ).update(status=Delivery.Status.SKIPPED)
+        # Also those already in a digest not yet sent: a digest lists only
+        # deliveries still waiting (and is skipped when none are left).
+        Delivery.objects.filter(mailing=self, status=Delivery.Status.DIGEST).update(
+            status=Delivery.Status.SKIPPED
+        )
 
     def pause(self):
         return bool(

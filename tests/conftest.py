@@ -316,6 +316,7 @@ class CeleryWorker:
         marker = current_app.send_task(
             "celery.accumulate", args=("drained",), kwargs={"index": 0}, ignore_result=False
         )
+
         # Poll the stored result rather than marker.get(): get() listens on a
         # Redis pub/sub connection that does not survive a Redis restart.
         def answered():

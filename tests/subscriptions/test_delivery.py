@@ -630,3 +630,29 @@ def test_the_fan_out_task_queues_each_chunks_batch_before_going_on(
     )
     assert Delivery.objects.filter(mailing=mailing).count() == 5
     current_app.control.purge()
+
+
+@pytest.mark.django_db
+def test_a_withdrawn_post_leaves_a_digest_already_made(
+    smtp_server, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    import time_machine
+    from django.utils import timezone
+
+    from subscriptions.models import Digest
+
+    daily = make_subscriber("daily@example.com", frequency=F.DAILY)
+    pulled, kept = Post(title="Pulled story"), Post(title="Kept story")
+    for post in (pulled, kept):
+        _announce_and_fan_out(post, django_capture_on_commit_callbacks)
+    with time_machine.travel(timezone.now() + timedelta(days=1, hours=8)):
+        with django_capture_on_commit_callbacks(execute=False):
+            Digest.objects.create_due()  # the digest is made, not yet sent
+            subscriptions.withdraw(pulled)
+            Digest.send_batch(0, MAX_ID)
+    (message,) = smtp_server.wait_for(1)
+    text = message.get_body(("plain",)).get_content()
+    assert "Kept story" in text and "Pulled story" not in text
+    assert message.envelope_recipients == [daily.email]
