@@ -64,14 +64,6 @@ def build(kind, to, context, headers=None):
     return message
 
 
-def list_unsubscribe_headers(subscriber):
-    """RFC 2369 and RFC 8058 one-click unsubscribe."""
-    return {
-        "List-Unsubscribe": f"<{subscriber.one_click_url()}>",
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-    }
-
-
 def confirmation(subscriber):
     # Carries nothing the form's sender typed but the address itself, so it
     # cannot be used to mail chosen words to a stranger.
@@ -91,7 +83,7 @@ def welcome(subscriber):
             "preferences_url": subscriber.preferences_url(),
             "unsubscribe_url": subscriber.unsubscribe_url(),
         },
-        headers=list_unsubscribe_headers(subscriber),
+        headers=list_headers(subscriber.one_click_url()),
     ).send()
 
 
@@ -196,7 +188,8 @@ def _short_lines(text, limit=900):
 
 
 def list_headers(one_click_url):
-    """The headers every post and digest carries, for one reader."""
+    """The list headers of every email to a subscriber: RFC 2369 List-Id
+    and List-Unsubscribe, RFC 8058 one-click, and Reply-To when set."""
     unsubscribe = f"<{one_click_url}>"
     if conf.UNSUBSCRIBE_MAILTO:
         unsubscribe += f", <mailto:{conf.UNSUBSCRIBE_MAILTO}?subject=unsubscribe>"
