@@ -56,6 +56,7 @@ EXPECTED_HEADERS = {
     "Message-ID",
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
+    "List-Id",  # the welcome email carries the list headers of every list email
 }
 
 
