@@ -95,15 +95,6 @@ def welcome(subscriber):
 
 # Letters only: they survive templates, HTML escaping, URLs and header folding.
 _MARK = "QZXPLACEHOLDERQZX"
-PLACEHOLDERS = (
-    "TO",
-    "MESSAGEID",
-    "UNSUBSCRIBE",
-    "ONECLICK",
-    "PREFERENCES",
-    "ITEMSHTML",
-    "ITEMSTEXT",
-)
 
 
 def placeholder(name):
