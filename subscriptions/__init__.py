@@ -1,6 +1,7 @@
 """A pluggable newsletter app: subscribers, mailings and deliveries.
 
-It never imports the site that installs it; see README.md ("Subscriptions").
+It never imports the site that installs it; see README.md ("Subscriptions")
+and docs/architecture.md.
 """
 
 
@@ -12,9 +13,9 @@ def announce(post):
     retries), it gets one Mailing, and each reader at most one message.
     Returns the Mailing. See README.md for what it reads of a post.
     """
-    from .models import Mailing
+    from .delivery import announce
 
-    return Mailing.announce(post)[0]
+    return announce(post)[0]
 
 
 def mailing_for(post):
@@ -29,9 +30,6 @@ def mailing_for(post):
 def withdraw(post):
     """Stop mailing `post` (it was unpublished): its mailing is paused and no
     digest will list it. An editor can resume the mailing from the admin."""
-    from .models import Mailing
+    from .delivery import withdraw
 
-    mailing = Mailing.objects.filter(post_key=Mailing.key_for(post)).first()
-    if mailing:
-        mailing.withdraw()
-    return mailing
+    return withdraw(post)

@@ -8,9 +8,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from . import csvio, delivery
 from .conf import conf
 from .forms import ImportForm
-from .models import CSV_COLUMNS, Delivery, Follow, Mailing, Subscriber
+from .models import Delivery, Follow, Mailing, Subscriber
 
 
 class TopicFilter(admin.SimpleListFilter):
@@ -41,8 +42,8 @@ def stream_csv(queryset, filename):
     writer = csv.writer(_Echo())
 
     def rows():
-        yield writer.writerow(CSV_COLUMNS)
-        for row in queryset.csv_rows():
+        yield writer.writerow(csvio.COLUMNS)
+        for row in csvio.rows(queryset):
             yield writer.writerow(row)
 
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
@@ -155,7 +156,7 @@ class SubscriberAdmin(admin.ModelAdmin):
                 )
             )
             try:
-                result = Subscriber.objects.import_csv(lines, confirmed=confirmed, note=note)
+                result = csvio.import_csv(lines, confirmed=confirmed, note=note)
             except ValueError as e:
                 form.add_error("file", str(e))
             else:
@@ -189,7 +190,7 @@ class SubscriberAdmin(admin.ModelAdmin):
     @admin.action(description="Resend the confirmation email (pending only)")
     def resend_confirmation(self, request, queryset):
         sent = sum(
-            subscriber.request_confirmation()
+            delivery.request_confirmation(subscriber)
             for subscriber in queryset.filter(status=Subscriber.Status.PENDING)
         )
         self.message_user(
@@ -289,12 +290,12 @@ class MailingAdmin(admin.ModelAdmin):
 
     @admin.action(description="Resume the selected mailings")
     def resume(self, request, queryset):
-        done = sum(mailing.resume() for mailing in queryset)
+        done = sum(delivery.resume(mailing) for mailing in queryset)
         self.message_user(request, f"Resumed {done} mailing(s).")
 
     @admin.action(description="Retry failed deliveries")
     def retry_failed(self, request, queryset):
-        done = sum(mailing.retry_failed() for mailing in queryset)
+        done = sum(delivery.retry_failed(mailing) for mailing in queryset)
         self.message_user(request, f"Queued {done} failed deliveries again.")
 
     @admin.action(description="Send a test to me")
@@ -303,7 +304,7 @@ class MailingAdmin(admin.ModelAdmin):
             self.message_user(request, "Your account has no email address.", messages.ERROR)
             return
         for mailing in queryset:
-            mailing.send_test(request.user.email)
+            delivery.send_test(mailing, request.user.email)
         self.message_user(request, f"Sent {len(queryset)} test(s) to {request.user.email}.")
 
 

@@ -7,11 +7,11 @@ class SubscriptionsConfig(AppConfig):
 
     def ready(self):
         # With an email provider through django-anymail, its bounce and
-        # complaint webhooks suppress addresses (models.esp_tracking_event).
+        # complaint webhooks suppress addresses (webhooks.tracking_event).
         try:
             from anymail.signals import tracking
         except ImportError:
             return
-        from .models import esp_tracking_event
+        from .webhooks import tracking_event
 
-        tracking.connect(esp_tracking_event, dispatch_uid="subscriptions.esp_tracking_event")
+        tracking.connect(tracking_event, dispatch_uid="subscriptions.webhooks.tracking_event")

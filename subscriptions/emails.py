@@ -2,31 +2,22 @@
 a plain-text body and an HTML body (CSS inlined with css-inline, since many
 mail clients drop <style>). Templates live under subscriptions/emails/ and a
 site overrides them from its own templates directory.
+
+Rendering only: each function returns messages; transports.py sends them.
 """
 
-import contextlib
 import email.message
 import email.policy
 import email.utils
-import logging
-import random
-import smtplib
 import time
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
 
 import css_inline
-from django.core.cache import caches
-from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
-from django.core.mail.backends import console, smtp
-from django.core.mail.message import sanitize_address
+from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.template.loader import render_to_string
-from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from .conf import conf
-
-logger = logging.getLogger(__name__)
 
 
 def _one_line(text):
@@ -67,15 +58,15 @@ def build(kind, to, context, headers=None):
 def confirmation(subscriber):
     # Carries nothing the form's sender typed but the address itself, so it
     # cannot be used to mail chosen words to a stranger.
-    build(
+    return build(
         "confirmation",
         subscriber.email,
         {"confirm_url": subscriber.confirm_url(), "max_age_days": conf.confirm_max_age.days},
-    ).send()
+    )
 
 
 def welcome(subscriber):
-    build(
+    return build(
         "welcome",
         subscriber.email,
         {
@@ -84,11 +75,11 @@ def welcome(subscriber):
             "unsubscribe_url": subscriber.unsubscribe_url(),
         },
         headers=list_headers(subscriber.one_click_url()),
-    ).send()
+    )
 
 
 # Posts and digests. Building a MIME message costs more than sending it, so
-# a post's email is rendered once (Mailing.announce), turned into bytes once
+# a post's email is rendered once (delivery.announce), turned into bytes once
 # per batch with placeholders where the per-reader parts go (8bit, so the
 # bodies are stored as they are), and each reader's message is those bytes
 # with the placeholders replaced.
@@ -107,17 +98,6 @@ def _reader_links():
         "preferences_url": placeholder("PREFERENCES"),
         "postal_address": conf.POSTAL_ADDRESS,
     }
-
-
-@dataclass
-class Outcome:
-    """What happened to a batch of deliveries (or digests)."""
-
-    sent: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)
-    retry: list = field(default_factory=list)  # next_attempt_at set
-    failed: list = field(default_factory=list)  # error set
-    unsent: list = field(default_factory=list)  # out of time: back to pending as they were
 
 
 def _call(post, name, default):
@@ -281,29 +261,6 @@ class _RawMessage:
         return None
 
 
-def journal_key(kind, pk):
-    return f"subscriptions:sent:{kind}:{pk}"
-
-
-def journal_sent(kind, pks):
-    """Of these, the ones a worker noted as accepted by the mail server (it
-    may have died before telling the database)."""
-    found = caches[conf.CACHE].get_many([journal_key(kind, pk) for pk in pks])
-    return {pk for pk in pks if journal_key(kind, pk) in found}
-
-
-def send_post(mailing, deliveries):
-    """Send the mailing to each claimed delivery's reader; an Outcome."""
-    template = MessageTemplate(mailing.subject, mailing.text, mailing.html)
-    return deliver(
-        "delivery",
-        deliveries,
-        lambda d, raw: template.for_reader(
-            d.subscriber, message_id(f"m{mailing.pk}", d.subscriber_id), raw
-        ),
-    )
-
-
 class _Editor:
     """Stands in for a reader in a test message: its links lead to the site."""
 
@@ -315,160 +272,28 @@ class _Editor:
         return {"UNSUBSCRIBE": home, "ONECLICK": home, "PREFERENCES": home}
 
 
-def send_test(mailing, address):
-    template = MessageTemplate(f"[Test] {mailing.subject}", mailing.text, mailing.html)
-    connection = get_connection()
-    message = template.for_reader(
-        _Editor(address),
-        message_id("test", f"{mailing.pk}.{time.time_ns()}"),
-        sends_raw(connection),
+def post(mailing):
+    """build(delivery, raw) for transports.deliver: the mailing's email for
+    the delivery's reader."""
+    template = MessageTemplate(mailing.subject, mailing.text, mailing.html)
+    return lambda delivery, raw: template.for_reader(
+        delivery.subscriber, message_id(f"m{mailing.pk}", delivery.subscriber_id), raw
     )
-    connection.send_messages([message])
 
 
-def sends_raw(connection):
-    """Whether the backend sends message().as_bytes() as it is."""
-    return isinstance(connection, (smtp.EmailBackend, console.EmailBackend))
+def test_post(mailing, address, raw):
+    """The mailing's email as readers get it, for an editor's `address`;
+    its links lead to the site."""
+    template = MessageTemplate(f"[Test] {mailing.subject}", mailing.text, mailing.html)
+    return template.for_reader(
+        _Editor(address), message_id("test", f"{mailing.pk}.{time.time_ns()}"), raw
+    )
 
 
-def deliver(kind, items, build):
-    """Send build(item) to each item's reader over one connection.
-
-    Readers no longer confirmed are skipped. Each accepted message is noted
-    in the shared cache at once (the journal), so a worker killed mid-batch
-    re-sends at most the message in flight. Transient failures (4xx,
-    dropped or refused connections, timeouts) are retried later with
-    exponential backoff and jitter; 5xx refusals fail for good.
-    """
-    outcome = Outcome()
-    journal = caches[conf.CACHE]
-    connection = get_connection()
-    raw = sends_raw(connection)
-    smtp_direct = type(connection) is smtp.EmailBackend
-    sender = sanitize_address(conf.from_email, "utf-8")
-    pace = Pace()
-    # Stop well before the sweeper would take this batch's claim back as a
-    # dead worker's (a slow server, a low MAX_RATE): the rest go back to
-    # pending for the next run.
-    deadline = time.monotonic() + conf.duration("CLAIM_TIMEOUT").total_seconds() / 2
-    try:
-        connection.open()
-    except (OSError, smtplib.SMTPException) as error:
-        for item in items:
-            _retry(outcome, item, f"could not connect: {error}")
-        return outcome
-    try:
-        options = []
-        if smtp_direct:
-            # If the greeting fails, the first send fails too and is retried.
-            with contextlib.suppress(OSError, smtplib.SMTPException):
-                connection.connection.ehlo_or_helo_if_needed()
-                if connection.connection.has_extn("8bitmime"):
-                    options = ["BODY=8BITMIME"]
-        for index, item in enumerate(items):
-            if time.monotonic() > deadline:
-                outcome.unsent.extend(items[index:])
-                break
-            subscriber = item.subscriber
-            if subscriber is None or subscriber.status != subscriber.Status.CONFIRMED:
-                outcome.skipped.append(item)
-                continue
-            pace.wait()
-            try:
-                message = build(item, raw)
-                if smtp_direct:
-                    # Django's SMTP backend would parse both addresses again
-                    # for each message; ours are checked already.
-                    connection.connection.sendmail(sender, [subscriber.email], message.raw, options)
-                else:
-                    connection.send_messages([message])
-            except smtplib.SMTPRecipientsRefused as error:
-                code, text = next(iter(error.recipients.values()))
-                _fail_or_retry(outcome, item, code, text)
-            except smtplib.SMTPDataError as error:
-                _fail_or_retry(outcome, item, error.smtp_code, error.smtp_error)
-            except UnicodeError:
-                # A non-ASCII local part needs SMTPUTF8, which this path does not speak.
-                _fail_or_retry(outcome, item, 553, "address cannot be sent without SMTPUTF8")
-                if smtp_direct:
-                    with contextlib.suppress(OSError, smtplib.SMTPException):
-                        connection.connection.rset()
-            except (OSError, smtplib.SMTPException) as error:
-                # The connection is gone or the server is in trouble: retry
-                # this reader later; reconnect for the next one.
-                _retry(outcome, item, str(error) or type(error).__name__)
-                try:
-                    connection.close()
-                    connection.open()
-                except (OSError, smtplib.SMTPException) as reconnect_error:
-                    for rest in items[index + 1 :]:
-                        _retry(outcome, rest, f"could not connect: {reconnect_error}")
-                    break
-            else:
-                outcome.sent.append(item)
-                try:
-                    journal.set(journal_key(kind, item.pk), 1, timeout=7 * 24 * 3600)
-                except Exception:  # noqa: BLE001 - any cache backend's error
-                    # The cache is down (Redis restarting): the batch still
-                    # records this send in the database when it ends; only
-                    # a crash before then would repeat it.
-                    logger.warning("Send journal unavailable for %s %s", kind, item.pk)
-    finally:
-        try:
-            connection.close()
-        except (OSError, smtplib.SMTPException):
-            pass
-    return outcome
-
-
-def _fail_or_retry(outcome, item, code, text):
-    text = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
-    if 500 <= int(code) < 600:
-        item.permanent = True
-        item.attempts += 1
-        item.error = f"{code} {text}"[:500]
-        outcome.failed.append(item)
-    else:
-        _retry(outcome, item, f"{code} {text}")
-
-
-def _retry(outcome, item, error):
-    item.attempts += 1
-    item.error = str(error)[:500]
-    if item.attempts >= conf.MAX_ATTEMPTS:
-        item.error = f"gave up after {item.attempts} attempts: {item.error}"[:500]
-        outcome.failed.append(item)
-        return
-    base = conf.duration("RETRY_BACKOFF").total_seconds() * 2 ** (item.attempts - 1)
-    delay = min(base, conf.duration("RETRY_BACKOFF_MAX").total_seconds())
-    item.next_attempt_at = timezone.now() + timedelta(seconds=delay * random.uniform(0.5, 1.5))
-    outcome.retry.append(item)
-
-
-class Pace:
-    """At most SUBSCRIPTIONS_MAX_RATE messages a second across all workers
-    (an email provider's quota), counted per second in the shared cache."""
-
-    def __init__(self):
-        # At least one a second: the counter is per second.
-        self.rate = max(1, int(conf.MAX_RATE)) if conf.MAX_RATE else None
-        self.cache = caches[conf.CACHE]
-
-    def wait(self):
-        if not self.rate:
-            return
-        while True:
-            now = time.time()
-            key = f"subscriptions:pace:{int(now)}"
-            self.cache.add(key, 0, timeout=5)
-            if self.cache.incr(key) <= self.rate:
-                return
-            time.sleep(int(now) + 1 - now)
-
-
-def send_digests(digests, posts):
-    """Send each digest to its reader, listing posts[digest.pk] (Mailings);
-    an Outcome. Each post's entry is rendered once per batch."""
+def digest(posts):
+    """build(digest, raw) for transports.deliver: the digest listing
+    posts[digest.pk] (Mailings) for its reader. Each post's entry is
+    rendered once per batch."""
     items = {}
 
     def item(mailing):
@@ -495,18 +320,14 @@ def send_digests(digests, posts):
             templates[frequency] = MessageTemplate(parts.subject, parts.text, parts.html)
         return templates[frequency]
 
-    def build(digest, raw):
-        entries = [item(m) for m in posts.get(digest.pk, [])]
-        return template(digest.period).for_reader(
-            digest.subscriber,
-            message_id("d", digest.pk),
+    def for_reader(one, raw):
+        entries = [item(m) for m in posts.get(one.pk, [])]
+        return template(one.period).for_reader(
+            one.subscriber,
+            message_id("d", one.pk),
             raw,
             ITEMSHTML=_short_lines("\n".join(h for h, _ in entries)).rstrip("\n"),
             ITEMSTEXT=_short_lines("\n\n".join(t.strip() for _, t in entries)).rstrip("\n"),
         )
 
-    # A digest with nothing to list is never sent (its posts were erased).
-    empty = [d for d in digests if not posts.get(d.pk)]
-    outcome = deliver("digest", [d for d in digests if posts.get(d.pk)], build)
-    outcome.skipped += empty
-    return outcome
+    return for_reader

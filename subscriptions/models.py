@@ -1,29 +1,26 @@
-"""Subscribers: who gets the newsletter, what they follow, and their consent."""
+"""The tables and their state changes: subscribers, what they follow and
+their consent; mailings and the delivery ledger (Delivery, Digest).
 
-import csv
-import functools
+Nothing here queues work or sends email: delivery.py does, calling these.
+"""
+
 import secrets
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from django.apps import apps
-from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, models, transaction
-from django.db.models import Count, Exists, F, Min, OuterRef, Prefetch, Q, Subquery
-from django.urls import reverse
+from django.db import models, transaction
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery
 from django.utils import timezone
 
+from . import tokens
 from .conf import conf
 
 MAX_NAME_LENGTH = 100
 MAX_TOPIC_LENGTH = 200
-CSV_COLUMNS = ["email", "name", "frequency", "topics"]
-IMPORT_BATCH_SIZE = 1000
-# Bad rows kept in an ImportResult for a page to show; the rest are counted.
-MAX_LISTED_ERRORS = 1000
 
 
 def normalize_email(value):
@@ -58,42 +55,8 @@ def clean_name(value):
     return " ".join(text.split())[:MAX_NAME_LENGTH]
 
 
-def enqueue_after_commit(task, *args, countdown=None):
-    """Queue `task(*args)` once the transaction commits, so the worker finds
-    the rows. Robust: a broker outage is logged, not turned into an error
-    page for a reader whose sign-up is already saved (an editor can resend
-    the confirmation from the admin), and for deliveries the sweeper
-    queues the work again."""
-
-    def enqueue():  # Not a partial: Django logs a robust hook's __qualname__.
-        task.apply_async(args, countdown=countdown)
-
-    transaction.on_commit(enqueue, robust=True)
-
-
-@functools.lru_cache
-def _link_pattern(name):
-    return reverse(f"subscriptions:{name}", args=["TOKEN"])
-
-
-def _link(name, token):
-    """conf.absolute_url(reverse(name, args=[token])), resolving the URL once."""
-    return conf.absolute_url(_link_pattern(name).replace("TOKEN", token))
-
-
 def new_key():
     return secrets.token_urlsafe(16)
-
-
-class BadToken(Exception):
-    """A link whose token is tampered with, meant for another purpose, or
-    for a subscriber who no longer exists."""
-
-    message = "This link is not valid. Please use the latest link we sent you."
-
-
-class ExpiredToken(BadToken):
-    message = "This link has expired. Subscribe again and we will send you a new one."
 
 
 @dataclass
@@ -104,14 +67,6 @@ class Consent:
     page: str = ""
     ip: str | None = None
     user_agent: str = ""
-
-
-@dataclass
-class ImportResult:
-    created: int = 0
-    duplicates: int = 0  # Already a subscriber, or twice in the file.
-    errors: list = field(default_factory=list)  # (line number, message), the first ones
-    error_count: int = 0
 
 
 class SubscriberQuerySet(models.QuerySet):
@@ -155,13 +110,14 @@ class SubscriberQuerySet(models.QuerySet):
         return {Subscriber.Status(k): v for k, v in counts.items()}
 
     def subscribe(self, email, *, consent, name="", frequency=None, topics=()):
-        """Record a sign-up from a form and ask the address to confirm it.
+        """Record a sign-up from a form (delivery.subscribe then asks the
+        address to confirm it).
 
         New and unsubscribed addresses become pending with this consent and
         these preferences; a pending one takes the latest ones. A confirmed
         or suppressed address is left exactly as it is: whoever posted the
-        form has not shown they own it. The caller cannot tell which case
-        happened, so neither can the reader's browser.
+        form has not shown they own it. Returns the subscriber, which is
+        pending exactly when this sign-up was recorded.
         """
         Status = Subscriber.Status
         email = normalize_email(email)
@@ -188,111 +144,7 @@ class SubscriberQuerySet(models.QuerySet):
                     return subscriber
                 subscriber.refresh_from_db()
             subscriber.set_follows(topics)
-            subscriber.request_confirmation()
         return subscriber
-
-    def import_csv(self, lines, *, confirmed=False, note="Imported", on_error=None):
-        """Add the subscribers in a CSV file (CSV_COLUMNS; only email is
-        required), streaming: constant memory for any number of rows.
-
-        Addresses already stored are left alone (an unsubscribed reader is
-        never resubscribed by an import). `confirmed` means consent was
-        collected elsewhere; otherwise each new address is sent a
-        confirmation email. Bad rows are reported with their line number
-        (to `on_error(line, message)`, or in the result) and skipped; good
-        rows are kept, committed a batch at a time.
-        """
-        result = ImportResult()
-        reader = csv.DictReader(lines)
-        columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-        if "email" not in columns:
-            raise ValueError("The first line must name the columns, including “email”.")
-        reader.fieldnames = columns
-        known_topics = {key for key, _ in conf.topics()}
-
-        def report(line, message):
-            result.error_count += 1
-            if on_error:
-                on_error(line, message)
-            elif len(result.errors) < MAX_LISTED_ERRORS:
-                result.errors.append((line, message))
-
-        batch = {}
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                report(reader.line_num, f"unreadable row ({e})")
-                continue
-            try:
-                subscriber, topics = Subscriber.from_csv_row(row, known_topics)
-            except ValidationError as e:
-                report(reader.line_num, " ".join(e.messages))
-                continue
-            if subscriber.email in batch:
-                result.duplicates += 1
-                continue
-            batch[subscriber.email] = (subscriber, topics)
-            if len(batch) >= IMPORT_BATCH_SIZE:
-                self._import_batch(batch, confirmed, note, result)
-                batch = {}
-        if batch:
-            self._import_batch(batch, confirmed, note, result)
-        return result
-
-    def _import_batch(self, batch, confirmed, note, result):
-        now = timezone.now()
-        with transaction.atomic():
-            existing = set(self.filter(email__in=list(batch)).values_list("email", flat=True))
-            result.duplicates += len(existing)
-            new = []
-            for email, (subscriber, _) in batch.items():
-                if email in existing:
-                    continue
-                subscriber.consent_at = now
-                subscriber.consent_wording = note
-                if confirmed:
-                    subscriber.status = Subscriber.Status.CONFIRMED
-                    subscriber.confirmed_at = now
-                else:
-                    subscriber.status = Subscriber.Status.PENDING
-                    subscriber.confirmation_sent_at = now
-                new.append(subscriber)
-            try:
-                with transaction.atomic():
-                    created = self.bulk_create(new)
-            except IntegrityError:
-                # Someone subscribed through the form meanwhile: one by one.
-                created = []
-                for subscriber in new:
-                    try:
-                        with transaction.atomic():
-                            subscriber.save(force_insert=True)
-                        created.append(subscriber)
-                    except IntegrityError:
-                        result.duplicates += 1
-            Follow.objects.bulk_create(
-                Follow(subscriber=s, topic=topic) for s in created for topic in batch[s.email][1]
-            )
-            result.created += len(created)
-            if not confirmed:
-                from .tasks import send_confirmation
-
-                for subscriber in created:
-                    enqueue_after_commit(send_confirmation, subscriber.pk)
-
-    def csv_rows(self):
-        """CSV_COLUMNS rows, streaming in id order (constant memory)."""
-        subscribers = (
-            self.order_by("pk")
-            .prefetch_related(None)
-            .only("email", "name", "frequency")
-            .prefetch_related(Prefetch("follows", queryset=Follow.objects.order_by("topic")))
-        )
-        for subscriber in subscribers.iterator(chunk_size=2000):
-            yield subscriber.csv_row()
 
 
 class Subscriber(models.Model):
@@ -369,32 +221,25 @@ class Subscriber(models.Model):
     def __str__(self):
         return self.email
 
-    # Signed links. Each purpose has its own salt: a confirmation link cannot
-    # unsubscribe, an unsubscribe link cannot open the preferences.
-    CONFIRM = "confirm"
-    UNSUBSCRIBE = "unsubscribe"
-    PREFERENCES = "preferences"
+    # Signed links (tokens.py): each purpose has its own salt.
+    CONFIRM = tokens.CONFIRM
+    UNSUBSCRIBE = tokens.UNSUBSCRIBE
+    PREFERENCES = tokens.PREFERENCES
 
     def make_token(self, purpose):
-        return signing.dumps(self.key, salt=f"subscriptions.{purpose}")
+        return tokens.make(self.key, purpose)
 
     @classmethod
     def from_token(cls, token, purpose):
-        """The subscriber a link is for; raises BadToken or ExpiredToken."""
-        max_age = conf.CONFIRM_MAX_AGE if purpose == cls.CONFIRM else conf.LINK_MAX_AGE
-        try:
-            key = signing.loads(token, salt=f"subscriptions.{purpose}", max_age=max_age)
-        except signing.SignatureExpired:
-            raise ExpiredToken from None
-        except signing.BadSignature:
-            raise BadToken from None
-        subscriber = cls.objects.filter(key=str(key)).first()
+        """The subscriber a link is for; raises tokens.BadToken or
+        tokens.ExpiredToken."""
+        subscriber = cls.objects.filter(key=tokens.load(token, purpose)).first()
         if subscriber is None:
-            raise BadToken
+            raise tokens.BadToken
         return subscriber
 
     def _path(self, name, purpose):
-        return reverse(f"subscriptions:{name}", args=[self.make_token(purpose)])
+        return tokens.path(name, self.make_token(purpose))
 
     def _url(self, name, purpose):
         return conf.absolute_url(self._path(name, purpose))
@@ -420,9 +265,9 @@ class Subscriber(models.Model):
             self.make_token(self.PREFERENCES),
         )
         return {
-            "UNSUBSCRIBE": _link("unsubscribe", unsubscribe),
-            "ONECLICK": _link("one_click", unsubscribe),
-            "PREFERENCES": _link("preferences", preferences),
+            "UNSUBSCRIBE": tokens.url("unsubscribe", unsubscribe),
+            "ONECLICK": tokens.url("one_click", unsubscribe),
+            "PREFERENCES": tokens.url("preferences", preferences),
         }
 
     # Site-relative links for pages (the site may be reached under another
@@ -451,10 +296,12 @@ class Subscriber(models.Model):
     def topics(self):
         return sorted(f.topic for f in self.follows.all())
 
-    def request_confirmation(self):
-        """Queue a confirmation email, unless one went out within
-        SUBSCRIPTIONS_CONFIRMATION_WINDOW: however often the form is posted,
-        a pending address gets at most one per window."""
+    def claim_confirmation(self):
+        """Whether a confirmation email may go out now: not if one went out
+        within SUBSCRIPTIONS_CONFIRMATION_WINDOW, so however often the form
+        is posted, a pending address gets at most one per window. A True
+        answer records the send time (delivery.request_confirmation queues
+        the email)."""
         now = timezone.now()
         claimed = (
             Subscriber.objects.filter(pk=self.pk, status=self.Status.PENDING)
@@ -465,24 +312,18 @@ class Subscriber(models.Model):
             .update(confirmation_sent_at=now)
         )
         if claimed:
-            from .tasks import send_confirmation
-
             self.confirmation_sent_at = now
-            enqueue_after_commit(send_confirmation, self.pk)
         return bool(claimed)
 
     def confirm(self):
-        """Pending → confirmed, and a welcome email. An unsubscribed or
-        suppressed reader is not brought back by an old confirmation link."""
+        """Pending → confirmed (delivery.confirm then sends the welcome). An
+        unsubscribed or suppressed reader is not brought back by an old
+        confirmation link."""
         now = timezone.now()
         done = Subscriber.objects.filter(pk=self.pk, status=self.Status.PENDING).update(
             status=self.Status.CONFIRMED, confirmed_at=now
         )
         self.refresh_from_db()
-        if done:
-            from .tasks import send_welcome
-
-            enqueue_after_commit(send_welcome, self.pk)
         return bool(done)
 
     def unsubscribe(self):
@@ -547,41 +388,6 @@ class Subscriber(models.Model):
             "confirmed_at": iso(self.confirmed_at),
             "unsubscribed_at": iso(self.unsubscribed_at),
         }
-
-    # CSV (import_subscribers, export_subscribers, the admin).
-
-    def csv_row(self):
-        return [self.email, self.name, self.frequency, " ".join(self.topics())]
-
-    @classmethod
-    def from_csv_row(cls, row, known_topics):
-        """(unsaved Subscriber, topics) from a csv.DictReader row; raises
-        ValidationError naming what is wrong."""
-        if None in row:
-            raise ValidationError("too many columns")
-        email = (row.get("email") or "").strip()
-        if not email:
-            raise ValidationError("no email address")
-        try:
-            email = normalize_email(email)
-        except ValidationError:
-            raise ValidationError(f"not a valid email address: {email[:100]!r}") from None
-        frequency = (row.get("frequency") or "").strip().lower() or cls.Frequency.INSTANT
-        if frequency not in cls.Frequency.values:
-            raise ValidationError(
-                f"frequency must be one of {', '.join(cls.Frequency.values)}, not {frequency[:50]!r}"
-            )
-        topics = sorted(set((row.get("topics") or "").split()))
-        unknown = [t for t in topics if t not in known_topics]
-        if unknown:
-            raise ValidationError(f"unknown topics: {' '.join(unknown)[:200]}")
-        subscriber = cls(
-            email=email,
-            name=clean_name(row.get("name")),
-            frequency=frequency,
-            follows_everything=not topics,
-        )
-        return subscriber, topics
 
 
 class Follow(models.Model):
@@ -669,42 +475,35 @@ class SendableQuerySet(models.QuerySet):
             fields = ["status", "claim", "attempts", "next_attempt_at", "error", "permanent"]
             self.bulk_update([i for i in changed if i.pk in held], fields, batch_size=1000)
 
-    def queue_rest(self, task, *args):
-        """Queue `task(*args)` again for the rows of this queryset still
-        pending: now if any is due, else when the first retry is. Returns
-        whether any is left."""
-        left = self.filter(status=self.model.Status.PENDING).aggregate(
+    def waiting(self):
+        """{"count", "due", "next"}: how many rows of this queryset are
+        pending, how many of them are due now, and when the first retry is."""
+        return self.filter(status=self.model.Status.PENDING).aggregate(
             count=Count("pk"), due=Count("pk", filter=_due()), next=Min("next_attempt_at")
         )
-        if left["due"]:
-            enqueue_after_commit(task, *args)
-        elif left["count"]:
-            wait = max(0.0, (left["next"] - timezone.now()).total_seconds()) + 0.1
-            enqueue_after_commit(task, *args, countdown=wait)
-        return bool(left["count"])
 
-    def release_stale(self, kind):
-        """Rows claimed longer than CLAIM_TIMEOUT ago, by a worker that died or
-        lost its broker: those the journal says were sent are recorded as
-        sent, the rest go back to pending. Returns how many were released."""
-        from . import emails
-
-        Status = self.model.Status
+    def stale(self, limit=10000):
+        """Ids of rows claimed longer than CLAIM_TIMEOUT ago: their worker
+        died or lost its broker."""
         before = timezone.now() - conf.duration("CLAIM_TIMEOUT")
-        stale = list(
-            self.filter(status=Status.SENDING, claimed_at__lt=before).values_list("pk", flat=True)[
-                :10000
-            ]
+        return list(
+            self.filter(status=self.model.Status.SENDING, claimed_at__lt=before).values_list(
+                "pk", flat=True
+            )[:limit]
         )
-        if not stale:
-            return 0
-        sent = emails.journal_sent(kind, stale)
+
+    def release(self, ids, sent):
+        """Take back stale claims: rows among `ids` whose message is known
+        to have been accepted (`sent`, from the send journal) are recorded
+        as sent, the rest go back to pending. Returns how many went back."""
+        Status = self.model.Status
+        sent = set(sent)
         if sent:
             self.filter(pk__in=sent, status=Status.SENDING).update(
                 status=Status.SENT, sent_at=timezone.now(), claim=""
             )
         return self.filter(
-            pk__in=[pk for pk in stale if pk not in sent], status=Status.SENDING
+            pk__in=[pk for pk in ids if pk not in sent], status=Status.SENDING
         ).update(status=Status.PENDING, claim="")
 
 
@@ -723,6 +522,10 @@ class Sendable(models.Model):
 
 
 class MailingQuerySet(models.QuerySet):
+    def sending(self):
+        """Mailings whose work may go on: not paused, done or deleted."""
+        return self.filter(status__in=[Mailing.Status.QUEUED, Mailing.Status.SENDING])
+
     def with_progress(self):
         """sent/failed/pending/digest/skipped counts, in the same query."""
         S = Delivery.Status
@@ -779,32 +582,12 @@ class Mailing(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            # Mailing.sweep: mailings in flight that made no progress lately.
+            # delivery.sweep: mailings in flight that made no progress lately.
             models.Index(fields=["status", "progress_at"], name="mailing_inflight_idx"),
         ]
 
     def __str__(self):
         return self.title
-
-    @classmethod
-    def announce(cls, post):
-        """(mailing, created): the first call for a post snapshots its email
-        and queues the fan-out after commit; later calls return the same."""
-        from . import emails
-        from .tasks import fan_out
-
-        post_key = cls.key_for(post)
-        existing = cls.objects.filter(post_key=post_key).first()
-        if existing:
-            return existing, False
-        snapshot = emails.post_snapshot(post)
-        try:
-            with transaction.atomic():
-                mailing = cls.objects.create(post_key=post_key, **snapshot)
-        except IntegrityError:  # Announced at the same moment elsewhere.
-            return cls.objects.get(post_key=post_key), False
-        enqueue_after_commit(fan_out, mailing.pk)
-        return mailing, True
 
     @staticmethod
     def key_for(post):
@@ -812,103 +595,62 @@ class Mailing(models.Model):
         kind = meta.label_lower if meta else f"{type(post).__module__}.{type(post).__qualname__}"
         return f"{kind}:{post.pk}"
 
-    def send_test(self, address):
-        """The post as readers get it, to `address` (an editor's); recorded
-        nowhere, so it never counts as, or stands in for, a delivery."""
-        from . import emails
-
-        emails.send_test(self, address)
-
     def recipients(self):
         """The confirmed readers this post goes to, whatever their frequency."""
         return Subscriber.objects.confirmed().following(self.topics)
 
-    def fan_out(self, chunks=None):
-        """Record a Delivery for every matching reader and queue a batch task
-        per BATCH_SIZE readers, walking readers in id order (constant memory).
+    def add_deliveries(self):
+        """Record a Delivery for each of the next BATCH_SIZE matching readers
+        after the fan-out cursor (readers are walked in id order: constant
+        memory), and move the cursor past them. Returns (first, last,
+        any_instant) for those readers, or None once every reader has one
+        (fanout_done is then set).
 
-        With `chunks`, stop after that many chunks and queue the fan-out
-        again to go on: the first batches are queued before it, so the first
-        readers get the post while the rest are still being listed, even
-        with one worker. Resumes from fanout_cursor after a crash; the
-        unique (mailing, subscriber) constraint makes a chunk done twice
-        harmless, and a batch task queued twice finds its deliveries
-        already claimed.
+        Resumes from fanout_cursor after a crash; the unique (mailing,
+        subscriber) constraint makes a chunk recorded twice harmless.
         """
-        from .tasks import fan_out, send_batch
-
         Mailing.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
             status=self.Status.SENDING
         )
-        instant, size = Subscriber.Frequency.INSTANT, conf.BATCH_SIZE
+        instant = Subscriber.Frequency.INSTANT
         cursor = Mailing.objects.values_list("fanout_cursor", flat=True).get(pk=self.pk)
-        while rows := list(
+        rows = list(
             self.recipients()
             .filter(pk__gt=cursor)
             .order_by("pk")
-            .values_list("pk", "frequency")[:size]
-        ):
-            Delivery.objects.bulk_create(
-                [
-                    Delivery(
-                        mailing=self,
-                        subscriber_id=pk,
-                        status=Delivery.Status.PENDING
-                        if frequency == instant
-                        else Delivery.Status.DIGEST,
-                    )
-                    for pk, frequency in rows
-                ],
-                ignore_conflicts=True,
-            )
-            first, cursor = rows[0][0], rows[-1][0]
-            Mailing.objects.filter(pk=self.pk).update(
-                fanout_cursor=cursor, progress_at=timezone.now()
-            )
-            if any(frequency == instant for _, frequency in rows):
-                enqueue_after_commit(send_batch, self.pk, first, cursor)
-            if chunks is not None:
-                chunks -= 1
-                if chunks <= 0:
-                    enqueue_after_commit(fan_out, self.pk)
-                    return
-        Mailing.objects.filter(pk=self.pk).update(fanout_done=True, progress_at=timezone.now())
-        self.fanout_done = True
-        self.finish_if_done()
+            .values_list("pk", "frequency")[: conf.BATCH_SIZE]
+        )
+        if not rows:
+            Mailing.objects.filter(pk=self.pk).update(fanout_done=True, progress_at=timezone.now())
+            self.fanout_done = True
+            return None
+        Delivery.objects.bulk_create(
+            [
+                Delivery(
+                    mailing=self,
+                    subscriber_id=pk,
+                    status=Delivery.Status.PENDING
+                    if frequency == instant
+                    else Delivery.Status.DIGEST,
+                )
+                for pk, frequency in rows
+            ],
+            ignore_conflicts=True,
+        )
+        first, last = rows[0][0], rows[-1][0]
+        Mailing.objects.filter(pk=self.pk).update(fanout_cursor=last, progress_at=timezone.now())
+        return first, last, any(frequency == instant for _, frequency in rows)
 
-    def send_batch(self, first, last):
-        """Send the due pending deliveries of readers with ids first..last
-        (at most BATCH_SIZE, over one SMTP connection), then queue what is
-        left of the range: now if due, or when the next retry is due.
-        Returns the number of messages sent."""
-        from . import emails
-
-        status = Mailing.objects.filter(pk=self.pk).values_list("status", flat=True).first()
-        if status not in (self.Status.QUEUED, self.Status.SENDING):
-            return 0  # Paused (resume queues it again), done or deleted.
-        batch = Delivery.objects.filter(
+    def deliveries_between(self, first, last):
+        """The deliveries of readers with ids first..last: one batch's range."""
+        return Delivery.objects.filter(
             mailing=self, subscriber_id__gte=first, subscriber_id__lte=last
         )
-        deliveries = batch.claim(conf.BATCH_SIZE)
-        outcome = emails.Outcome()
-        if deliveries:
-            outcome = emails.send_post(self, deliveries)
-            Delivery.objects.record(outcome, deliveries[0].claim)
-            Subscriber.objects.suppress_bouncing(
-                [d.subscriber_id for d in outcome.failed if d.permanent]
-            )
-            Mailing.objects.filter(pk=self.pk).update(progress_at=timezone.now())
-        self._queue_rest(first, last)
-        return len(outcome.sent)
 
-    def _queue_rest(self, first, last):
-        from .tasks import send_batch
-
-        batch = Delivery.objects.filter(
-            mailing=self, subscriber_id__gte=first, subscriber_id__lte=last
-        )
-        if not batch.queue_rest(send_batch, self.pk, first, last):
-            self.finish_if_done()
+    def moved(self):
+        """Note that a worker moved this mailing forward (the sweeper
+        requeues mailings that made no progress for CLAIM_TIMEOUT)."""
+        Mailing.objects.filter(pk=self.pk).update(progress_at=timezone.now())
 
     def finish_if_done(self):
         """Mark the mailing done once its fan-out is complete and no delivery
@@ -942,16 +684,16 @@ class Mailing(models.Model):
         )
 
     def resume(self):
-        resumed = Mailing.objects.filter(pk=self.pk, status=self.Status.PAUSED).update(
-            status=self.Status.SENDING, progress_at=timezone.now()
+        """Paused → sending (delivery.resume then queues its work again)."""
+        return bool(
+            Mailing.objects.filter(pk=self.pk, status=self.Status.PAUSED).update(
+                status=self.Status.SENDING, progress_at=timezone.now()
+            )
         )
-        if resumed:
-            self._requeue()
-        return bool(resumed)
 
     def retry_failed(self):
-        """Failed deliveries to readers still confirmed go back in the queue;
-        returns how many."""
+        """Failed deliveries to readers still confirmed go back to pending
+        (delivery.retry_failed then queues them); returns how many."""
         count = Delivery.objects.filter(
             mailing=self,
             status=Delivery.Status.FAILED,
@@ -967,45 +709,7 @@ class Mailing(models.Model):
             Mailing.objects.filter(pk=self.pk, status=self.Status.DONE).update(
                 status=self.Status.SENDING, finished_at=None, progress_at=timezone.now()
             )
-            self._requeue()
         return count
-
-    def _requeue(self):
-        from .tasks import fan_out, send_batch
-
-        if not Mailing.objects.filter(pk=self.pk, fanout_done=True).exists():
-            enqueue_after_commit(fan_out, self.pk)
-        enqueue_after_commit(send_batch, self.pk, 0, MAX_ID)
-
-    @classmethod
-    def sweep(cls):
-        """Put stalled work back in the queue (beat runs it every minute).
-
-        Claims older than CLAIM_TIMEOUT are released (Sendable.release_stale).
-        A mailing that made no progress for CLAIM_TIMEOUT gets its fan-out and
-        a batch over all its readers queued again: if its tasks were lost
-        with a restarted broker these finish the job, and if they were not,
-        the claims make the extra tasks find nothing to do. Returns the ids
-        of the mailings queued again.
-        """
-        Delivery.objects.release_stale("delivery")
-        Digest.objects.release_stale("digest")
-        stale = timezone.now() - conf.duration("CLAIM_TIMEOUT")
-        requeued = []
-        for mailing in cls.objects.filter(
-            status__in=[cls.Status.QUEUED, cls.Status.SENDING], progress_at__lt=stale
-        ):
-            if not mailing.finish_if_done():
-                Mailing.objects.filter(pk=mailing.pk).update(progress_at=timezone.now())
-                mailing._requeue()
-                requeued.append(mailing.pk)
-        if Digest.objects.filter(
-            _due(), status=Digest.Status.PENDING, created_at__lt=stale
-        ).exists():
-            from .tasks import send_digests
-
-            enqueue_after_commit(send_digests, 0, MAX_ID)
-        return requeued
 
 
 class Delivery(Sendable):
@@ -1038,11 +742,11 @@ class Delivery(Sendable):
             models.UniqueConstraint(fields=["mailing", "subscriber"], name="unique_delivery"),
         ]
         indexes = [
-            # Mailing.send_batch: a mailing's pending deliveries in a reader-id range.
+            # delivery.send_mailing_batch: a mailing's pending deliveries in a reader-id range.
             models.Index(fields=["mailing", "status", "subscriber"], name="delivery_batch_idx"),
-            # Sendable.release_stale: old claims.
+            # SendableQuerySet.stale: old claims.
             models.Index(fields=["status", "claimed_at"], name="delivery_stale_idx"),
-            # Digest.create_due: deliveries waiting for a digest.
+            # DigestQuerySet.create_due: deliveries waiting for a digest.
             models.Index(fields=["status", "digest", "created_at"], name="delivery_digest_idx"),
             # Sendable.claim: rows this worker claimed.
             models.Index(fields=["claim"], name="delivery_claim_idx"),
@@ -1118,6 +822,32 @@ class DigestQuerySet(SendableQuerySet):
             )
         return created
 
+    def posts_of(self, digests):
+        """({digest id: [Mailing, …]}, {digest id: [Delivery id, …]}): the
+        posts each digest lists (its deliveries still waiting, oldest post
+        first) and those deliveries, in one query."""
+        waiting = Delivery.objects.filter(digest__in=digests, status=Delivery.Status.DIGEST)
+        posts, listed = {}, {}
+        for delivery in waiting.select_related("mailing").order_by(
+            "mailing__published_at", "mailing_id"
+        ):
+            posts.setdefault(delivery.digest_id, []).append(delivery.mailing)
+            listed.setdefault(delivery.digest_id, []).append(delivery.pk)
+        return posts, listed
+
+    def record_listed(self, outcome, listed):
+        """A digest's deliveries take its outcome: those it listed
+        (`listed`, from posts_of), not any attached to it since."""
+        S = Delivery.Status
+        for items, status, fields in (
+            (outcome.sent, S.SENT, {"sent_at": timezone.now()}),
+            (outcome.skipped, S.SKIPPED, {}),
+            (outcome.failed, S.FAILED, {}),
+        ):
+            shown = [pk for digest in items for pk in listed.get(digest.pk, [])]
+            if shown:
+                Delivery.objects.filter(pk__in=shown).update(status=status, **fields)
+
 
 class Digest(Sendable):
     """A daily or weekly email listing the posts waiting for one reader."""
@@ -1151,58 +881,3 @@ class Digest(Sendable):
 
     def __str__(self):
         return f"{self.period} → {self.subscriber or 'erased reader'}"
-
-    @classmethod
-    def send_batch(cls, first, last):
-        """Send the due pending digests with ids first..last, at most
-        BATCH_SIZE, and queue the rest; returns the number sent. A digest's
-        deliveries take its outcome."""
-        from . import emails
-        from .tasks import send_digests
-
-        digests = cls.objects.filter(pk__range=(first, last)).claim(conf.BATCH_SIZE)
-        if digests:
-            waiting = Delivery.objects.filter(digest__in=digests, status=Delivery.Status.DIGEST)
-            posts, listed = {}, {}
-            for delivery in waiting.select_related("mailing").order_by(
-                "mailing__published_at", "mailing_id"
-            ):
-                posts.setdefault(delivery.digest_id, []).append(delivery.mailing)
-                listed.setdefault(delivery.digest_id, []).append(delivery.pk)
-            outcome = emails.send_digests(digests, posts)
-            cls.objects.record(outcome, digests[0].claim)
-            # A digest's deliveries take its outcome: those it listed, not any
-            # attached to it since.
-            S = Delivery.Status
-            for items, status, fields in (
-                (outcome.sent, S.SENT, {"sent_at": timezone.now()}),
-                (outcome.skipped, S.SKIPPED, {}),
-                (outcome.failed, S.FAILED, {}),
-            ):
-                shown = [pk for digest in items for pk in listed.get(digest.pk, [])]
-                if shown:
-                    Delivery.objects.filter(pk__in=shown).update(status=status, **fields)
-            refused = [d for d in outcome.failed if d.permanent]
-            Subscriber.objects.suppress_bouncing([d.subscriber_id for d in refused])
-        cls.objects.filter(pk__range=(first, last)).queue_rest(send_digests, first, last)
-        return len(outcome.sent) if digests else 0
-
-
-def esp_tracking_event(sender, event, esp_name, **kwargs):
-    """django-anymail's tracking signal (an email provider's webhook): a
-    bounce, a complaint or a rejected invalid address suppresses the
-    address; an unsubscribe at the provider unsubscribes it."""
-    from anymail.signals import EventType, RejectReason
-
-    try:
-        email = normalize_email(event.recipient)
-    except ValidationError:
-        return
-    # Providers may change the case of the local part we keep as typed.
-    for subscriber in Subscriber.objects.filter(email__iexact=email):
-        if event.event_type in (EventType.BOUNCED, EventType.COMPLAINED) or (
-            event.event_type == EventType.REJECTED and event.reject_reason == RejectReason.INVALID
-        ):
-            subscriber.suppress()
-        elif event.event_type == EventType.UNSUBSCRIBED:
-            subscriber.unsubscribe()

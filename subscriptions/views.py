@@ -5,9 +5,11 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django_ratelimit.core import is_ratelimited
 
+from . import delivery
 from .conf import conf
 from .forms import FormKind, PreferencesForm, SubscribeForm, wording
-from .models import BadToken, Consent, Subscriber
+from .models import Consent, Subscriber
+from .tokens import BadToken
 
 
 def _rate_limited(request, group, key, rate):
@@ -53,7 +55,7 @@ def subscribe(request):
     if not _rate_limited(
         request, "subscriptions.subscribe.email", lambda group, request: email, conf.RATELIMIT_EMAIL
     ):
-        Subscriber.objects.subscribe(
+        delivery.subscribe(
             email,
             name=form.cleaned_data["name"],
             frequency=form.cleaned_data["frequency"],
@@ -86,7 +88,7 @@ def confirm(request, token):
     if error:
         return error
     if request.method == "POST":
-        subscriber.confirm()
+        delivery.confirm(subscriber)
     if subscriber.status == Subscriber.Status.CONFIRMED:
         return render(
             request,

@@ -109,6 +109,7 @@ def drive(n, processes, control_port):
     from django.db import connection, transaction
 
     from newsroom.models import Article, ArticleEntity, Entity
+    from subscriptions import delivery
     from subscriptions.models import MAX_ID, Mailing, Subscriber
     from tests.benchmarks.smtp_sink import SmtpSink
 
@@ -153,12 +154,12 @@ def drive(n, processes, control_port):
 
     # Queue no tasks: this post is counted here, not sent by the workers.
     transaction.on_commit = lambda fn, using=None, robust=False: None
-    second, _ = Mailing.announce(post("A second post"))
+    second, _ = delivery.announce(post("A second post"))
     with connection.execute_wrapper(count):
         counts.append(0)
-        second.fan_out()
+        delivery.fan_out(second.pk)
         counts.append(0)
-        sent = second.send_batch(0, MAX_ID)
+        sent = delivery.send_mailing_batch(second.pk, 0, MAX_ID)
     print(
         json.dumps(
             {

@@ -4,6 +4,7 @@ saved to test-artifacts/post-email.png for a person to look at."""
 import pytest
 
 from newsroom.models import ArticleEntity, Entity
+from subscriptions import delivery
 from subscriptions.models import MAX_ID, Mailing, Subscriber
 from tests.factories import make_article, make_entity, make_subscriber
 
@@ -26,8 +27,8 @@ def test_the_post_email_renders_with_its_links(
         )
     mailing = Mailing.objects.get()
     with django_capture_on_commit_callbacks(execute=False):
-        mailing.fan_out()
-        mailing.send_batch(0, MAX_ID)
+        delivery.fan_out(mailing.pk)
+        delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
     (message,) = smtp_server.wait_for(1)
 
     page.set_viewport_size({"width": 700, "height": 900})

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from newsroom.models import Article, ArticleEntity
 from newsroom.tasks import publish_due_articles
+from subscriptions import delivery
 from subscriptions.models import Mailing
 from tests.conftest import wait_until
 from tests.factories import make_article, make_entity, make_staff, make_subscriber
@@ -140,7 +141,7 @@ def test_unpublishing_pauses_the_articles_mailing(on_commit):
         article = make_article("Pulled")
     mailing = Mailing.objects.get()
     with on_commit():
-        mailing.fan_out()
+        delivery.fan_out(mailing.pk)
     article.status = Article.Status.DRAFT
     article.save()  # as the admin form does
     mailing.refresh_from_db()

@@ -1,4 +1,6 @@
-"""subscriptions is a plugin: nothing under subscriptions/ may import newsroom."""
+"""The app's architecture, checked: subscriptions is a plugin (nothing under
+subscriptions/ imports newsroom), and only the orchestration queues work
+(models never import tasks; nothing but delivery.py does)."""
 
 import ast
 from pathlib import Path
@@ -9,14 +11,25 @@ APP_DIR = Path(subscriptions.__file__).resolve().parent
 FORBIDDEN = "newsroom"
 
 
-def imports_of(source):
-    """Every module name an import statement in `source` names."""
+def imports_of(source, package=None):
+    """Every module name an import statement in `source` names, at any
+    depth (function-level imports too). With `package` (the dotted name of
+    the package `source` is in), relative imports are resolved and
+    `from X import a` also names X.a (a may be a submodule)."""
     names = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.append(node.module)
+            if package:
+                names += [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and package:
+            parts = package.split(".")
+            base = ".".join(parts[: len(parts) - node.level + 1])
+            module = f"{base}.{node.module}" if node.module else base
+            names.append(module)
+            names += [f"{module}.{alias.name}" for alias in node.names]
         elif (
             isinstance(node, ast.Call)
             and getattr(node.func, "attr", getattr(node.func, "id", None))
@@ -65,3 +78,51 @@ def test_its_templates_load_nothing_from_newsroom():
         text = template.read_text()
         assert "{% load newsroom" not in text, template
         assert '"newsroom/' not in text, template
+
+
+def package_of(path):
+    return ".".join(("subscriptions", *path.parent.relative_to(APP_DIR).parts))
+
+
+def importers_of(module):
+    """{file: [names]} of the app's files that import `module` or anything in it."""
+    found = {}
+    for path in sorted(APP_DIR.rglob("*.py")):
+        names = [
+            n
+            for n in imports_of(path.read_text(), package_of(path))
+            if n == module or n.startswith(module + ".")
+        ]
+        if names:
+            found[str(path.relative_to(APP_DIR))] = names
+    return found
+
+
+def test_the_checker_resolves_relative_imports():
+    source = (
+        "from . import tasks\nfrom .tasks import fan_out\nfrom subscriptions import tasks\n"
+        "import subscriptions.tasks\nfrom .models import Mailing\nimport subscriptions_extra\n"
+        "def f():\n    from .tasks import sweep\n"
+    )
+    names = imports_of(source, package="subscriptions")
+    assert [n for n in names if n.startswith("subscriptions.tasks")] == [
+        "subscriptions.tasks",  # from . import tasks
+        "subscriptions.tasks",  # from .tasks import fan_out
+        "subscriptions.tasks.fan_out",
+        "subscriptions.tasks",  # from subscriptions import tasks
+        "subscriptions.tasks",  # import subscriptions.tasks
+        "subscriptions.tasks",  # in a function
+        "subscriptions.tasks.sweep",
+    ]
+    deep = imports_of("from ...tasks import x", package="subscriptions.management.commands")
+    assert "subscriptions.tasks" in deep
+
+
+def test_models_never_import_tasks():
+    """Tables hold state; they never queue work themselves."""
+    assert "models.py" not in importers_of("subscriptions.tasks")
+
+
+def test_only_the_orchestration_imports_tasks():
+    """delivery.py alone queues tasks (Celery finds tasks.py by autodiscovery)."""
+    assert set(importers_of("subscriptions.tasks")) == {"delivery.py"}

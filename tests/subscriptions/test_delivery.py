@@ -15,6 +15,7 @@ from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
 import subscriptions
+from subscriptions import delivery
 from subscriptions.models import MAX_ID, Delivery, Mailing, Subscriber
 from tests.conftest import wait_until
 from tests.factories import make_subscriber
@@ -59,7 +60,7 @@ def readers(n, **fields):
 def wait_for_done(mailing, timeout=60, sweep=False):
     def done():
         if sweep:
-            Mailing.sweep()
+            delivery.sweep()
         mailing.refresh_from_db()
         return mailing.status == Mailing.Status.DONE
 
@@ -128,13 +129,13 @@ def test_announcing_twice_and_concurrently_makes_one_mailing(celery_worker, smtp
 def test_two_workers_and_repeated_batch_tasks_still_send_one_each(
     celery_worker, smtp_server, start_worker_process
 ):
-    from subscriptions.tasks import send_batch
+    from subscriptions.tasks import send_mailing_batch
 
     start_worker_process("second")
     group = readers(450)
     mailing = subscriptions.announce(Post())
     for _ in range(3):  # A redelivered or duplicated task finds nothing to send.
-        send_batch.delay(mailing.pk, 0, MAX_ID)
+        send_mailing_batch.delay(mailing.pk, 0, MAX_ID)
     wait_for_done(mailing)
     celery_worker.drain()
     assert received(smtp_server) == Counter({r.email: 1 for r in group})
@@ -212,13 +213,13 @@ def test_a_redis_restart_mid_mailing_loses_nothing(
     assert max(counts.values()) == 1
 
 
-# In this process: the model methods the tasks call.
+# In this process: the delivery functions the tasks call.
 
 
 def _announce_and_fan_out(post, django_capture_on_commit_callbacks):
-    mailing, _ = Mailing.announce(post)
+    mailing, _ = delivery.announce(post)
     with django_capture_on_commit_callbacks(execute=False):
-        mailing.fan_out()
+        delivery.fan_out(mailing.pk)
     return mailing
 
 
@@ -230,7 +231,7 @@ def test_a_reader_who_unsubscribes_during_a_mailing_gets_nothing_more(
     mailing = _announce_and_fan_out(Post(), django_capture_on_commit_callbacks)
     leaves.unsubscribe()
     with django_capture_on_commit_callbacks(execute=False):
-        assert mailing.send_batch(0, MAX_ID) == 1
+        assert delivery.send_mailing_batch(mailing.pk, 0, MAX_ID) == 1
     assert received(smtp_server) == Counter({stays.email: 1})
     assert Delivery.objects.get(subscriber=leaves).status == Delivery.Status.SKIPPED
     mailing.refresh_from_db()
@@ -252,7 +253,7 @@ def test_each_message_is_multipart_with_one_click_unsubscribe_headers(
         django_capture_on_commit_callbacks,
     )
     with django_capture_on_commit_callbacks(execute=False):
-        mailing.send_batch(0, MAX_ID)
+        delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
     messages = smtp_server.wait_for(2)
     by_rcpt = {m.envelope_recipients[0]: m for m in messages}
     message = by_rcpt[first.email]
@@ -302,7 +303,7 @@ def test_a_batch_uses_the_same_number_of_queries_whatever_its_size(
         mailing = _announce_and_fan_out(Post(), django_capture_on_commit_callbacks)
         with CaptureQueriesContext(connection) as queries:
             with django_capture_on_commit_callbacks(execute=False):
-                mailing.send_batch(0, MAX_ID)
+                delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
         counts.append(len(queries.captured_queries))
         Subscriber.objects.all().delete()
     assert counts[0] == counts[1]
@@ -316,9 +317,9 @@ def test_paused_mailings_send_nothing_until_resumed(
     mailing = _announce_and_fan_out(Post(), django_capture_on_commit_callbacks)
     assert mailing.pause()
     with django_capture_on_commit_callbacks(execute=False):
-        assert mailing.send_batch(0, MAX_ID) == 0
-        assert mailing.resume()
-        assert mailing.send_batch(0, MAX_ID) == 3
+        assert delivery.send_mailing_batch(mailing.pk, 0, MAX_ID) == 0
+        assert delivery.resume(mailing)
+        assert delivery.send_mailing_batch(mailing.pk, 0, MAX_ID) == 3
     assert len(smtp_server.messages) == 3
 
 
@@ -332,7 +333,7 @@ def test_repeated_hard_bounces_suppress_the_address(
     for _ in range(2):
         mailing = _announce_and_fan_out(Post(), django_capture_on_commit_callbacks)
         with django_capture_on_commit_callbacks(execute=False):
-            mailing.send_batch(0, MAX_ID)
+            delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
     bouncing.refresh_from_db()
     assert bouncing.status == S.SUPPRESSED
     assert Mailing.objects.count() == 2
@@ -347,7 +348,7 @@ def test_the_sweeper_records_journaled_sends_and_releases_the_rest(
     import time_machine
     from django.utils import timezone
 
-    from subscriptions import emails
+    from subscriptions import transports
 
     settings.SUBSCRIPTIONS_CLAIM_TIMEOUT = 60
     sent_before_crash, unsent = readers(2)
@@ -357,10 +358,10 @@ def test_the_sweeper_records_journaled_sends_and_releases_the_rest(
     # The worker sent one message, noted it, and died.
     from django.core.cache import cache
 
-    cache.set(emails.journal_key("delivery", claimed[0].pk), 1)
+    cache.set(transports.journal_key("delivery", claimed[0].pk), 1)
     with time_machine.travel(timezone.now() + timedelta(seconds=61)):
         with django_capture_on_commit_callbacks(execute=False):
-            Mailing.sweep()
+            delivery.sweep()
     statuses = dict(
         Delivery.objects.filter(mailing=mailing).values_list("subscriber__email", "status")
     )
@@ -396,7 +397,7 @@ def test_digests_over_two_weeks_carry_exactly_the_posts_waiting(
             with django_capture_on_commit_callbacks(execute=False):
                 for _ in range(2):  # a second beat tick changes nothing
                     Digest.objects.create_due()
-                    Digest.send_batch(0, MAX_ID)
+                    delivery.send_digest_batch(0, MAX_ID)
 
     got = {}  # (reader, day) → titles of the digest they got that day
     for day in range(15):
@@ -473,11 +474,11 @@ def test_the_sweeper_requeues_a_mailing_whose_fan_out_was_lost(
     settings.SUBSCRIPTIONS_CLAIM_TIMEOUT = 60
     readers(2)
     with django_capture_on_commit_callbacks(execute=False):
-        mailing, _ = Mailing.announce(Post())  # its fan-out task never runs
+        mailing, _ = delivery.announce(Post())  # its fan-out task never runs
     assert mailing.status == Mailing.Status.QUEUED
     with time_machine.travel(timezone.now() + timedelta(seconds=61)):
         with django_capture_on_commit_callbacks(execute=False) as queued:
-            assert Mailing.sweep() == [mailing.pk]
+            assert delivery.sweep() == [mailing.pk]
     assert len(queued) == 2  # the fan-out and a batch, queued again
 
 
@@ -485,19 +486,19 @@ def test_the_sweeper_requeues_a_mailing_whose_fan_out_was_lost(
 def test_a_live_claim_is_left_alone_and_a_released_row_is_not_overwritten(
     settings, django_capture_on_commit_callbacks
 ):
-    from subscriptions import emails
+    from subscriptions import transports
 
     settings.SUBSCRIPTIONS_CLAIM_TIMEOUT = 60
     readers(2)
     mailing = _announce_and_fan_out(Post(), django_capture_on_commit_callbacks)
     claimed = Delivery.objects.filter(mailing=mailing).claim(10)
     with django_capture_on_commit_callbacks(execute=False):
-        Mailing.sweep()  # the claim is fresh: not the sweeper's
+        delivery.sweep()  # the claim is fresh: not the sweeper's
     assert Delivery.objects.filter(status=Delivery.Status.SENDING).count() == 2
     # The sweeper takes one row back and another batch sends it...
     Delivery.objects.filter(pk=claimed[0].pk).update(status=Delivery.Status.SENT, claim="")
     # ...so the first batch's late outcome for it must change nothing.
-    outcome = emails.Outcome(retry=[claimed[0]], sent=[claimed[1]])
+    outcome = transports.Outcome(retry=[claimed[0]], sent=[claimed[1]])
     Delivery.objects.record(outcome, claimed[0].claim)
     statuses = list(Delivery.objects.order_by("pk").values_list("status", flat=True))
     assert statuses == [Delivery.Status.SENT, Delivery.Status.SENT]
@@ -517,7 +518,7 @@ def test_unpublishing_withdraws_the_post_from_waiting_digests(
     mailing.refresh_from_db()
     assert mailing.status == Mailing.Status.PAUSED
     with django_capture_on_commit_callbacks(execute=False):
-        assert mailing.send_batch(0, MAX_ID) == 0
+        assert delivery.send_mailing_batch(mailing.pk, 0, MAX_ID) == 0
     assert Delivery.objects.get(subscriber=instant).status == Delivery.Status.PENDING
     assert Delivery.objects.get(subscriber=daily).status == Delivery.Status.SKIPPED
     assert smtp_server.messages == []
@@ -551,7 +552,7 @@ def test_a_refused_digest_counts_as_one_refusal(
     with time_machine.travel(timezone.now() + timedelta(days=1, hours=8)):
         with django_capture_on_commit_callbacks(execute=False):
             Digest.objects.create_due()
-            Digest.send_batch(0, MAX_ID)
+            delivery.send_digest_batch(0, MAX_ID)
     daily.refresh_from_db()
     assert daily.status == S.CONFIRMED  # one refused message, not three
     assert Digest.objects.get().status == Digest.Status.FAILED
@@ -611,19 +612,19 @@ def test_the_fan_out_task_queues_each_chunks_batch_before_going_on(
     settings.SUBSCRIPTIONS_BATCH_SIZE = 2
     readers(5)
     with django_capture_on_commit_callbacks(execute=False):
-        mailing, _ = Mailing.announce(Post())
+        mailing, _ = delivery.announce(Post())
     current_app.control.purge()
     rounds = 0
     while not mailing.fanout_done:
         with django_capture_on_commit_callbacks(execute=True):
-            mailing.fan_out(chunks=1)
+            delivery.fan_out(mailing.pk, chunks=1)
         mailing.refresh_from_db()
         rounds += 1
     assert rounds == 4  # three chunks of at most two readers, then the end
     assert (
         queued_task_names(redis_server)
         == [
-            "subscriptions.tasks.send_batch",
+            "subscriptions.tasks.send_mailing_batch",
             "subscriptions.tasks.fan_out",
         ]
         * 3
@@ -651,7 +652,7 @@ def test_a_withdrawn_post_leaves_a_digest_already_made(
         with django_capture_on_commit_callbacks(execute=False):
             Digest.objects.create_due()  # the digest is made, not yet sent
             subscriptions.withdraw(pulled)
-            Digest.send_batch(0, MAX_ID)
+            delivery.send_digest_batch(0, MAX_ID)
     (message,) = smtp_server.wait_for(1)
     text = message.get_body(("plain",)).get_content()
     assert "Kept story" in text and "Pulled story" not in text

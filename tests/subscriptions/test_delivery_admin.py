@@ -5,6 +5,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from subscriptions import delivery
 from subscriptions.models import MAX_ID, Delivery, Mailing
 from tests.factories import make_subscriber
 from tests.subscriptions.test_delivery import Post, _announce_and_fan_out, readers
@@ -22,7 +23,7 @@ def admin_client(client):
 def _sent_mailing(smtp_server, capture):
     mailing = _announce_and_fan_out(Post(), capture)
     with capture(execute=False):
-        mailing.send_batch(0, MAX_ID)
+        delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
     return mailing
 
 
@@ -80,7 +81,7 @@ def test_pause_resume_and_retry_actions_call_the_model(
         )
         mailing.refresh_from_db()
         assert mailing.status == Mailing.Status.SENDING
-        mailing.send_batch(0, MAX_ID)
+        delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
     assert Delivery.objects.get(subscriber=gone).status == Delivery.Status.SENT
 
 
@@ -107,8 +108,8 @@ def test_the_article_admin_shows_its_mailing(
         article = make_article("Shown in the admin")
     mailing = Mailing.objects.get()
     with django_capture_on_commit_callbacks(execute=False):
-        mailing.fan_out()
-        mailing.send_batch(0, MAX_ID)
+        delivery.fan_out(mailing.pk)
+        delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
     html = admin_client.get(f"/admin/newsroom/article/{article.pk}/change/").content.decode()
     assert f"/admin/subscriptions/mailing/{mailing.pk}/change/" in html
     assert "2 sent, 0 failed, 0 pending" in html

@@ -71,15 +71,16 @@ def test_posts_go_through_a_providers_api_as_whole_messages(
 ):
     """A backend that is not SMTP (an email provider's API, locmem here) gets
     ordinary EmailMultiAlternatives with the reader's links and headers."""
-    from subscriptions.models import MAX_ID, Mailing
+    from subscriptions import delivery
+    from subscriptions.models import MAX_ID
     from tests.subscriptions.test_delivery import Post
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     reader = make_subscriber("reader@example.com", name="Ann")
-    mailing, _ = Mailing.announce(Post(title="Through the API"))
+    mailing, _ = delivery.announce(Post(title="Through the API"))
     with django_capture_on_commit_callbacks(execute=False):
-        mailing.fan_out()
-        mailing.send_batch(0, MAX_ID)
+        delivery.fan_out(mailing.pk)
+        delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
     (message,) = mailoutbox
     assert message.subject == "Through the API"
     assert message.to == ["Ann <reader@example.com>"]

@@ -1,25 +1,12 @@
-from datetime import timedelta
-
 import pytest
-import time_machine
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
-from subscriptions.models import (
-    BadToken,
-    Consent,
-    ExpiredToken,
-    Follow,
-    Subscriber,
-    clean_name,
-    normalize_email,
-)
+from subscriptions.models import Follow, Subscriber, clean_name, normalize_email
 from tests.factories import make_subscriber
 
 Status = Subscriber.Status
-CONSENT = Consent(wording="Discover more. Subscribe.", page="http://testserver/x/", ip="10.0.0.1")
 
 
 @pytest.mark.parametrize(
@@ -63,80 +50,6 @@ def test_clean_name_keeps_one_printable_line():
 
 
 @pytest.mark.django_db
-class TestSubscribe:
-    def test_it_creates_a_pending_subscriber_with_the_consent_record(self):
-        subscriber = Subscriber.objects.subscribe(
-            " Ann@Example.com ",
-            name="Ann",
-            frequency=Subscriber.Frequency.WEEKLY,
-            topics=["el-paso", "jeff-sessions"],
-            consent=Consent(
-                wording="Follow El Paso by email.",
-                page="http://testserver/places/el-paso/",
-                ip="10.0.0.9",
-                user_agent="Firefox",
-            ),
-        )
-        subscriber.refresh_from_db()
-        assert subscriber.email == "Ann@example.com"
-        assert subscriber.status == Status.PENDING
-        assert subscriber.frequency == "weekly"
-        assert not subscriber.follows_everything
-        assert subscriber.topics() == ["el-paso", "jeff-sessions"]
-        assert subscriber.consent_wording == "Follow El Paso by email."
-        assert subscriber.consent_page == "http://testserver/places/el-paso/"
-        assert subscriber.consent_ip == "10.0.0.9"
-        assert subscriber.consent_user_agent == "Firefox"
-        assert subscriber.consent_at is not None
-        assert subscriber.confirmation_sent_at is not None
-
-    def test_one_address_is_one_subscriber_however_it_is_spelled(self):
-        Subscriber.objects.subscribe("ann@bücher.example", consent=CONSENT)
-        Subscriber.objects.subscribe(" ann@XN--BCHER-KVA.example", consent=CONSENT)
-        assert Subscriber.objects.count() == 1
-
-    def test_a_pending_address_gets_one_confirmation_per_window(self):
-        first = Subscriber.objects.subscribe("ann@example.com", consent=CONSENT)
-        sent_at = first.confirmation_sent_at
-        with time_machine.travel(timezone.now() + timedelta(minutes=59)):
-            again = Subscriber.objects.subscribe("ann@example.com", consent=CONSENT)
-            assert not again.request_confirmation()
-        assert again.confirmation_sent_at == sent_at
-        with time_machine.travel(timezone.now() + timedelta(minutes=61)):
-            later = Subscriber.objects.subscribe("ann@example.com", consent=CONSENT)
-        assert later.confirmation_sent_at > sent_at
-
-    def test_it_leaves_a_confirmed_subscriber_exactly_as_it_was(self):
-        subscriber = make_subscriber("ann@example.com", name="Ann", topics=["el-paso"])
-        Subscriber.objects.subscribe(
-            "ann@example.com", name="Mallory", topics=["jeff-sessions"], consent=CONSENT
-        )
-        subscriber.refresh_from_db()
-        assert (subscriber.status, subscriber.name, subscriber.topics()) == (
-            Status.CONFIRMED,
-            "Ann",
-            ["el-paso"],
-        )
-        assert subscriber.confirmation_sent_at is None
-
-    def test_a_suppressed_address_is_never_asked_again(self):
-        subscriber = make_subscriber("ann@example.com", status=Status.SUPPRESSED)
-        Subscriber.objects.subscribe("ann@example.com", consent=CONSENT)
-        subscriber.refresh_from_db()
-        assert subscriber.status == Status.SUPPRESSED
-        assert subscriber.confirmation_sent_at is None
-
-    def test_an_unsubscribed_reader_can_come_back_through_opt_in(self):
-        subscriber = make_subscriber("ann@example.com", status=Status.UNSUBSCRIBED)
-        Subscriber.objects.subscribe("ann@example.com", topics=["el-paso"], consent=CONSENT)
-        subscriber.refresh_from_db()
-        assert subscriber.status == Status.PENDING
-        assert subscriber.topics() == ["el-paso"]
-        assert subscriber.confirm()
-        assert subscriber.status == Status.CONFIRMED
-
-
-@pytest.mark.django_db
 class TestStateChanges:
     def test_confirm_happens_once(self):
         subscriber = make_subscriber(status=Status.PENDING)
@@ -166,41 +79,6 @@ class TestStateChanges:
         subscriber.set_follows([])
         subscriber.refresh_from_db()
         assert subscriber.follows_everything and subscriber.topics() == []
-
-
-@pytest.mark.django_db
-class TestTokens:
-    def test_a_token_finds_its_subscriber(self):
-        subscriber = make_subscriber()
-        token = subscriber.make_token(Subscriber.UNSUBSCRIBE)
-        assert Subscriber.from_token(token, Subscriber.UNSUBSCRIBE) == subscriber
-
-    def test_a_tampered_token_is_refused(self):
-        token = make_subscriber().make_token(Subscriber.CONFIRM)
-        with pytest.raises(BadToken):
-            Subscriber.from_token(token[:-2] + ("AA" if token[-2:] != "AA" else "BB"), "confirm")
-
-    def test_a_token_for_another_purpose_is_refused(self):
-        token = make_subscriber().make_token(Subscriber.CONFIRM)
-        for purpose in (Subscriber.UNSUBSCRIBE, Subscriber.PREFERENCES):
-            with pytest.raises(BadToken):
-                Subscriber.from_token(token, purpose)
-
-    def test_a_confirmation_token_expires(self, settings):
-        settings.SUBSCRIPTIONS_CONFIRM_MAX_AGE = timedelta(days=7)
-        token = make_subscriber(status=Status.PENDING).make_token(Subscriber.CONFIRM)
-        with time_machine.travel(timezone.now() + timedelta(days=6, hours=23)):
-            Subscriber.from_token(token, Subscriber.CONFIRM)
-        with time_machine.travel(timezone.now() + timedelta(days=7, minutes=1)):
-            with pytest.raises(ExpiredToken):
-                Subscriber.from_token(token, Subscriber.CONFIRM)
-
-    def test_a_token_of_an_erased_subscriber_is_refused(self):
-        subscriber = make_subscriber()
-        token = subscriber.make_token(Subscriber.PREFERENCES)
-        subscriber.erase()
-        with pytest.raises(BadToken):
-            Subscriber.from_token(token, Subscriber.PREFERENCES)
 
 
 @pytest.mark.django_db

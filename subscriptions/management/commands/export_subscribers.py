@@ -10,10 +10,10 @@ subscribers. It only reads, so it is safe to run at any time, and twice.
 import csv
 
 from django.core.management.base import BaseCommand
+from tqdm import tqdm
 
-from subscriptions.models import CSV_COLUMNS, Subscriber
-
-from ._progress import Progress
+from subscriptions import csvio
+from subscriptions.models import Subscriber
 
 
 class _Stdout:
@@ -42,19 +42,18 @@ class Command(BaseCommand):
         subscribers = Subscriber.objects.all()
         if status != "all":
             subscribers = subscribers.filter(status=status)
-        progress = Progress(self.stderr)
-        if progress.enabled:
+        # A bar (rate, ETA) on a terminal only; None: off when not a TTY.
+        progress = tqdm(unit="rows", file=self.stderr._out, disable=None, mininterval=0.1)
+        if not progress.disable:
             progress.total = subscribers.count()
         out = open(output, "w", newline="", encoding="utf-8") if output else _Stdout(self.stdout)
         try:
             writer = csv.writer(out)
-            writer.writerow(CSV_COLUMNS)
-            count = 0
-            for count, row in enumerate(subscribers.csv_rows(), 1):
+            writer.writerow(csvio.COLUMNS)
+            for row in csvio.rows(subscribers):
                 writer.writerow(row)
-                if count % 1000 == 0:
-                    progress.update(count)
-            progress.finish(count)
+                progress.update()
         finally:
+            progress.close()
             if output:
                 out.close()

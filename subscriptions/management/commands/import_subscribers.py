@@ -15,10 +15,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
+from tqdm import tqdm
 
-from subscriptions.models import Subscriber
-
-from ._progress import Progress
+from subscriptions import csvio
 
 
 class Command(BaseCommand):
@@ -36,8 +35,10 @@ class Command(BaseCommand):
         path = Path(file)
         if not path.is_file():
             raise CommandError(f"No such file: {path}")
-        progress = Progress(self.stderr, unit="lines")
-        if progress.enabled:
+        out = self.stderr._out
+        # A bar (rate, ETA) on a terminal only; None: off when not a TTY.
+        progress = tqdm(unit="lines", file=out, disable=None, mininterval=0.1)
+        if not progress.disable:
             with path.open("rb") as f:
                 progress.total = sum(1 for _ in f)
         note = f"Imported from {path.name} on {timezone.now():%Y-%m-%d}; " + (
@@ -45,21 +46,19 @@ class Command(BaseCommand):
         )
 
         def lines(f):
-            number = 0
-            for number, line in enumerate(f, 1):
-                if number % 1000 == 0:
-                    progress.update(number)
+            for line in f:
+                progress.update()
                 yield line
-            progress.finish(number)
+            progress.close()
 
         def on_error(line, message):
-            progress.message(f"line {line}: {message}")
+            progress.write(f"line {line}: {message}", file=out)
 
         # Undecodable bytes become U+FFFD, which no valid address contains:
         # the row is reported, not the whole file refused.
         with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
             try:
-                result = Subscriber.objects.import_csv(
+                result = csvio.import_csv(
                     lines(f), confirmed=confirmed, note=note, on_error=on_error
                 )
             except ValueError as e:

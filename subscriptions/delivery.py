@@ -1,0 +1,293 @@
+"""What is sent, when, and in what order: the orchestration of every email.
+
+The tables (models.py) hold the state and its changes; emails.py renders;
+transports.py sends a batch and says what happened. This module ties them
+together and is the only one that queues Celery tasks (tasks.py holds their
+one-line wrappers around the functions here).
+
+Flow of one post: announce() snapshots its email into a Mailing and queues
+fan_out(), which records one Delivery per matching reader, a chunk at a
+time, and queues send_mailing_batch() per chunk. A batch claims its due
+deliveries, hands them to the transport and records each reader's outcome;
+what is left (retries) is queued again. Digest readers' deliveries wait for
+make_digests() and send_digest_batch(). sweep() (beat, every minute) puts
+back whatever a dead worker or a lost broker left behind.
+
+Every function that runs as a task is safe to run twice or on two workers
+at once: fan-out resumes from its cursor and its rows are unique per
+(mailing, reader); batches claim their rows with a conditional update, so a
+second run finds nothing to send.
+"""
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import emails, tasks, transports
+from .conf import conf
+from .models import MAX_ID, Delivery, Digest, Mailing, Subscriber, _due
+
+
+def enqueue_after_commit(task, *args, countdown=None):
+    """Queue `task(*args)` once the transaction commits, so the worker finds
+    the rows. Robust: a broker outage is logged, not turned into an error
+    page for a reader whose sign-up is already saved (an editor can resend
+    the confirmation from the admin), and for deliveries the sweeper
+    queues the work again."""
+
+    def enqueue():  # Not a partial: Django logs a robust hook's __qualname__.
+        task.apply_async(args, countdown=countdown)
+
+    transaction.on_commit(enqueue, robust=True)
+
+
+# Readers: sign-up, confirmation and welcome emails.
+
+
+def subscribe(email, *, consent, name="", frequency=None, topics=()):
+    """Record a sign-up (SubscriberQuerySet.subscribe) and ask the address
+    to confirm it. Answers the same whatever the address's state: the
+    caller cannot tell, so neither can the reader's browser."""
+    with transaction.atomic():
+        subscriber = Subscriber.objects.subscribe(
+            email, consent=consent, name=name, frequency=frequency, topics=topics
+        )
+        if subscriber.status == Subscriber.Status.PENDING:
+            request_confirmation(subscriber)
+    return subscriber
+
+
+def request_confirmation(subscriber):
+    """Queue a confirmation email unless one went out within the window
+    (Subscriber.claim_confirmation); returns whether one was queued."""
+    if not subscriber.claim_confirmation():
+        return False
+    enqueue_after_commit(tasks.send_confirmation, subscriber.pk)
+    return True
+
+
+def queue_confirmations(subscribers):
+    """Queue a confirmation email to each of these new pending subscribers
+    (an import: their confirmation_sent_at is set already)."""
+    for subscriber in subscribers:
+        enqueue_after_commit(tasks.send_confirmation, subscriber.pk)
+
+
+def confirm(subscriber):
+    """Pending → confirmed, and a welcome email; returns whether this call
+    confirmed."""
+    if not subscriber.confirm():
+        return False
+    enqueue_after_commit(tasks.send_welcome, subscriber.pk)
+    return True
+
+
+# These re-read the row, so one that runs late, or twice, acts on the state
+# at that moment: a confirmation goes only to an address still pending, a
+# welcome only to a confirmed one.
+
+
+def send_confirmation(subscriber_id):
+    subscriber = Subscriber.objects.filter(
+        pk=subscriber_id, status=Subscriber.Status.PENDING
+    ).first()
+    if subscriber:
+        emails.confirmation(subscriber).send()
+
+
+def send_welcome(subscriber_id):
+    subscriber = Subscriber.objects.filter(
+        pk=subscriber_id, status=Subscriber.Status.CONFIRMED
+    ).first()
+    if subscriber:
+        emails.welcome(subscriber).send()
+
+
+# Posts.
+
+
+def announce(post):
+    """(mailing, created): the first call for a post snapshots its email
+    and queues the fan-out after commit; later calls return the same."""
+    post_key = Mailing.key_for(post)
+    existing = Mailing.objects.filter(post_key=post_key).first()
+    if existing:
+        return existing, False
+    snapshot = emails.post_snapshot(post)
+    try:
+        with transaction.atomic():
+            mailing = Mailing.objects.create(post_key=post_key, **snapshot)
+    except IntegrityError:  # Announced at the same moment elsewhere.
+        return Mailing.objects.get(post_key=post_key), False
+    enqueue_after_commit(tasks.fan_out, mailing.pk)
+    return mailing, True
+
+
+def fan_out(mailing_id, chunks=None):
+    """Record a Delivery for every matching reader and queue a batch per
+    chunk of BATCH_SIZE readers (Mailing.add_deliveries).
+
+    With `chunks`, stop after that many chunks and queue the fan-out again
+    to go on: the first batches are queued before it, so the first readers
+    get the post while the rest are still being listed, even with one
+    worker. A batch queued twice finds its deliveries already claimed.
+    """
+    mailing = Mailing.objects.sending().filter(pk=mailing_id).first()
+    if not mailing:
+        return
+    while chunk := mailing.add_deliveries():
+        first, last, any_instant = chunk
+        if any_instant:
+            enqueue_after_commit(tasks.send_mailing_batch, mailing.pk, first, last)
+        if chunks is not None:
+            chunks -= 1
+            if chunks <= 0:
+                enqueue_after_commit(tasks.fan_out, mailing.pk)
+                return
+    mailing.finish_if_done()
+
+
+def send_mailing_batch(mailing_id, first, last):
+    """Send the due pending deliveries of readers with ids first..last (at
+    most BATCH_SIZE, over one connection), then queue what is left of the
+    range: now if due, or when the next retry is due. Returns the number
+    of messages sent."""
+    mailing = Mailing.objects.sending().filter(pk=mailing_id).first()
+    if not mailing:
+        return 0  # Paused (resume queues it again), done or deleted.
+    rows = mailing.deliveries_between(first, last)
+    claimed, outcome = _send_batch(rows, "delivery", lambda claimed: (emails.post(mailing), []))
+    if claimed:
+        mailing.moved()
+    if not _queue_rest(rows, tasks.send_mailing_batch, mailing.pk, first, last):
+        mailing.finish_if_done()
+    return len(outcome.sent)
+
+
+def _send_batch(rows, kind, prepare):
+    """The pipeline every batch shares: claim up to BATCH_SIZE due rows of
+    `rows` (Deliveries or Digests); prepare(claimed) gives (build, skip):
+    send build(row, raw) to each claimed row's reader but those in `skip`;
+    record each outcome on the ledger and suppress readers refused for good
+    too often. Returns (claimed rows, Outcome)."""
+    claimed = rows.claim(conf.BATCH_SIZE)
+    if not claimed:
+        return [], transports.Outcome()
+    build, skip = prepare(claimed)
+    skipped = {i.pk for i in skip}
+    outcome = transports.deliver(kind, [i for i in claimed if i.pk not in skipped], build)
+    outcome.skipped += skip
+    rows.model.objects.record(outcome, claimed[0].claim)
+    Subscriber.objects.suppress_bouncing([i.subscriber_id for i in outcome.failed if i.permanent])
+    return claimed, outcome
+
+
+def _queue_rest(rows, task, *args):
+    """Queue `task(*args)` again for the rows still pending: now if any is
+    due, else when the first retry is. Returns whether any is left."""
+    left = rows.waiting()
+    if left["due"]:
+        enqueue_after_commit(task, *args)
+    elif left["count"]:
+        wait = max(0.0, (left["next"] - timezone.now()).total_seconds()) + 0.1
+        enqueue_after_commit(task, *args, countdown=wait)
+    return bool(left["count"])
+
+
+def withdraw(post):
+    """Stop mailing `post` (it was unpublished); returns its Mailing, if any."""
+    mailing = Mailing.objects.filter(post_key=Mailing.key_for(post)).first()
+    if mailing:
+        mailing.withdraw()
+    return mailing
+
+
+def resume(mailing):
+    """An editor resumes a paused mailing: its work is queued again."""
+    if not mailing.resume():
+        return False
+    _requeue(mailing)
+    return True
+
+
+def retry_failed(mailing):
+    """Failed deliveries to readers still confirmed are queued again;
+    returns how many."""
+    count = mailing.retry_failed()
+    if count:
+        _requeue(mailing)
+    return count
+
+
+def _requeue(mailing):
+    if not Mailing.objects.filter(pk=mailing.pk, fanout_done=True).exists():
+        enqueue_after_commit(tasks.fan_out, mailing.pk)
+    enqueue_after_commit(tasks.send_mailing_batch, mailing.pk, 0, MAX_ID)
+
+
+def send_test(mailing, address):
+    """The post as readers get it, to `address` (an editor's); recorded
+    nowhere, so it never counts as, or stands in for, a delivery."""
+    sender = transports.transport()
+    sender.connection.send_messages([emails.test_post(mailing, address, sender.raw)])
+
+
+# Digests.
+
+
+def make_digests():
+    """Create the digests due now and queue their sending; returns how many
+    were created."""
+    created = Digest.objects.create_due()
+    if created:
+        enqueue_after_commit(tasks.send_digest_batch, 0, MAX_ID)
+    return created
+
+
+def send_digest_batch(first, last):
+    """Send the due pending digests with ids first..last, at most
+    BATCH_SIZE, and queue the rest; returns the number sent. A digest's
+    deliveries take its outcome."""
+    rows = Digest.objects.filter(pk__range=(first, last))
+    listed = {}
+
+    def prepare(claimed):
+        posts, found = Digest.objects.posts_of(claimed)
+        listed.update(found)
+        # A digest with nothing to list is never sent (its posts were erased).
+        return emails.digest(posts), [d for d in claimed if not posts.get(d.pk)]
+
+    claimed, outcome = _send_batch(rows, "digest", prepare)
+    if claimed:
+        Digest.objects.record_listed(outcome, listed)
+    _queue_rest(rows, tasks.send_digest_batch, first, last)
+    return len(outcome.sent)
+
+
+# Recovery.
+
+
+def sweep():
+    """Put stalled work back in the queue (beat runs it every minute).
+
+    Claims older than CLAIM_TIMEOUT are released: those the send journal
+    says were sent are recorded as sent, the rest go back to pending. A
+    mailing that made no progress for CLAIM_TIMEOUT gets its fan-out and a
+    batch over all its readers queued again: if its tasks were lost with a
+    restarted broker these finish the job, and if they were not, the claims
+    make the extra tasks find nothing to do. Returns the ids of the
+    mailings queued again.
+    """
+    for model, kind in ((Delivery, "delivery"), (Digest, "digest")):
+        stale = model.objects.stale()
+        if stale:
+            model.objects.release(stale, transports.journal_sent(kind, stale))
+    before = timezone.now() - conf.duration("CLAIM_TIMEOUT")
+    requeued = []
+    for mailing in Mailing.objects.sending().filter(progress_at__lt=before):
+        if not mailing.finish_if_done():
+            mailing.moved()
+            _requeue(mailing)
+            requeued.append(mailing.pk)
+    if Digest.objects.filter(_due(), status=Digest.Status.PENDING, created_at__lt=before).exists():
+        enqueue_after_commit(tasks.send_digest_batch, 0, MAX_ID)
+    return requeued

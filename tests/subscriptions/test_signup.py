@@ -1,0 +1,89 @@
+"""Sign-up (delivery.subscribe): double opt-in, consent, and what an
+address already stored keeps."""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from subscriptions import delivery
+from subscriptions.models import Consent, Subscriber
+from tests.factories import make_subscriber
+
+Status = Subscriber.Status
+CONSENT = Consent(wording="Discover more. Subscribe.", page="http://testserver/x/", ip="10.0.0.1")
+
+
+@pytest.mark.django_db
+class TestSubscribe:
+    def test_it_creates_a_pending_subscriber_with_the_consent_record(self):
+        subscriber = delivery.subscribe(
+            " Ann@Example.com ",
+            name="Ann",
+            frequency=Subscriber.Frequency.WEEKLY,
+            topics=["el-paso", "jeff-sessions"],
+            consent=Consent(
+                wording="Follow El Paso by email.",
+                page="http://testserver/places/el-paso/",
+                ip="10.0.0.9",
+                user_agent="Firefox",
+            ),
+        )
+        subscriber.refresh_from_db()
+        assert subscriber.email == "Ann@example.com"
+        assert subscriber.status == Status.PENDING
+        assert subscriber.frequency == "weekly"
+        assert not subscriber.follows_everything
+        assert subscriber.topics() == ["el-paso", "jeff-sessions"]
+        assert subscriber.consent_wording == "Follow El Paso by email."
+        assert subscriber.consent_page == "http://testserver/places/el-paso/"
+        assert subscriber.consent_ip == "10.0.0.9"
+        assert subscriber.consent_user_agent == "Firefox"
+        assert subscriber.consent_at is not None
+        assert subscriber.confirmation_sent_at is not None
+
+    def test_one_address_is_one_subscriber_however_it_is_spelled(self):
+        delivery.subscribe("ann@bücher.example", consent=CONSENT)
+        delivery.subscribe(" ann@XN--BCHER-KVA.example", consent=CONSENT)
+        assert Subscriber.objects.count() == 1
+
+    def test_a_pending_address_gets_one_confirmation_per_window(self):
+        first = delivery.subscribe("ann@example.com", consent=CONSENT)
+        sent_at = first.confirmation_sent_at
+        with time_machine.travel(timezone.now() + timedelta(minutes=59)):
+            again = delivery.subscribe("ann@example.com", consent=CONSENT)
+            assert not delivery.request_confirmation(again)
+        assert again.confirmation_sent_at == sent_at
+        with time_machine.travel(timezone.now() + timedelta(minutes=61)):
+            later = delivery.subscribe("ann@example.com", consent=CONSENT)
+        assert later.confirmation_sent_at > sent_at
+
+    def test_it_leaves_a_confirmed_subscriber_exactly_as_it_was(self):
+        subscriber = make_subscriber("ann@example.com", name="Ann", topics=["el-paso"])
+        delivery.subscribe(
+            "ann@example.com", name="Mallory", topics=["jeff-sessions"], consent=CONSENT
+        )
+        subscriber.refresh_from_db()
+        assert (subscriber.status, subscriber.name, subscriber.topics()) == (
+            Status.CONFIRMED,
+            "Ann",
+            ["el-paso"],
+        )
+        assert subscriber.confirmation_sent_at is None
+
+    def test_a_suppressed_address_is_never_asked_again(self):
+        subscriber = make_subscriber("ann@example.com", status=Status.SUPPRESSED)
+        delivery.subscribe("ann@example.com", consent=CONSENT)
+        subscriber.refresh_from_db()
+        assert subscriber.status == Status.SUPPRESSED
+        assert subscriber.confirmation_sent_at is None
+
+    def test_an_unsubscribed_reader_can_come_back_through_opt_in(self):
+        subscriber = make_subscriber("ann@example.com", status=Status.UNSUBSCRIBED)
+        delivery.subscribe("ann@example.com", topics=["el-paso"], consent=CONSENT)
+        subscriber.refresh_from_db()
+        assert subscriber.status == Status.PENDING
+        assert subscriber.topics() == ["el-paso"]
+        assert subscriber.confirm()
+        assert subscriber.status == Status.CONFIRMED
