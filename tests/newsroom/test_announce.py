@@ -13,8 +13,8 @@ from newsroom.models import Article, ArticleEntity
 from newsroom.tasks import publish_due_articles
 from subscriptions import delivery
 from subscriptions.models import Mailing
-from tests.conftest import wait_until
 from tests.factories import make_article, make_entity, make_staff, make_subscriber
+from tests.support import wait_until
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from django.test.utils import CaptureQueriesContext
 import subscriptions
 from subscriptions import delivery
 from subscriptions.models import MAX_ID, Delivery, Mailing, Subscriber
-from tests.conftest import wait_until
 from tests.factories import make_subscriber
+from tests.support import wait_until
 
 S = Subscriber.Status
 F = Subscriber.Frequency
