@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import css_inline
 from django.core.mail import EmailMessage, EmailMultiAlternatives
-from django.template.loader import render_to_string
+from django.template import Context
+from django.template.loader import get_template, render_to_string
 from django.utils.crypto import salted_hmac
 
 from .conf import conf
@@ -33,13 +34,21 @@ class Parts:
     html: str
 
 
+def render_text(name, context):
+    """A subject or plain-text template, without HTML escaping: titles and
+    names show as written ("Q&A", not "Q&amp;A"), whatever the template
+    (or a site's override of it) says."""
+    return get_template(name).template.render(Context(context, autoescape=False))
+
+
 def render(kind, context):
-    """Subject, text and HTML (CSS inlined) of subscriptions/emails/<kind>-*."""
+    """Subject, text and HTML (CSS inlined) of subscriptions/emails/<kind>-*.
+    Only the HTML part is escaped."""
     context = {"site_name": conf.site_name, "site_url": conf.site_url, **context}
     prefix = f"subscriptions/emails/{kind}"
     return Parts(
-        subject=_one_line(render_to_string(f"{prefix}-subject.txt", context)),
-        text=render_to_string(f"{prefix}-body.txt", context),
+        subject=_one_line(render_text(f"{prefix}-subject.txt", context)),
+        text=render_text(f"{prefix}-body.txt", context),
         html=css_inline.inline(render_to_string(f"{prefix}-body.html", context)),
     )
 
@@ -301,7 +310,7 @@ def digest(posts):
             context = {"mailing": mailing, "site_name": conf.site_name}
             items[mailing.pk] = (
                 render_to_string("subscriptions/emails/digest-item.html", context),
-                render_to_string("subscriptions/emails/digest-item.txt", context),
+                render_text("subscriptions/emails/digest-item.txt", context),
             )
         return items[mailing.pk]
 
