@@ -167,14 +167,25 @@ if env.str("EMAIL_BACKEND", default=""):
     # ANYMAIL_POSTMARK_SERVER_TOKEN; its webhooks are under /anymail/.
     EMAIL_BACKEND = env.str("EMAIL_BACKEND")
 elif env.str("EMAIL_URL", default=""):
-    vars().update(env.email_url("EMAIL_URL"))
+    _email = env.email_url("EMAIL_URL")
+    # EMAIL_URL's ?timeout=SECONDS is EMAIL_TIMEOUT (below).
+    _url_timeout = _email.get("OPTIONS", {}).pop("TIMEOUT", None)
+    if not _email.get("OPTIONS"):
+        _email.pop("OPTIONS", None)
+    vars().update(_email)
 else:
     EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     EMAIL_FILE_PATH = VAR_DIR / "mail"
+# Seconds an SMTP connection waits for the server before the attempt fails
+# (and is retried): a hung mail server must not hold a worker.
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=float(vars().get("_url_timeout") or 30))
 # django-anymail reads ANYMAIL_<ESP>_<SETTING> settings: take them from the
 # environment as they are. ANYMAIL_WEBHOOK_SECRET ("user:password") guards
 # the bounce and complaint webhooks.
 vars().update({k: v for k, v in env.ENVIRON.items() if k.startswith("ANYMAIL_")})
+# A provider's API call gives up after as long as an SMTP reply may take,
+# unless ANYMAIL_REQUESTS_TIMEOUT says otherwise.
+ANYMAIL_REQUESTS_TIMEOUT = float(vars().get("ANYMAIL_REQUESTS_TIMEOUT") or EMAIL_TIMEOUT)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default=f"{SITE_NAME} <news@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 

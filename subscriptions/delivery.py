@@ -177,6 +177,7 @@ def _send_batch(rows, kind, prepare):
     outcome = transports.deliver(kind, [i for i in claimed if i.pk not in skipped], build)
     outcome.skipped += skip
     rows.model.objects.record(outcome, claimed[0].claim)
+    Subscriber.objects.suppress([i.subscriber_id for i in outcome.invalid])
     Subscriber.objects.suppress_bouncing([i.subscriber_id for i in outcome.failed if i.permanent])
     return claimed, outcome
 

@@ -95,9 +95,14 @@ class SubscriberQuerySet(models.QuerySet):
                 .annotate(n=Count("pk"))
             )
             refusals.update(dict(rows))
-        bouncing = [pk for pk, n in refusals.items() if n >= conf.HARD_BOUNCE_LIMIT]
+        return self.suppress([pk for pk, n in refusals.items() if n >= conf.HARD_BOUNCE_LIMIT])
+
+    def suppress(self, ids):
+        """Never email these readers again; returns how many were not yet."""
+        if not ids:
+            return 0
         return (
-            self.filter(pk__in=bouncing)
+            self.filter(pk__in=ids)
             .exclude(status=Subscriber.Status.SUPPRESSED)
             .update(status=Subscriber.Status.SUPPRESSED)
         )

@@ -13,6 +13,7 @@ part that differs: how a connection opens, sends one message and closes.
 import contextlib
 import logging
 import random
+import re
 import smtplib
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,11 @@ from django.utils import timezone
 
 from .conf import conf
 
+try:
+    from anymail.exceptions import AnymailError, AnymailRecipientsRefused
+except ImportError:  # django-anymail is optional
+    AnymailError = AnymailRecipientsRefused = None
+
 logger = logging.getLogger(__name__)
 
 
@@ -38,21 +44,45 @@ class Outcome:
     retry: list = field(default_factory=list)  # next_attempt_at set
     failed: list = field(default_factory=list)  # error set
     unsent: list = field(default_factory=list)  # out of time: back to pending as they were
+    invalid: list = field(default_factory=list)  # also failed: the address cannot exist
 
 
 class Transport:
     """Any Django email backend, one message per call. `raw` says whether
     the backend sends a message's bytes as they are (emails.PrebuiltEmail),
-    so the caller can build the cheaper form."""
+    so the caller can build the cheaper form.
 
-    def __init__(self, connection):
+    No network wait lasts longer than the backend's own timeout
+    (EMAIL_TIMEOUT for SMTP, ANYMAIL's REQUESTS_TIMEOUT for a provider), nor
+    past `deadline` (time.monotonic()): a hung server cannot keep a batch
+    beyond its claim.
+    """
+
+    def __init__(self, connection, deadline=None):
         self.connection = connection
+        self.deadline = deadline
         self.raw = isinstance(connection, (smtp.EmailBackend, console.EmailBackend))
+        # Django's SMTP backend and django-anymail's HTTP backends keep their
+        # timeout here (seconds, or None for none).
+        self.timeout = getattr(connection, "timeout", None)
+
+    def limit(self):
+        """Seconds the next network wait may take."""
+        limits = [t for t in (self.timeout,) if isinstance(t, int | float)]
+        if self.deadline is not None:
+            limits.append(max(0.1, self.deadline - time.monotonic()))
+        return min(limits) if limits else None
+
+    def _bound(self):
+        if hasattr(self.connection, "timeout"):
+            self.connection.timeout = self.limit()
 
     def open(self):
+        self._bound()
         self.connection.open()
 
     def send(self, address, message):
+        self._bound()
         self.connection.send_messages([message])
 
     def reset(self):
@@ -67,33 +97,48 @@ class SMTPTransport(Transport):
     addresses again for each message; ours are checked already. Bodies go
     as 8bit where the server offers 8BITMIME."""
 
-    def __init__(self, connection):
-        super().__init__(connection)
+    def __init__(self, connection, deadline=None):
+        super().__init__(connection, deadline)
         self.sender = sanitize_address(conf.from_email, "utf-8")
         self.options = []
+
+    def _bound(self):
+        # The socket's timeout bounds each reply we wait for.
+        super()._bound()
+        sock = getattr(self.connection.connection, "sock", None)
+        if sock is not None:
+            sock.settimeout(self.limit())
 
     def open(self):
         super().open()
         # If the greeting fails, the first send fails too and is retried.
         with contextlib.suppress(OSError, smtplib.SMTPException):
+            self._bound()
             self.connection.connection.ehlo_or_helo_if_needed()
             if self.connection.connection.has_extn("8bitmime"):
                 self.options = ["BODY=8BITMIME"]
 
     def send(self, address, message):
+        self._bound()
         self.connection.connection.sendmail(self.sender, [address], message.raw, self.options)
 
     def reset(self):
         with contextlib.suppress(OSError, smtplib.SMTPException):
+            self._bound()
             self.connection.connection.rset()
 
+    def close(self):
+        if self.connection.connection is not None:
+            self._bound()  # QUIT waits for a reply too
+        super().close()
 
-def transport():
+
+def transport(deadline=None):
     """The Transport for the configured EMAIL_BACKEND."""
     connection = get_connection()
     if type(connection) is smtp.EmailBackend:
-        return SMTPTransport(connection)
-    return Transport(connection)
+        return SMTPTransport(connection, deadline)
+    return Transport(connection, deadline)
 
 
 def journal_key(kind, pk):
@@ -113,21 +158,25 @@ def deliver(kind, items, build):
 
     Readers no longer confirmed are skipped. Each accepted message is noted
     in the shared cache at once (the journal), so a worker killed mid-batch
-    re-sends at most the message in flight. Transient failures (4xx,
-    dropped or refused connections, timeouts) are retried later with
-    exponential backoff and jitter; 5xx refusals fail for good.
+    re-sends at most the message in flight. Whatever goes wrong for one
+    reader stays on that reader's row (see classify()): transient failures
+    are retried later with exponential backoff and jitter, final ones fail,
+    and the batch goes on.
     """
     outcome = Outcome()
     journal = caches[conf.CACHE]
-    sender = transport()
+    # Stop starting sends well before the sweeper would take this batch's
+    # claim back as a dead worker's (a slow server, a low MAX_RATE): the
+    # rest go back to pending for the next run. No network wait may run past
+    # the hard deadline, so a hung server cannot outlive the claim either.
+    started = time.monotonic()
+    claim_timeout = conf.duration("CLAIM_TIMEOUT").total_seconds()
+    deadline = started + claim_timeout / 2
+    sender = transport(deadline=started + claim_timeout * 0.8)
     pace = Pace()
-    # Stop well before the sweeper would take this batch's claim back as a
-    # dead worker's (a slow server, a low MAX_RATE): the rest go back to
-    # pending for the next run.
-    deadline = time.monotonic() + conf.duration("CLAIM_TIMEOUT").total_seconds() / 2
     try:
         sender.open()
-    except (OSError, smtplib.SMTPException) as error:
+    except Exception as error:  # noqa: BLE001 - every reader of the batch waits for the next try
         for item in items:
             _retry(outcome, item, f"could not connect: {error}")
         return outcome
@@ -140,29 +189,27 @@ def deliver(kind, items, build):
             if subscriber is None or subscriber.status != subscriber.Status.CONFIRMED:
                 outcome.skipped.append(item)
                 continue
-            pace.wait()
             try:
+                pace.wait()
                 sender.send(subscriber.email, build(item, sender.raw))
-            except smtplib.SMTPRecipientsRefused as error:
-                code, text = next(iter(error.recipients.values()))
-                _fail_or_retry(outcome, item, code, text)
-            except smtplib.SMTPDataError as error:
-                _fail_or_retry(outcome, item, error.smtp_code, error.smtp_error)
-            except UnicodeError:
-                # A non-ASCII local part needs SMTPUTF8, which this path does not speak.
-                _fail_or_retry(outcome, item, 553, "address cannot be sent without SMTPUTF8")
-                sender.reset()
-            except (OSError, smtplib.SMTPException) as error:
-                # The connection is gone or the server is in trouble: retry
-                # this reader later; reconnect for the next one.
-                _retry(outcome, item, str(error) or type(error).__name__)
-                try:
-                    sender.close()
-                    sender.open()
-                except (OSError, smtplib.SMTPException) as reconnect_error:
-                    for rest in items[index + 1 :]:
-                        _retry(outcome, rest, f"could not connect: {reconnect_error}")
-                    break
+            except Exception as error:  # noqa: BLE001 - one reader's failure is that reader's
+                failure = classify(error)
+                if failure.unexpected:
+                    logger.exception("Unexpected error sending %s %s", kind, item.pk)
+                if failure.final:
+                    _fail(outcome, item, failure)
+                else:
+                    _retry(outcome, item, failure.text)
+                if failure.reset:
+                    sender.reset()
+                if failure.reconnect:
+                    try:
+                        sender.close()
+                        sender.open()
+                    except Exception as reconnect_error:  # noqa: BLE001
+                        for rest in items[index + 1 :]:
+                            _retry(outcome, rest, f"could not connect: {reconnect_error}")
+                        break
             else:
                 outcome.sent.append(item)
                 try:
@@ -175,20 +222,92 @@ def deliver(kind, items, build):
     finally:
         try:
             sender.close()
-        except (OSError, smtplib.SMTPException):
+        except Exception:  # noqa: BLE001, S110 - the batch's outcome is what matters now
             pass
     return outcome
 
 
-def _fail_or_retry(outcome, item, code, text):
-    text = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
-    if 500 <= int(code) < 600:
-        item.permanent = True
-        item.attempts += 1
-        item.error = f"{code} {text}"[:500]
-        outcome.failed.append(item)
-    else:
-        _retry(outcome, item, f"{code} {text}")
+@dataclass
+class Failure:
+    """What one failed send means for its reader."""
+
+    text: str
+    final: bool = False  # do not try this message again
+    refused: bool = False  # the address was refused for good: counts towards HARD_BOUNCE_LIMIT
+    invalid: bool = False  # the provider says the address cannot exist: suppress it now
+    reconnect: bool = False  # the connection cannot be trusted any more
+    reset: bool = False  # the SMTP transaction must be reset
+    unexpected: bool = False  # nothing we know: logged with its traceback
+
+
+def _text(value):
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _smtp_reply(code, text):
+    """An SMTP server's reply to one recipient: 5xx is final, 4xx is not."""
+    text = f"{code} {_text(text)}"
+    return Failure(text, final=500 <= int(code) < 600, refused=500 <= int(code) < 600)
+
+
+# Mailgun answers 400 for a whole call when a 'to' address is invalid:
+# "'to' parameter is not a valid address. please check documentation".
+_INVALID_ADDRESS = re.compile(r"\bto\b.{0,40}not a valid address", re.IGNORECASE)
+
+
+def classify(error):
+    """The Failure an exception raised while sending to one reader means,
+    as the SMTP RFCs and the providers document their answers:
+
+    - SMTP: 5xx for a recipient or its data is final (the address is
+      refused); 4xx, dropped connections and timeouts are retried.
+    - An email provider's API (django-anymail): a recipient the provider
+      refuses is final and the address is suppressed; 429 (slow down), 5xx,
+      401/403 (our credentials: not the reader's fault), 408 and network
+      errors or timeouts are retried; any other 4xx fails that message
+      without counting against the address.
+    - Anything else (a cache error in the pace, a bug) is retried and logged.
+    """
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        code, text = next(iter(error.recipients.values()))
+        return _smtp_reply(code, text)
+    if isinstance(error, smtplib.SMTPDataError):
+        return _smtp_reply(error.smtp_code, error.smtp_error)
+    if isinstance(error, UnicodeError):
+        # A non-ASCII local part needs SMTPUTF8, which this path does not speak.
+        return Failure(
+            "553 address cannot be sent without SMTPUTF8", final=True, refused=True, reset=True
+        )
+    if AnymailError is not None and isinstance(error, AnymailError):
+        return _provider_answer(error)
+    if isinstance(error, OSError | smtplib.SMTPException):
+        # The connection is gone or the server is in trouble: retry this
+        # reader later; reconnect for the next one.
+        return Failure(str(error) or type(error).__name__, reconnect=True)
+    return Failure(f"{type(error).__name__}: {error}", reconnect=True, unexpected=True)
+
+
+def _provider_answer(error):
+    status = getattr(error, "status_code", None)
+    text = " ".join(str(error).split())
+    if isinstance(error, AnymailRecipientsRefused):
+        return Failure(f"refused by the provider: {text}", final=True, refused=True, invalid=True)
+    if status is None:  # No answer: network error or timeout.
+        return Failure(f"no answer from the provider: {text}", reconnect=True)
+    if status in (401, 403, 408, 429) or status >= 500 or status < 400:
+        return Failure(f"{status} from the provider: {text}")
+    if _INVALID_ADDRESS.search(text):
+        return Failure(f"{status} invalid address: {text}", final=True, refused=True, invalid=True)
+    return Failure(f"{status} from the provider: {text}", final=True)
+
+
+def _fail(outcome, item, failure):
+    item.attempts += 1
+    item.permanent = failure.refused
+    item.error = failure.text[:500]
+    if failure.invalid:
+        outcome.invalid.append(item)
+    outcome.failed.append(item)
 
 
 def _retry(outcome, item, error):

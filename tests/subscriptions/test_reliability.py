@@ -1,6 +1,7 @@
 """What a live site meets after launch (issue 9): each test here failed on
 the code before its fix."""
 
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -8,7 +9,7 @@ import time_machine
 from django.utils import timezone
 
 from subscriptions import delivery
-from subscriptions.models import MAX_ID, Digest, Subscriber
+from subscriptions.models import MAX_ID, Delivery, Digest, Subscriber
 from tests.factories import make_subscriber
 from tests.subscriptions.test_delivery import Post
 
@@ -65,3 +66,226 @@ def test_subjects_and_text_parts_show_titles_and_names_as_written(
             assert TRICKY in text, kind
             assert "Fish & chips <3" in text, kind
             assert "<picks>" not in html and "&lt;picks&gt;" in html, kind
+
+
+# One refused reader never holds up a batch.
+
+
+def _send_all(post, capture):
+    mailing, _ = delivery.announce(post)
+    with capture(execute=False):
+        delivery.fan_out(mailing.pk)
+        delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
+    return mailing
+
+
+def _rows(mailing):
+    return {
+        d.subscriber.email.split("@")[0]: d
+        for d in Delivery.objects.filter(mailing=mailing).select_related("subscriber")
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["mailgun", "postmark"])
+def test_a_provider_refusing_readers_holds_up_nobody_else(
+    name, provider, settings, django_capture_on_commit_callbacks
+):
+    from tests.providers import anymail_settings
+
+    settings.EMAIL_BACKEND, settings.ANYMAIL = anymail_settings(provider, name, timeout=1)
+    for who in ("ok1", "invalid", "throttled", "broken", "hanging", "garbled", "ok2"):
+        make_subscriber(f"{who}@example.com")
+    provider.invalid.add("invalid@example.com")
+    provider.throttled["throttled@example.com"] = 1
+    provider.broken["broken@example.com"] = 1
+    provider.hanging.add("hanging@example.com")
+    provider.garbled.add("garbled@example.com")
+
+    mailing = _send_all(Post(), django_capture_on_commit_callbacks)
+
+    assert provider.recipients() == Counter({"ok1@example.com": 1, "ok2@example.com": 1})
+    rows = _rows(mailing)
+    assert {who: d.status for who, d in rows.items()} == {
+        "ok1": Delivery.Status.SENT,
+        "ok2": Delivery.Status.SENT,
+        "invalid": Delivery.Status.FAILED,
+        "throttled": Delivery.Status.PENDING,
+        "broken": Delivery.Status.PENDING,
+        "hanging": Delivery.Status.PENDING,
+        "garbled": Delivery.Status.PENDING,
+    }
+    assert rows["invalid"].permanent
+    assert Subscriber.objects.get(email="invalid@example.com").status == S.SUPPRESSED
+    for who in ("throttled", "broken", "hanging", "garbled"):
+        assert rows[who].next_attempt_at and rows[who].attempts == 1 and not rows[who].permanent
+        assert Subscriber.objects.get(email=f"{who}@example.com").status == S.CONFIRMED
+    assert "429" in rows["throttled"].error and "500" in rows["broken"].error
+    assert "no answer" in rows["hanging"].error
+
+
+@pytest.mark.django_db
+def test_an_inactive_address_at_the_provider_is_refused_and_suppressed(
+    provider, settings, django_capture_on_commit_callbacks
+):
+    """Postmark answers 422 ErrorCode 406; django-anymail raises
+    AnymailRecipientsRefused, which is no OSError or SMTP error."""
+    from tests.providers import anymail_settings
+
+    settings.EMAIL_BACKEND, settings.ANYMAIL = anymail_settings(provider, "postmark")
+    make_subscriber("bounced@example.com")
+    make_subscriber("fine@example.com")
+    provider.inactive.add("bounced@example.com")
+    mailing = _send_all(Post(), django_capture_on_commit_callbacks)
+    rows = _rows(mailing)
+    assert rows["bounced"].status == Delivery.Status.FAILED and rows["bounced"].permanent
+    assert rows["fine"].status == Delivery.Status.SENT
+    assert provider.recipients() == Counter({"fine@example.com": 1})
+    assert Subscriber.objects.get(email="bounced@example.com").status == S.SUPPRESSED
+    assert not Delivery.objects.filter(status=Delivery.Status.SENDING).exists()
+
+
+@pytest.mark.django_db
+def test_wrong_credentials_are_retried_and_suppress_nobody(
+    provider, settings, django_capture_on_commit_callbacks
+):
+    from tests.providers import anymail_settings
+
+    settings.EMAIL_BACKEND, anymail = anymail_settings(provider, "mailgun")
+    settings.ANYMAIL = {**anymail, "MAILGUN_API_KEY": "key-wrong"}
+    make_subscriber("one@example.com")
+    mailing = _send_all(Post(), django_capture_on_commit_callbacks)
+    (row,) = _rows(mailing).values()
+    assert (row.status, row.permanent, row.attempts) == (Delivery.Status.PENDING, False, 1)
+    assert "401" in row.error
+
+
+@pytest.mark.django_db
+def test_a_cache_outage_in_the_pace_is_recorded_on_the_readers(
+    smtp_server, settings, django_capture_on_commit_callbacks
+):
+    from tests.support import free_port
+
+    settings.CACHES = {
+        **settings.CACHES,
+        "down": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5},
+        },
+    }
+    settings.SUBSCRIPTIONS_CACHE = "down"
+    settings.SUBSCRIPTIONS_MAX_RATE = 100
+    for i in range(3):
+        make_subscriber(f"r{i}@example.com")
+    mailing = _send_all(Post(), django_capture_on_commit_callbacks)
+    rows = _rows(mailing).values()
+    assert {(d.status, d.attempts) for d in rows} == {(Delivery.Status.PENDING, 1)}
+    assert all(d.next_attempt_at for d in rows)
+    assert smtp_server.messages == []
+
+
+# Nothing waits for ever.
+
+
+class HungSMTPServer:
+    """Greets, answers EHLO, then never answers again: a mail server that hangs."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        self.connections = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        import threading
+
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+            threading.Thread(target=self.talk, args=(connection,), daemon=True).start()
+
+    def talk(self, connection):
+        try:
+            connection.sendall(b"220 hung.example ESMTP\r\n")
+            reader = connection.makefile("rb")
+            for line in reader:
+                if line.upper().startswith((b"EHLO", b"HELO")):
+                    connection.sendall(b"250 hung.example\r\n")
+                else:
+                    self.stop.wait()  # and never answer
+                    return
+        except OSError:
+            pass
+
+    def close(self):
+        self.stop.set()
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+@pytest.fixture
+def hung_smtp(settings):
+    server = HungSMTPServer()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    yield server
+    server.close()
+
+
+@pytest.mark.django_db
+@pytest.mark.timeout(60)
+def test_a_hung_mail_server_fails_the_attempt_after_the_email_timeout(
+    hung_smtp, settings, django_capture_on_commit_callbacks
+):
+    settings.EMAIL_TIMEOUT = 1
+    make_subscriber("one@example.com")
+    mailing = _send_all(Post(), django_capture_on_commit_callbacks)
+    (row,) = _rows(mailing).values()
+    assert (row.status, row.attempts) == (Delivery.Status.PENDING, 1)
+    assert "timed out" in row.error
+
+
+@pytest.mark.django_db
+@pytest.mark.timeout(60)
+def test_a_batch_never_outlives_its_claim_even_inside_one_send(
+    hung_smtp, settings, django_capture_on_commit_callbacks
+):
+    """No EMAIL_TIMEOUT at all: the claim's deadline still ends the send
+    (before, the worker waited on the socket for ever)."""
+    settings.EMAIL_TIMEOUT = None
+    settings.SUBSCRIPTIONS_CLAIM_TIMEOUT = 3
+    make_subscriber("one@example.com")
+    mailing = _send_all(Post(), django_capture_on_commit_callbacks)
+    (row,) = _rows(mailing).values()
+    assert (row.status, row.attempts) == (Delivery.Status.PENDING, 1)
+    assert "timed out" in row.error
+
+
+def test_email_timeout_is_read_from_the_environment():
+    import subprocess
+    import sys
+
+    def email_timeout(**env):
+        code = "from django.conf import settings; print(settings.EMAIL_TIMEOUT)"
+        result = subprocess.run(
+            [sys.executable, "-c", f"import django; django.setup(); {code}"],
+            env={"DJANGO_SETTINGS_MODULE": "newsroom.settings", "SECRET_KEY": "x", **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout.strip()
+
+    assert email_timeout() == "30.0"
+    assert email_timeout(EMAIL_URL="smtp://127.0.0.1:1025?timeout=7") == "7.0"
+    assert email_timeout(EMAIL_TIMEOUT="12", EMAIL_URL="smtp://127.0.0.1:1025") == "12.0"
