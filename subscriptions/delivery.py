@@ -174,7 +174,12 @@ def _send_batch(rows, kind, prepare):
         return [], transports.Outcome()
     build, skip = prepare(claimed)
     skipped = {i.pk for i in skip}
-    outcome = transports.deliver(kind, [i for i in claimed if i.pk not in skipped], build)
+    outcome = transports.deliver(
+        kind,
+        [i for i in claimed if i.pk not in skipped],
+        build,
+        recheck=Subscriber.objects.confirmed_among,
+    )
     outcome.skipped += skip
     rows.model.objects.record(outcome, claimed[0].claim)
     Subscriber.objects.suppress([i.subscriber_id for i in outcome.invalid])

@@ -4,6 +4,7 @@ their consent; mailings and the delivery ledger (Delivery, Digest).
 Nothing here queues work or sends email: delivery.py does, calling these.
 """
 
+import re
 import secrets
 from collections import Counter
 from dataclasses import dataclass
@@ -72,6 +73,10 @@ class Consent:
 class SubscriberQuerySet(models.QuerySet):
     def confirmed(self):
         return self.filter(status=Subscriber.Status.CONFIRMED)
+
+    def confirmed_among(self, ids):
+        """The ids among `ids` of readers still confirmed (and not erased)."""
+        return set(self.confirmed().filter(pk__in=list(ids)).values_list("pk", flat=True))
 
     def following(self, topics):
         """Subscribers a post about `topics` goes to: those who follow
@@ -356,7 +361,16 @@ class Subscriber(models.Model):
 
     def erase(self):
         """Delete every trace of the reader (right to erasure), including
-        the admin's history entries, whose titles hold the address."""
+        the admin's history entries, whose titles hold the address, and
+        the address in the errors of their deliveries and digests (servers
+        echo the recipient in refusals).
+
+        Nothing not yet sent to them is sent: their pending deliveries and
+        digests are skipped first, which also lets a mailing waiting only
+        for them finish (an erased reader's row keeps the mailing's counts,
+        not the address). A batch that claimed one a moment before
+        re-checks its readers as it goes (transports.deliver).
+        """
         with transaction.atomic():
             if apps.is_installed("django.contrib.admin"):
                 from django.contrib.admin.models import LogEntry
@@ -366,7 +380,30 @@ class Subscriber(models.Model):
                     content_type=ContentType.objects.get_for_model(Subscriber),
                     object_id=str(self.pk),
                 ).delete()
+            mailings = set(
+                self.deliveries.filter(
+                    status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING]
+                ).values_list("mailing", flat=True)
+            )
+            for model in (Delivery, Digest):
+                rows = model.objects.filter(subscriber=self)
+                S = model.Status
+                rows.filter(
+                    status__in=[S.PENDING, S.SENDING, *([S.DIGEST] if model is Delivery else [])]
+                ).update(status=S.SKIPPED, claim="")
+                echoed = [
+                    r
+                    for r in rows.exclude(error="").only("error")
+                    if self.email.lower() in r.error.lower()
+                ]
+                for row in echoed:
+                    row.error = re.sub(
+                        re.escape(self.email), "[erased]", row.error, flags=re.IGNORECASE
+                    )
+                model.objects.bulk_update(echoed, ["error"])
             self.delete()
+            for mailing in Mailing.objects.filter(pk__in=mailings):
+                mailing.finish_if_done()
 
     def export_data(self):
         """Everything stored about the reader, for "download my data"."""

@@ -152,11 +152,19 @@ def journal_sent(kind, pks):
     return {pk for pk in pks if journal_key(kind, pk) in found}
 
 
-def deliver(kind, items, build):
+# How often a batch asks the database which of its readers may still be
+# sent to: a reader who leaves, or erases themselves, mid-batch gets nothing
+# more than the message in flight then.
+RECHECK_SECONDS = 0.5
+
+
+def deliver(kind, items, build, recheck=None):
     """Send build(item, raw) to each item's reader over one connection; an
     Outcome.
 
-    Readers no longer confirmed are skipped. Each accepted message is noted
+    Readers no longer confirmed are skipped: as claimed, and, every
+    RECHECK_SECONDS while the batch runs, as recheck(subscriber ids) — the
+    ids still confirmed — says. Each accepted message is noted
     in the shared cache at once (the journal), so a worker killed mid-batch
     re-sends at most the message in flight. Whatever goes wrong for one
     reader stays on that reader's row (see classify()): transient failures
@@ -174,6 +182,7 @@ def deliver(kind, items, build):
     deadline = started + claim_timeout / 2
     sender = transport(deadline=started + claim_timeout * 0.8)
     pace = Pace()
+    checked_at, gone = started, set()
     try:
         sender.open()
     except Exception as error:  # noqa: BLE001 - every reader of the batch waits for the next try
@@ -185,8 +194,16 @@ def deliver(kind, items, build):
             if time.monotonic() > deadline:
                 outcome.unsent.extend(items[index:])
                 break
+            if recheck and time.monotonic() - checked_at >= RECHECK_SECONDS:
+                rest = {i.subscriber_id for i in items[index:] if i.subscriber_id}
+                gone = rest - set(recheck(rest))
+                checked_at = time.monotonic()
             subscriber = item.subscriber
-            if subscriber is None or subscriber.status != subscriber.Status.CONFIRMED:
+            if (
+                subscriber is None
+                or subscriber.status != subscriber.Status.CONFIRMED
+                or subscriber.pk in gone
+            ):
                 outcome.skipped.append(item)
                 continue
             try:

@@ -148,8 +148,9 @@ class SMTPSink:
             if rule[1] is not None:
                 rule[1] -= 1
             self.refused.append((address, rule[0]))
+            # Real servers echo the recipient in their refusals.
             text = "Try again later" if rule[0] < 500 else "No such mailbox"
-            return f"{rule[0]} {text}"
+            return f"{rule[0]} <{address}>: {text}"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

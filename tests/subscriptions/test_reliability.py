@@ -9,9 +9,10 @@ import time_machine
 from django.utils import timezone
 
 from subscriptions import delivery
-from subscriptions.models import MAX_ID, Delivery, Digest, Subscriber
+from subscriptions.models import MAX_ID, Delivery, Digest, Mailing, Subscriber
 from tests.factories import make_subscriber
-from tests.subscriptions.test_delivery import Post
+from tests.subscriptions.test_delivery import Post, readers, received, wait_for_done
+from tests.support import wait_until
 
 S = Subscriber.Status
 F = Subscriber.Frequency
@@ -289,3 +290,86 @@ def test_email_timeout_is_read_from_the_environment():
     assert email_timeout() == "30.0"
     assert email_timeout(EMAIL_URL="smtp://127.0.0.1:1025?timeout=7") == "7.0"
     assert email_timeout(EMAIL_TIMEOUT="12", EMAIL_URL="smtp://127.0.0.1:1025") == "12.0"
+
+
+# A reader who erases themselves mid-mailing does not wedge it.
+
+worker = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+
+@pytest.mark.django_db
+def test_erasure_skips_what_was_not_sent_so_the_mailing_finishes(
+    smtp_server, django_capture_on_commit_callbacks
+):
+    stays = make_subscriber("stays@example.com")
+    leaves = make_subscriber("leaves@example.com")
+    mailing, _ = delivery.announce(Post())
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery.fan_out(mailing.pk)
+    leaves.erase()
+    with django_capture_on_commit_callbacks(execute=False):
+        assert delivery.send_mailing_batch(mailing.pk, 0, MAX_ID) == 1
+    mailing.refresh_from_db()
+    assert mailing.status == Mailing.Status.DONE
+    assert received(smtp_server) == Counter({stays.email: 1})
+    statuses = Counter(Delivery.objects.filter(mailing=mailing).values_list("status", flat=True))
+    assert statuses == {Delivery.Status.SENT: 1, Delivery.Status.SKIPPED: 1}
+
+
+@pytest.mark.django_db
+def test_erasure_finishes_a_mailing_that_waited_only_for_the_erased_reader(
+    smtp_server, django_capture_on_commit_callbacks
+):
+    make_subscriber("stays@example.com")
+    leaves = make_subscriber("leaves@example.com")
+    mailing = _send_all(Post(), django_capture_on_commit_callbacks)
+    # Its delivery was claimed (a batch in flight) when the reader left.
+    Delivery.objects.filter(subscriber=leaves).update(status=Delivery.Status.SENDING)
+    Mailing.objects.filter(pk=mailing.pk).update(status=Mailing.Status.SENDING)
+    leaves.erase()
+    mailing.refresh_from_db()
+    assert mailing.status == Mailing.Status.DONE
+
+
+@pytest.mark.django_db
+def test_erasure_removes_the_address_from_every_error_text(
+    smtp_server, django_capture_on_commit_callbacks, settings
+):
+    from tests.subscriptions.test_erasure import tables_holding
+
+    settings.SUBSCRIPTIONS_HARD_BOUNCE_LIMIT = 99
+    reader = make_subscriber("Refused.Reader@example.com", frequency=F.DAILY)
+    smtp_server.refuse[reader.email] = [550, None]
+    _send_all(Post(title="One"), django_capture_on_commit_callbacks)
+    Subscriber.objects.filter(pk=reader.pk).update(frequency=F.INSTANT)
+    _send_all(Post(title="Two"), django_capture_on_commit_callbacks)
+    Subscriber.objects.filter(pk=reader.pk).update(frequency=F.DAILY)
+    with time_machine.travel(timezone.now() + timedelta(days=1, hours=8)):
+        with django_capture_on_commit_callbacks(execute=False):
+            Digest.objects.create_due()
+            delivery.send_digest_batch(0, MAX_ID)
+    _send_all(Post(title="Three"), django_capture_on_commit_callbacks)  # waits for a digest
+    assert Digest.objects.filter(status=Digest.Status.FAILED).exists()
+    assert Delivery.objects.filter(status=Delivery.Status.DIGEST).exists()
+    assert "subscriptions_delivery" in tables_holding("refused.reader")
+    assert "subscriptions_digest" in tables_holding("refused.reader")
+
+    reader.erase()
+    assert tables_holding("refused.reader") == []
+    assert Delivery.objects.filter(error__contains="[erased]").exists()
+    assert not Delivery.objects.filter(status=Delivery.Status.DIGEST).exists()
+
+
+@worker
+def test_a_reader_erased_mid_batch_is_sent_nothing_more(celery_worker, smtp_server):
+    group = readers(12)
+    smtp_server.delay = 0.25  # a slow server: the batch takes about 3 s
+    mailing = delivery.announce(Post())[0]
+    wait_until(lambda: len(smtp_server.messages) >= 2, timeout=60, message="sending to start")
+    last = group[-1]
+    assert Delivery.objects.get(subscriber=last).status == Delivery.Status.SENDING  # claimed
+    last.erase()  # the server stays slow: the batch has 10 messages to go
+    wait_for_done(mailing)
+    celery_worker.drain()
+    assert last.email not in received(smtp_server)
+    assert received(smtp_server) == Counter({r.email: 1 for r in group[:-1]})
