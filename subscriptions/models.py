@@ -638,8 +638,16 @@ class Mailing(models.Model):
         return f"{kind}:{post.pk}"
 
     def recipients(self):
-        """The confirmed readers this post goes to, whatever their frequency."""
-        return Subscriber.objects.confirmed().following(self.topics)
+        """The readers this post goes to, whatever their frequency: those
+        following it who were confirmed when it went live (announced). The
+        audience is fixed then: a fan-out that runs late (a broker that was
+        down) does not add a reader who confirmed since; they see the post
+        on the site and get the next one."""
+        return (
+            Subscriber.objects.confirmed()
+            .following(self.topics)
+            .filter(Q(confirmed_at__isnull=True) | Q(confirmed_at__lte=self.created_at))
+        )
 
     def add_deliveries(self):
         """Record a Delivery for each of the next BATCH_SIZE matching readers
@@ -836,7 +844,7 @@ class DigestQuerySet(SendableQuerySet):
                 subscriber__frequency__in=frequencies,
             ).exclude(
                 # Posts from before a reader left and came back stay unsent.
-                created_at__lt=F("subscriber__confirmed_at")
+                mailing__created_at__lt=F("subscriber__confirmed_at")
             )
             cursor = 0
             while readers := list(

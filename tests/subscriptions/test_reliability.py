@@ -373,3 +373,32 @@ def test_a_reader_erased_mid_batch_is_sent_nothing_more(celery_worker, smtp_serv
     celery_worker.drain()
     assert last.email not in received(smtp_server)
     assert received(smtp_server) == Counter({r.email: 1 for r in group[:-1]})
+
+
+# The audience is fixed when the post goes live.
+
+
+@pytest.mark.django_db
+def test_a_fan_out_that_runs_late_goes_to_the_readers_confirmed_when_the_post_went_live(
+    smtp_server, django_capture_on_commit_callbacks
+):
+    start = timezone.now()
+    before = make_subscriber("before@example.com", confirmed_at=start)
+    daily_before = make_subscriber("daily@example.com", frequency=F.DAILY, confirmed_at=start)
+    with time_machine.travel(start + timedelta(seconds=1)):
+        with django_capture_on_commit_callbacks(execute=False):  # the broker is down
+            mailing, _ = delivery.announce(Post(title="Went live"))
+    with time_machine.travel(start + timedelta(minutes=5)):
+        late = make_subscriber("late@example.com", confirmed_at=timezone.now())
+        make_subscriber("late-daily@example.com", frequency=F.DAILY, confirmed_at=timezone.now())
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery.fan_out(mailing.pk)
+            delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
+    with time_machine.travel(start + timedelta(days=1, hours=8)):
+        with django_capture_on_commit_callbacks(execute=False):
+            Digest.objects.create_due()
+            delivery.send_digest_batch(0, MAX_ID)
+    assert received(smtp_server) == Counter({before.email: 1, daily_before.email: 1})
+    assert late.email not in received(smtp_server)
+    mailing.refresh_from_db()
+    assert mailing.status == Mailing.Status.DONE
