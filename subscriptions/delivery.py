@@ -194,9 +194,17 @@ def _queue_rest(rows, task, *args):
     if left["due"]:
         enqueue_after_commit(task, *args)
     elif left["count"]:
-        wait = max(0.0, (left["next"] - timezone.now()).total_seconds()) + 0.1
-        enqueue_after_commit(task, *args, countdown=wait)
+        enqueue_after_commit(task, *args, countdown=retry_countdown(left["next"]))
     return bool(left["count"])
+
+
+def retry_countdown(next_attempt_at):
+    """Seconds until the next retry is due, but at most CLAIM_TIMEOUT: a
+    countdown longer than the broker's visibility timeout (an hour on Redis)
+    would have the task delivered twice. A task that wakes early finds
+    nothing due and waits again."""
+    wait = max(0.0, (next_attempt_at - timezone.now()).total_seconds()) + 0.1
+    return min(wait, conf.duration("CLAIM_TIMEOUT").total_seconds())
 
 
 def withdraw(post):
@@ -277,11 +285,14 @@ def sweep():
 
     Claims older than CLAIM_TIMEOUT are released: those the send journal
     says were sent are recorded as sent, the rest go back to pending. A
-    mailing that made no progress for CLAIM_TIMEOUT gets its fan-out and a
+    mailing that made no progress for CLAIM_TIMEOUT, and has work due (its
+    fan-out unfinished, or deliveries due now), gets its fan-out and a
     batch over all its readers queued again: if its tasks were lost with a
     restarted broker these finish the job, and if they were not, the claims
-    make the extra tasks find nothing to do. Returns the ids of the
-    mailings queued again.
+    make the extra tasks find nothing to do. Deliveries waiting out a
+    backoff already have a task waiting for them: no new chain is started
+    for them every CLAIM_TIMEOUT. Returns the ids of the mailings queued
+    again.
     """
     for model, kind in ((Delivery, "delivery"), (Digest, "digest")):
         stale = model.objects.stale()
@@ -290,10 +301,11 @@ def sweep():
     before = timezone.now() - conf.duration("CLAIM_TIMEOUT")
     requeued = []
     for mailing in Mailing.objects.sending().filter(progress_at__lt=before):
-        if not mailing.finish_if_done():
-            mailing.moved()
-            _requeue(mailing)
-            requeued.append(mailing.pk)
+        if mailing.finish_if_done() or not mailing.has_work_due():
+            continue
+        mailing.moved()
+        _requeue(mailing)
+        requeued.append(mailing.pk)
     if Digest.objects.filter(_due(), status=Digest.Status.PENDING, created_at__lt=before).exists():
         enqueue_after_commit(tasks.send_digest_batch, 0, MAX_ID)
     return requeued

@@ -702,6 +702,13 @@ class Mailing(models.Model):
         requeues mailings that made no progress for CLAIM_TIMEOUT)."""
         Mailing.objects.filter(pk=self.pk).update(progress_at=timezone.now())
 
+    def has_work_due(self):
+        """Whether something can be done for this mailing now: its fan-out
+        is unfinished, or a delivery is pending and due."""
+        return not self.fanout_done or (
+            self.deliveries.filter(_due(), status=Delivery.Status.PENDING).exists()
+        )
+
     def finish_if_done(self):
         """Mark the mailing done once its fan-out is complete and no delivery
         is pending or being sent."""
@@ -875,20 +882,30 @@ class DigestQuerySet(SendableQuerySet):
     def posts_of(self, digests):
         """({digest id: [Mailing, …]}, {digest id: [Delivery id, …]}): the
         posts each digest lists (its deliveries still waiting, oldest post
-        first) and those deliveries, in one query."""
-        waiting = Delivery.objects.filter(digest__in=digests, status=Delivery.Status.DIGEST)
+        first) and those deliveries, in two queries. Each post is loaded
+        once, without its email snapshot, however many digests list it:
+        500 weekly readers of 100 posts hold 100 Mailings, not 50,000."""
+        waiting = Delivery.objects.filter(
+            digest__in=digests, status=Delivery.Status.DIGEST
+        ).order_by("mailing__published_at", "mailing_id")
+        rows = list(waiting.values_list("digest_id", "mailing_id", "pk"))
+        mailings = Mailing.objects.defer("subject", "text", "html").in_bulk(
+            {mailing for _, mailing, _ in rows}
+        )
         posts, listed = {}, {}
-        for delivery in waiting.select_related("mailing").order_by(
-            "mailing__published_at", "mailing_id"
-        ):
-            posts.setdefault(delivery.digest_id, []).append(delivery.mailing)
-            listed.setdefault(delivery.digest_id, []).append(delivery.pk)
+        for digest, mailing, pk in rows:
+            posts.setdefault(digest, []).append(mailings[mailing])
+            listed.setdefault(digest, []).append(pk)
         return posts, listed
 
     def record_listed(self, outcome, listed):
         """A digest's deliveries take its outcome: those it listed
-        (`listed`, from posts_of), not any attached to it since."""
+        (`listed`, from posts_of). A post attached to it while it was being
+        sent (create_due racing the claim, on a database that lets it) was
+        not listed: it is detached, to wait for the reader's next digest
+        instead of waiting for ever."""
         S = Delivery.Status
+        done = []
         for items, status, fields in (
             (outcome.sent, S.SENT, {"sent_at": timezone.now()}),
             (outcome.skipped, S.SKIPPED, {}),
@@ -897,6 +914,19 @@ class DigestQuerySet(SendableQuerySet):
             shown = [pk for digest in items for pk in listed.get(digest.pk, [])]
             if shown:
                 Delivery.objects.filter(pk__in=shown).update(status=status, **fields)
+            done += items
+        if done:
+            Delivery.objects.filter(digest__in=done, status=S.DIGEST).update(digest=None)
+
+    def release(self, ids, sent):
+        """As SendableQuerySet.release; a digest the journal says was sent
+        takes its waiting deliveries with it (they were in it)."""
+        released = super().release(ids, sent)
+        if sent:
+            Delivery.objects.filter(digest__in=list(sent), status=Delivery.Status.DIGEST).update(
+                status=Delivery.Status.SENT, sent_at=timezone.now()
+            )
+        return released
 
 
 class Digest(Sendable):

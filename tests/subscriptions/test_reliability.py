@@ -402,3 +402,117 @@ def test_a_fan_out_that_runs_late_goes_to_the_readers_confirmed_when_the_post_we
     assert late.email not in received(smtp_server)
     mailing.refresh_from_db()
     assert mailing.status == Mailing.Status.DONE
+
+
+# Bounded memory and work.
+
+
+@pytest.mark.django_db
+def test_a_digest_batch_loads_each_post_once_without_its_snapshot(
+    django_capture_on_commit_callbacks,
+):
+    readers_ = [make_subscriber(f"w{i}@example.com", frequency=F.WEEKLY) for i in range(5)]
+    for i in range(4):
+        mailing, _ = delivery.announce(Post(title=f"Post {i}"))
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery.fan_out(mailing.pk)
+    with time_machine.travel(timezone.now() + timedelta(days=8)):
+        Digest.objects.create_due()
+    digests = list(Digest.objects.all())
+    assert len(digests) == len(readers_)
+    posts, listed = Digest.objects.posts_of(digests)
+    loaded = [m for ms in posts.values() for m in ms]
+    assert len(loaded) == 20 and sum(len(v) for v in listed.values()) == 20
+    assert len({id(m) for m in loaded}) == 4  # one object per post, shared
+    assert all(m.get_deferred_fields() >= {"text", "html", "subject"} for m in loaded)
+
+
+@pytest.mark.django_db
+def test_the_sweeper_starts_no_new_chain_while_deliveries_wait_out_a_backoff(
+    smtp_server, settings, django_capture_on_commit_callbacks
+):
+    settings.SUBSCRIPTIONS_CLAIM_TIMEOUT = 60
+    reader = make_subscriber("flaky@example.com")
+    smtp_server.refuse[reader.email] = [451, None]
+    mailing = _send_all(Post(), django_capture_on_commit_callbacks)
+    (row,) = _rows(mailing).values()
+    Delivery.objects.filter(pk=row.pk).update(next_attempt_at=timezone.now() + timedelta(hours=1))
+    for minutes in (2, 8, 14):  # beat ticks while the retry waits
+        with time_machine.travel(timezone.now() + timedelta(minutes=minutes)):
+            with django_capture_on_commit_callbacks(execute=False) as queued:
+                assert delivery.sweep() == []
+            assert queued == []
+    with time_machine.travel(timezone.now() + timedelta(hours=1, minutes=2)):
+        with django_capture_on_commit_callbacks(execute=False) as queued:
+            assert delivery.sweep() == [mailing.pk]  # due now, and its task was lost
+        assert len(queued) == 1
+
+
+def test_retry_countdowns_stay_under_the_brokers_visibility_timeout(settings):
+    settings.SUBSCRIPTIONS_CLAIM_TIMEOUT = 300
+    soon = timezone.now() + timedelta(seconds=20)
+    assert 19 < delivery.retry_countdown(soon) <= 20.2
+    assert delivery.retry_countdown(timezone.now() + timedelta(hours=2)) == 300
+    assert 300 < settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+
+
+# Exactly-once in the corners.
+
+
+@pytest.mark.django_db
+def test_a_digest_the_journal_says_was_sent_takes_its_deliveries_with_it(
+    smtp_server, settings, django_capture_on_commit_callbacks
+):
+    from django.core.cache import cache
+
+    from subscriptions import transports
+
+    settings.SUBSCRIPTIONS_CLAIM_TIMEOUT = 60
+    make_subscriber("daily@example.com", frequency=F.DAILY)
+    for title in ("One", "Two"):
+        _send_all(Post(title=title), django_capture_on_commit_callbacks)
+    later = timezone.now() + timedelta(days=1, hours=8)
+    with time_machine.travel(later):
+        Digest.objects.create_due()
+        (digest,) = Digest.objects.all().claim(10)  # a worker claims it...
+        cache.set(transports.journal_key("digest", digest.pk), 1)  # ...sends, notes it, dies
+    with time_machine.travel(later + timedelta(seconds=61)):
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery.sweep()
+    digest.refresh_from_db()
+    assert digest.status == Digest.Status.SENT
+    assert set(Delivery.objects.values_list("status", flat=True)) == {Delivery.Status.SENT}
+
+
+@pytest.mark.django_db
+def test_a_post_attached_to_a_digest_while_it_is_sent_waits_for_the_next_one(
+    smtp_server, django_capture_on_commit_callbacks
+):
+    """The interleaving PostgreSQL allows: create_due attaches a post to a
+    pending digest in the moment between another worker's claim of it and
+    its listing. Played here step by step, as the two workers would."""
+    from subscriptions import emails, transports
+
+    reader = make_subscriber("daily@example.com", frequency=F.DAILY)
+    start = timezone.now()
+    _send_all(Post(title="Listed"), django_capture_on_commit_callbacks)
+    with time_machine.travel(start + timedelta(days=1, hours=8)):
+        Digest.objects.create_due()
+        rows = Digest.objects.all()
+        (digest,) = rows.claim(10)  # worker A claims...
+        posts, listed = Digest.objects.posts_of([digest])  # ...and lists
+        late = _send_all(Post(title="Late"), django_capture_on_commit_callbacks)
+        Delivery.objects.filter(mailing=late).update(digest=digest)  # worker B attaches
+        outcome = transports.deliver("digest", [digest], emails.digest(posts))
+        Digest.objects.record(outcome, digest.claim)
+        Digest.objects.record_listed(outcome, listed)
+    late_row = Delivery.objects.get(mailing=late)
+    assert (late_row.status, late_row.digest_id) == (Delivery.Status.DIGEST, None)
+    smtp_server.clear()
+    with time_machine.travel(start + timedelta(days=2, hours=8)):
+        with django_capture_on_commit_callbacks(execute=False):
+            Digest.objects.create_due()
+            delivery.send_digest_batch(0, MAX_ID)
+    (message,) = smtp_server.wait_for(1)
+    assert message.envelope_recipients == [reader.email]
+    assert "Late" in message.get_body(("plain",)).get_content()
