@@ -64,8 +64,9 @@ def assert_headers_are_clean(subscriber):
     """Both emails the app sends to this subscriber have exactly the expected
     headers, each one line, addressed to the stored address only."""
     mail.outbox.clear()
-    emails.confirmation(subscriber)
-    emails.welcome(subscriber)
+    emails.confirmation(subscriber).send()
+    emails.welcome(subscriber).send()
+    assert len(mail.outbox) == 2
     for sent in mail.outbox:
         assert sent.recipients() == [subscriber.email]
         parsed = email.message_from_bytes(sent.message().as_bytes(), policy=email.policy.default)
@@ -159,3 +160,44 @@ def test_the_preferences_form_survives_anything(client, reader, name, frequency,
     assert reader.name.isprintable() and len(reader.name) <= 100
     assert reader.email == "ann@example.com"
     assert_headers_are_clean(reader)
+
+
+# The post and digest To: header is the one header that carries reader
+# input (the name). Whatever the name, it is exactly one address: the
+# stored one, with the stored name as its display name.
+
+
+class _Row:
+    """A claimed Delivery or Digest, as the batch hands it to the builder."""
+
+    def __init__(self, subscriber, pk=7, period="daily:2026-12-01"):
+        self.subscriber, self.subscriber_id, self.pk, self.period = subscriber, 7, pk, period
+
+
+def _built(kind, subscriber, raw):
+    from subscriptions.models import Mailing
+    from tests.subscriptions.test_delivery import Post
+
+    mailing = Mailing(pk=3, **emails.post_snapshot(Post(title="Fuzzed")))
+    build = emails.post(mailing) if kind == "post" else emails.digest({7: [mailing]})
+    message = build(_Row(subscriber), raw)
+    data = message.raw if raw else message.message().as_bytes()
+    return email.message_from_bytes(data, policy=email.policy.default)
+
+
+@pytest.mark.parametrize("kind", ["post", "digest"])
+@pytest.mark.parametrize("raw", [True, False], ids=["smtp-bytes", "backend-message"])
+@FUZZ
+@given(name=texts)
+def test_the_to_header_carries_one_address_whatever_the_name(kind, raw, name):
+    from subscriptions.models import clean_name
+
+    subscriber = Subscriber(email="reader@example.com", name=clean_name(name))
+    parsed = _built(kind, subscriber, raw)
+    (to,) = parsed.get_all("To")
+    (address,) = to.addresses
+    assert address.addr_spec == "reader@example.com"
+    assert address.display_name == subscriber.name
+    assert parsed["Bcc"] is None and parsed["Cc"] is None
+    for header, value in parsed.items():
+        assert "\r" not in value and "\n" not in value, header
