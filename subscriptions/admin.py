@@ -271,10 +271,16 @@ class MailingAdmin(admin.ModelAdmin):
 
     @admin.display(description="Counts")
     def counts(self, mailing):
-        return (
+        counts = (
             f"{mailing.sent_count} sent, {mailing.failed_count} failed, {mailing.pending_count} pending, "
             f"{mailing.skipped_count} skipped, {mailing.digest_count} waiting for a digest"
         )
+        if mailing.ambiguous_count:
+            counts += (
+                f"; {mailing.ambiguous_count} ambiguous (the connection was lost after the "
+                "message was sent: the retry may have delivered it twice)"
+            )
+        return counts
 
     @admin.display(description="Recipients")
     def ledger(self, mailing):

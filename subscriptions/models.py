@@ -514,7 +514,15 @@ class SendableQuerySet(models.QuerySet):
                 item.status, item.claim = Status.PENDING, ""
             for item in outcome.failed:
                 item.status, item.claim = Status.FAILED, ""
-            fields = ["status", "claim", "attempts", "next_attempt_at", "error", "permanent"]
+            fields = [
+                "status",
+                "claim",
+                "attempts",
+                "next_attempt_at",
+                "error",
+                "permanent",
+                "ambiguous",
+            ]
             self.bulk_update([i for i in changed if i.pk in held], fields, batch_size=1000)
 
     def waiting(self):
@@ -553,6 +561,12 @@ class Sendable(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     permanent = models.BooleanField(default=False, help_text="Refused for good (5xx).")
+    ambiguous = models.BooleanField(
+        default=False,
+        help_text="An attempt lost its connection after the whole message was sent and "
+        "before the server answered: the server may have accepted it, and the retry "
+        "may have delivered it a second time.",
+    )
     error = models.CharField(max_length=500, blank=True)
     claim = models.CharField(max_length=16, blank=True, editable=False)
     claimed_at = models.DateTimeField(null=True, blank=True)
@@ -569,7 +583,8 @@ class MailingQuerySet(models.QuerySet):
         return self.filter(status__in=[Mailing.Status.QUEUED, Mailing.Status.SENDING])
 
     def with_progress(self):
-        """sent/failed/pending/digest/skipped counts, in the same query."""
+        """sent/failed/pending/digest/skipped counts, and how many had an
+        ambiguous attempt, in the same query."""
         S = Delivery.Status
 
         def count(*statuses):
@@ -581,6 +596,7 @@ class MailingQuerySet(models.QuerySet):
             pending_count=count(S.PENDING, S.SENDING),
             digest_count=count(S.DIGEST),
             skipped_count=count(S.SKIPPED),
+            ambiguous_count=Count("deliveries", filter=Q(deliveries__ambiguous=True)),
         )
 
 

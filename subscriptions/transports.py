@@ -119,8 +119,36 @@ class SMTPTransport(Transport):
                 self.options = ["BODY=8BITMIME"]
 
     def send(self, address, message):
+        """smtplib's sendmail, step by step, to tell an ambiguous outcome:
+        a connection lost after the whole message went out and before the
+        server's answer (it may have been accepted) raises AmbiguousSend."""
         self._bound()
-        self.connection.connection.sendmail(self.sender, [address], message.raw, self.options)
+        smtp_connection = self.connection.connection
+        smtp_connection.ehlo_or_helo_if_needed()
+        code, reply = smtp_connection.mail(self.sender, self.options)
+        if code != 250:
+            smtp_connection.rset()
+            raise smtplib.SMTPSenderRefused(code, reply, self.sender)
+        code, reply = smtp_connection.rcpt(address)
+        if code not in (250, 251):
+            smtp_connection.rset()
+            raise smtplib.SMTPRecipientsRefused({address: (code, reply)})
+        smtp_connection.putcmd("data")
+        code, reply = smtp_connection.getreply()
+        if code != 354:
+            smtp_connection.rset()
+            raise smtplib.SMTPDataError(code, reply)
+        data = re.sub(rb"(?m)^\.", b"..", message.raw)  # RFC 5321 dot-stuffing
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"
+        smtp_connection.send(data + b".\r\n")
+        try:
+            code, reply = smtp_connection.getreply()
+        except (OSError, smtplib.SMTPServerDisconnected) as error:
+            raise AmbiguousSend(f"connection lost after the message was sent: {error}") from error
+        if code != 250:
+            smtp_connection.rset()
+            raise smtplib.SMTPDataError(code, reply)
 
     def reset(self):
         with contextlib.suppress(OSError, smtplib.SMTPException):
@@ -213,6 +241,7 @@ def deliver(kind, items, build, recheck=None):
                 failure = classify(error)
                 if failure.unexpected:
                     logger.exception("Unexpected error sending %s %s", kind, item.pk)
+                item.ambiguous = item.ambiguous or failure.ambiguous
                 if failure.final:
                     _fail(outcome, item, failure)
                 else:
@@ -244,6 +273,12 @@ def deliver(kind, items, build, recheck=None):
     return outcome
 
 
+class AmbiguousSend(smtplib.SMTPServerDisconnected):
+    """The message went out whole but its answer never came: the server may
+    have accepted it. Retried (a reader may get it twice, never none) and
+    counted on the row."""
+
+
 @dataclass
 class Failure:
     """What one failed send means for its reader."""
@@ -254,6 +289,7 @@ class Failure:
     invalid: bool = False  # the provider says the address cannot exist: suppress it now
     reconnect: bool = False  # the connection cannot be trusted any more
     reset: bool = False  # the SMTP transaction must be reset
+    ambiguous: bool = False  # the message may have been accepted all the same
     unexpected: bool = False  # nothing we know: logged with its traceback
 
 
@@ -285,6 +321,8 @@ def classify(error):
       without counting against the address.
     - Anything else (a cache error in the pace, a bug) is retried and logged.
     """
+    if isinstance(error, AmbiguousSend):
+        return Failure(f"ambiguous: {error}", reconnect=True, ambiguous=True)
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         code, text = next(iter(error.recipients.values()))
         return _smtp_reply(code, text)

@@ -516,3 +516,73 @@ def test_a_post_attached_to_a_digest_while_it_is_sent_waits_for_the_next_one(
     (message,) = smtp_server.wait_for(1)
     assert message.envelope_recipients == [reader.email]
     assert "Late" in message.get_body(("plain",)).get_content()
+
+
+class DropAfterDataServer(HungSMTPServer):
+    """Takes the whole message, then hangs up without answering — once per
+    connection for the addresses in `drop`; answers 250 otherwise."""
+
+    def __init__(self, drop):
+        self.drop = set(drop)
+        self.accepted = []
+        super().__init__()
+
+    def talk(self, connection):
+        try:
+            connection.sendall(b"220 flaky.example ESMTP\r\n")
+            reader = connection.makefile("rb")
+            rcpt = None
+            for line in reader:
+                command = line.upper()
+                if command.startswith((b"EHLO", b"HELO")):
+                    connection.sendall(b"250 flaky.example\r\n")
+                elif command.startswith(b"RCPT"):
+                    rcpt = line.decode().split("<", 1)[1].split(">", 1)[0]
+                    connection.sendall(b"250 OK\r\n")
+                elif command.startswith(b"DATA"):
+                    connection.sendall(b"354 go ahead\r\n")
+                    for body_line in reader:
+                        if body_line == b".\r\n":
+                            break
+                    if rcpt in self.drop:
+                        self.drop.discard(rcpt)
+                        connection.close()  # accepted, maybe: the answer never comes
+                        return
+                    self.accepted.append(rcpt)
+                    connection.sendall(b"250 queued\r\n")
+                elif command.startswith(b"QUIT"):
+                    connection.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    connection.sendall(b"250 OK\r\n")
+        except OSError:
+            pass
+
+
+@pytest.mark.django_db
+@pytest.mark.timeout(60)
+def test_a_connection_lost_after_data_is_counted_as_ambiguous_and_retried(
+    settings, django_capture_on_commit_callbacks, admin_client
+):
+    server = DropAfterDataServer(drop=["dropped@example.com"])
+    try:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
+        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+        settings.SUBSCRIPTIONS_RETRY_BACKOFF = 0
+        for who in ("first", "dropped", "last"):
+            make_subscriber(f"{who}@example.com")
+        mailing = _send_all(Post(), django_capture_on_commit_callbacks)
+        rows = _rows(mailing)
+        assert rows["dropped"].status == Delivery.Status.PENDING and rows["dropped"].ambiguous
+        assert rows["dropped"].error.startswith("ambiguous")
+        assert not rows["first"].ambiguous and not rows["last"].ambiguous
+        assert server.accepted == ["first@example.com", "last@example.com"]
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)  # the retry
+        rows = _rows(mailing)
+        assert rows["dropped"].status == Delivery.Status.SENT and rows["dropped"].ambiguous
+        page = admin_client.get(f"/admin/subscriptions/mailing/{mailing.pk}/change/")
+        assert b"1 ambiguous" in page.content
+    finally:
+        server.close()
