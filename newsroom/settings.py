@@ -153,6 +153,11 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     # Scheduled articles go live within a minute of their publish time.
     "publish-due-articles": {"task": "newsroom.tasks.publish_due_articles", "schedule": 30.0},
+    # A live article whose announce was lost (a process died after the commit).
+    "announce-missed-articles": {
+        "task": "newsroom.tasks.announce_missed_articles",
+        "schedule": 60.0,
+    },
     # Re-queue mailings stalled by a dead worker or a restarted Redis.
     "sweep-deliveries": {"task": "subscriptions.tasks.sweep", "schedule": 60.0},
     # Make the daily and weekly digests once their send time has come.

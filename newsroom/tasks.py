@@ -13,3 +13,10 @@ from .models import Article
 @shared_task
 def publish_due_articles():
     return [article.pk for article in Article.publish_due()]
+
+
+@shared_task
+def announce_missed_articles():
+    """Every minute: live articles whose announce was lost get their mailing.
+    Safe twice: announce is idempotent (one Mailing per post)."""
+    return Article.announce_missed()

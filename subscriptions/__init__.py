@@ -27,6 +27,19 @@ def mailing_for(post):
     return Mailing.objects.with_progress().filter(post_key=Mailing.key_for(post)).first()
 
 
+def unannounced(posts):
+    """Of `posts`, those never announced (they have no Mailing), in one
+    query: for a host site's sweeper, when the announce after a publication
+    was lost (the process died between the commit and the call)."""
+    from .models import Mailing
+
+    by_key = {Mailing.key_for(post): post for post in posts}
+    announced = set(
+        Mailing.objects.filter(post_key__in=list(by_key)).values_list("post_key", flat=True)
+    )
+    return [post for key, post in by_key.items() if key not in announced]
+
+
 def withdraw(post):
     """Stop mailing `post` (it was unpublished): its mailing is paused and no
     digest will list it. An editor can resume the mailing from the admin."""

@@ -146,3 +146,35 @@ def test_unpublishing_pauses_the_articles_mailing(on_commit):
     article.save()  # as the admin form does
     mailing.refresh_from_db()
     assert mailing.status == Mailing.Status.PAUSED
+
+
+@pytest.mark.django_db
+def test_a_live_article_whose_announce_was_lost_gets_its_mailing_from_the_sweeper(on_commit):
+    from newsroom.tasks import announce_missed_articles
+
+    make_subscriber("reader@example.com")
+    now = timezone.now()
+
+    def live(title, published_at, email=True):
+        article = make_article(title, status=Article.Status.DRAFT, email_subscribers=email)
+        # Taken live, and the process died before the after-commit announce.
+        Article.objects.filter(pk=article.pk).update(
+            status=Article.Status.PUBLISHED, published_at=published_at
+        )
+        return article
+
+    lost = live("Lost announce", now - timedelta(minutes=5))
+    live("Not for email", now - timedelta(minutes=5), email=False)
+    live("Long before the newsletter", now - timedelta(days=30))
+    just_now = live("Announce still on its way", now)
+    assert Mailing.objects.count() == 0
+
+    with on_commit():
+        assert announce_missed_articles() == [lost.pk]
+    assert list(Mailing.objects.values_list("title", flat=True)) == ["Lost announce"]
+    with on_commit():
+        assert announce_missed_articles() == []  # announced once, however often it runs
+    with time_machine.travel(now + timedelta(minutes=2)):
+        with on_commit():
+            assert announce_missed_articles() == [just_now.pk]
+    assert Mailing.objects.count() == 2
