@@ -4,20 +4,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('subscriptions', '0002_delivery'),
+        ("subscriptions", "0002_delivery"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='delivery',
-            name='ambiguous',
-            field=models.BooleanField(default=False, help_text='An attempt lost its connection after the whole message was sent and before the server answered: the server may have accepted it, and the retry may have delivered it a second time.'),
+            model_name="delivery",
+            name="ambiguous",
+            field=models.BooleanField(
+                default=False,
+                help_text="An attempt lost its connection after the whole message was sent and before the server answered: the server may have accepted it, and the retry may have delivered it a second time.",
+            ),
         ),
         migrations.AddField(
-            model_name='digest',
-            name='ambiguous',
-            field=models.BooleanField(default=False, help_text='An attempt lost its connection after the whole message was sent and before the server answered: the server may have accepted it, and the retry may have delivered it a second time.'),
+            model_name="digest",
+            name="ambiguous",
+            field=models.BooleanField(
+                default=False,
+                help_text="An attempt lost its connection after the whole message was sent and before the server answered: the server may have accepted it, and the retry may have delivered it a second time.",
+            ),
         ),
     ]
