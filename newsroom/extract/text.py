@@ -3,6 +3,8 @@ words with their offsets, what the gaps between them mean (one name goes on,
 a sentence or a paragraph starts), and each word normalised for matching.
 """
 
+import bisect
+import functools
 import html
 import re
 import unicodedata
@@ -22,6 +24,7 @@ WORD_RE = re.compile(r"\w+(?:['’]\w+)*")
 # What may stand between two words of one name: spaces, a hyphen (Coca-Cola),
 # a slash (SEO/BirdLife), an ampersand (AT&T) or a plural possessive.
 JOINING_GAP_RE = re.compile(r"[ \t\xa0]+|[-/&]|[ \t\xa0]+&[ \t\xa0]+|['’][ \t\xa0]+")
+COMMA_GAP_RE = re.compile(r",[ \t\xa0]*")
 ABBREVIATION_GAP_RE = re.compile(r"\.[ \t\xa0]*")
 ABBREVIATIONS = {
     "mr", "mrs", "ms", "dr", "st", "sen", "rep", "gov", "gen", "lt", "col", "sgt",
@@ -42,10 +45,18 @@ def plain_text(body):
     return FOOTER_RE.sub("", html.unescape(body).replace("\r", "")).strip()
 
 
+@functools.lru_cache(maxsize=100_000)
 def normalize_word(word):
-    """Lower case, no accents, no possessive: "Horowitz’s" → "horowitz"."""
-    word = unicodedata.normalize("NFKD", word.replace("’", "'"))
-    word = "".join(c for c in word if not unicodedata.combining(c)).casefold()
+    """Lower case, no accents, no possessive: "Horowitz’s" → "horowitz".
+
+    Cached: an article repeats most of its words, and the index its names'.
+    """
+    word = word.replace("’", "'")
+    if word.isascii():
+        word = word.lower()
+    else:
+        word = unicodedata.normalize("NFKD", word)
+        word = "".join(c for c in word if not unicodedata.combining(c)).casefold()
     return word[:-2] if word.endswith("'s") and len(word) > 2 else word
 
 
@@ -67,14 +78,21 @@ class Document:
         self.title_end = len(title)
         self.words, self.starts, self.ends, self.norms = [], [], [], []
         self.joined = []  # word i continues the phrase of word i-1
+        # Only a comma stands before word i: a known name may go on across it
+        # ("University of California, Berkeley"); a new name may not.
+        self.after_comma = []
         self.sentence_start = []
         self.paragraph = []  # paragraph number; the title is paragraph 0
         self.first_paragraph = 0 if not title else 1
-        paragraph, prev_end, prev_word = 0, 0, ""
-        for m in WORD_RE.finditer(self.text):
-            word, gap = m.group(), self.text[prev_end : m.start()]
+        text, paragraph, prev_end, prev_word = self.text, 0, 0, ""
+        for m in WORD_RE.finditer(text):
+            start, end = m.span()
+            word, gap = m.group(), text[prev_end:start]
+            comma = False
             if not self.words:
                 joined, starts = False, True
+            elif gap == " ":  # most gaps: the fast path
+                joined, starts = True, False
             elif "\n" in gap:
                 paragraph += 1
                 joined, starts = False, True
@@ -86,14 +104,16 @@ class Document:
             else:
                 joined = False
                 starts = bool(re.search(r"[.!?:]", gap)) or _opens_quote(gap)
+                comma = COMMA_GAP_RE.fullmatch(gap) is not None
             self.words.append(word)
-            self.starts.append(m.start())
-            self.ends.append(m.end())
+            self.starts.append(start)
+            self.ends.append(end)
             self.norms.append(normalize_word(word))
             self.joined.append(joined)
+            self.after_comma.append(comma)
             self.sentence_start.append(starts)
             self.paragraph.append(paragraph)
-            prev_end, prev_word = m.end(), word
+            prev_end, prev_word = end, word
         self.lower_words = {w for w in self.words if w.islower()}
 
     def __len__(self):
@@ -110,7 +130,8 @@ class Document:
         return self.words[i][0].isupper()
 
     def title_is_title_case(self):
-        words = [i for i in range(len(self)) if self.in_title(i) and len(self.words[i]) > 3]
+        in_title = bisect.bisect_left(self.starts, self.title_end)
+        words = [i for i in range(in_title) if len(self.words[i]) > 3]
         return len(words) > 2 and sum(self.capitalised(i) for i in words) >= 0.8 * len(words)
 
     def matchable(self):
@@ -118,7 +139,7 @@ class Document:
         and a map from each word's offset in it to the word's index."""
         parts, index, pos = [" "], {}, 1
         for i, norm in enumerate(self.norms):
-            if i and not self.joined[i]:
+            if i and not (self.joined[i] or self.after_comma[i]):
                 parts.append("| ")
                 pos += 2
             index[pos] = i
