@@ -199,13 +199,16 @@ def _person_start(doc, words):
     first name from which the rest is a short run of names ("Secretary of
     Housing and Urban Development Marcia Fudge" → "Marcia Fudge"), or None."""
     names = first_names()
+
+    def plain(rest):
+        return len(rest) <= 4 and not any(
+            n in CONNECTORS or n in ORG_WORDS or n in OFFICIAL_WORDS for n in rest
+        )
+
+    if words and plain([doc.norms[j] for j in words]):
+        return 0  # "Attorney General Merrick Garland": all of it
     for f, i in enumerate(words):
-        rest = [doc.norms[j] for j in words[f:]]
-        if (
-            doc.norms[i] in names
-            and len(rest) <= 4
-            and not any(n in CONNECTORS or n in ORG_WORDS or n in OFFICIAL_WORDS for n in rest)
-        ):
+        if doc.norms[i] in names and plain([doc.norms[j] for j in words[f:]]):
             return f
     return None
 
@@ -281,7 +284,13 @@ def _chunks(doc, run, in_title_case=False):
         if holder:
             chunks.append(_Chunk(holder, "person", after_title=True))
     elif current:
-        chunks.append(_Chunk(current, hint, suffix))
+        # "… Office of Intergovernmental Affairs Julie Chavez Rodriguez": an
+        # organisation, then the person who speaks for it.
+        f = _person_start(doc, current)
+        if f and f >= 2 and len(current) - f >= 2 and _names_org(doc, current[:f]):
+            chunks += [_Chunk(current[:f]), _Chunk(current[f:], "person")]
+        else:
+            chunks.append(_Chunk(current, hint, suffix))
 
     result = []
     for chunk in chunks:
@@ -473,7 +482,7 @@ def rule_candidates(doc, index, covered):
     # In "Governor Signs Water Bill" capitals say little: only a name after a
     # title or a known place counts.
     title_case = doc.title_is_title_case()
-    tally, singles, acronyms = Tally(), [], {}
+    tally, singles, acronyms, defined = Tally(), [], {}, set()
 
     for item, county in _county_lists(doc, skip):
         name = _surface(doc, item)
@@ -514,6 +523,7 @@ def rule_candidates(doc, index, covered):
             acronym = _acronym_after(doc, words)
             if acronym and not index.knows(acronym):
                 acronyms[acronym.casefold()] = key
+                defined.add(words[-1] + 1)  # the acronym in brackets: the same mention
                 if acronym not in entry[5]:
                     entry[5].append(acronym)
 
@@ -536,6 +546,8 @@ def rule_candidates(doc, index, covered):
         # not the Biden-Harris administration.
         if hint not in ("place", "civic", "person"):
             owners = owners or firsts.get(norm) or []
+        if i in defined:
+            continue
         if word.isupper() and norm in acronyms:
             owners = [acronyms[norm]]
         if len(owners) == 1:
@@ -548,6 +560,7 @@ def rule_candidates(doc, index, covered):
         if hint == "person" and norm not in OFFICIAL_WORDS:
             # "President Biden", "Governor DeSantis’ law", "Prime Minister Albanese".
             tally.add(f" {norm} ", _surface(doc, [i]), PERSON, doc, i)
+            people.setdefault(norm, []).append(f" {norm} ")  # "Biden’s plan" later on
             continue
         if norm in DEMONYMS or norm in OFFICIAL_WORDS:
             continue

@@ -62,3 +62,98 @@ def test_the_word_lists_are_read_from_the_package_data():
 
     assert {"attorney general", "mayor", "inspector general"} <= titles
     assert not any(word.startswith("#") or word != word.strip() for word in titles)
+
+
+def new_names(body, title=""):
+    return {c.name: c for c in extract(title, body, EntityIndex([]), backend="rules").new}
+
+
+@pytest.mark.parametrize(
+    "body, counties",
+    [
+        (
+            "The declaration covers Apache, Navajo and Coconino counties in Arizona.",
+            ["Apache County", "Navajo County", "Coconino County"],
+        ),
+        (
+            "Aid goes to the counties of Merced, Sacramento, and Santa Cruz.\nIt may grow.",
+            ["Merced County", "Sacramento County", "Santa Cruz County"],
+        ),
+        (
+            "Aid goes to Harris, Fort Bend, and San Jacinto Counties.",
+            ["Harris County", "Fort Bend County", "San Jacinto County"],
+        ),
+    ],
+)
+def test_each_county_of_a_list_is_a_place(body, counties):
+    found = new_names(body)
+
+    assert [name for name in found if name.endswith("County")] == counties
+    assert {found[name].kind for name in counties} == {Entity.Kind.PLACE}
+
+
+def test_an_acronym_defined_in_brackets_is_an_alias_of_its_name():
+    body = (
+        "The Federal Emergency Management Agency (FEMA) said it would help. "
+        "FEMA staff arrived on Monday, using video relay service (VRS)."
+    )
+
+    found = new_names(body)
+
+    assert list(found) == ["Federal Emergency Management Agency"]
+    fema = found["Federal Emergency Management Agency"]
+    assert (fema.kind, fema.aliases, fema.count) == (Entity.Kind.ORGANIZATION, ["FEMA"], 2)
+
+
+def test_a_person_is_found_after_any_title_and_an_office_in_it_is_an_organisation():
+    body = (
+        "National Climate Advisor Ali Zaidi, Attorney General Merrick Garland and "
+        "Director of White House Office of Intergovernmental Affairs Julie Chavez Rodriguez "
+        "met Gov. Katie Hobbs in Phoenix."
+    )
+
+    kinds = {name: c.kind for name, c in new_names(body).items()}
+
+    assert kinds == {
+        "Ali Zaidi": Entity.Kind.PERSON,
+        "Merrick Garland": Entity.Kind.PERSON,
+        "White House Office of Intergovernmental Affairs": Entity.Kind.ORGANIZATION,
+        "Julie Chavez Rodriguez": Entity.Kind.PERSON,
+        "Katie Hobbs": Entity.Kind.PERSON,
+        "Phoenix": Entity.Kind.PLACE,
+    }
+
+
+def test_two_titled_people_and_their_possessives_are_each_one_person():
+    body = (
+        "President Biden and Vice President Harris met Prime Minister Albanese. "
+        "Biden’s plan was discussed in the Attorney’s Office for the District of Oregon."
+    )
+
+    found = new_names(body)
+
+    assert {name: c.kind for name, c in found.items() if c.kind == Entity.Kind.PERSON} == {
+        "Biden": Entity.Kind.PERSON,
+        "Harris": Entity.Kind.PERSON,
+        "Albanese": Entity.Kind.PERSON,
+    }
+    assert found["Biden"].count == 2
+    assert "Biden’s plan" not in found
+
+
+def test_places_come_from_the_gazetteer_and_names_of_laws_are_not_proposed():
+    body = "Officials in Liberia and Nevada praised the Inflation Reduction Act on Monday."
+
+    assert {name: c.kind for name, c in new_names(body).items()} == {
+        "Liberia": Entity.Kind.PLACE,
+        "Nevada": Entity.Kind.PLACE,
+    }
+
+
+def test_addresses_and_lines_in_capitals_are_not_read():
+    body = (
+        "Apply at www.DisasterAssistance.gov or write to NEWS-DESK@AGENCY.GOV.\n"
+        "FOR FURTHER INFORMATION MEDIA SHOULD CONTACT THE NEWS DESK."
+    )
+
+    assert new_names(body) == {}
