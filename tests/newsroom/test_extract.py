@@ -1,8 +1,11 @@
 """Extraction end to end: the labelled set, the admin endpoint, load_seeds."""
 
 import io
+from collections import Counter
+from pathlib import Path
 
 import pytest
+import yaml
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
@@ -112,3 +115,61 @@ def test_load_seeds_creates_the_new_candidates_with_create_entities(tmp_path):
     assert tags["Jeff Sessions"] == ABOUT
     assert tags["El Paso"] == MENTIONS
     assert "created organization “Justice Department” (mentions)" in out
+
+
+REAL = Path(__file__).parent / "extraction_real"
+
+
+def test_the_real_set_is_half_development_half_held_out_with_a_source_for_each_text():
+    samples = load_set(REAL)
+
+    assert len(samples) >= 30
+    assert Counter(s.split for s in samples) == {"dev": 16, "heldout": 16}
+    for text in REAL.glob("*.yaml"):
+        labels = yaml.safe_load(text.read_text(encoding="utf-8"))
+        assert labels["source"].startswith("https://") and labels["licence"], text.name
+
+
+# Measured once, after the rules were written on the development half; the
+# issue's targets (new P 0.85, R 0.80) are not reached there yet: see README.
+HELD_OUT_NEW = {"precision": 0.77, "recall": 0.72, "kind": 0.91}
+HELD_OUT_KNOWN = {"precision": 0.98, "recall": 0.98}
+
+
+def test_new_names_on_the_held_out_half_of_real_news():
+    score = score_new(load_set(REAL, split="heldout"))
+
+    assert score.precision >= HELD_OUT_NEW["precision"], score.errors
+    assert score.recall >= HELD_OUT_NEW["recall"], score.errors
+    assert score.kind_accuracy >= HELD_OUT_NEW["kind"], score.errors
+
+
+@pytest.mark.django_db
+def test_known_entities_on_the_held_out_half_of_real_news():
+    samples = load_set(REAL, split="heldout")
+    for name, kind, aliases in labelled_entities(samples):
+        Entity.objects.create(name=name, kind=kind, aliases="\n".join(aliases))
+
+    score = score_known(samples, index=entity_index())
+
+    assert score.precision >= HELD_OUT_KNOWN["precision"], score.errors
+    assert score.recall >= HELD_OUT_KNOWN["recall"], score.errors
+
+
+def test_new_names_on_the_development_half_of_real_news():
+    score = score_new(load_set(REAL, split="dev"))
+
+    assert score.precision >= 0.95, score.errors
+    assert score.recall >= 0.94, score.errors
+    assert score.kind_accuracy >= 0.99, score.errors
+
+
+def test_evaluate_extraction_prints_each_split_and_the_worst_misses():
+    out = io.StringIO()
+
+    call_command("evaluate_extraction", str(REAL), stdout=out)
+
+    text = out.getvalue()
+    assert "== dev: 16 texts" in text and "== heldout: 16 texts" in text
+    assert text.count("new names:") == 2 and text.count("known entities:") == 2
+    assert "worst missed persons:" in text
