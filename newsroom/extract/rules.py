@@ -161,29 +161,31 @@ def _context(doc, i):
 def _runs(doc, skip):
     """Maximal runs of capitalised words (and connectors between them)."""
     run = []
-    for i in range(len(doc)):
+    words, norms, joined = doc.words, doc.norms, doc.joined
+    for i, word in enumerate(words):
+        capital = word[0].isupper() and word != "I"
         ok = i not in skip and (
-            (doc.capitalised(i) and doc.words[i] != "I")
-            or (run and doc.norms[i] in CONNECTORS)
+            capital
+            or (run and norms[i] in CONNECTORS)
             # "National Council on the Humanities", "Department of the Interior"
-            or (run and doc.norms[i] in ORG_CONNECTORS and _names_org(doc, run))
+            or (run and norms[i] in ORG_CONNECTORS and _names_org(doc, run))
             # "University of Texas at Austin"
-            or (run and doc.norms[i] == "at" and doc.norms[run[0]] == "university")
+            or (run and norms[i] == "at" and norms[run[0]] == "university")
         )
-        breaks = not doc.joined[i] or (
+        breaks = not joined[i] or (
             run
             and (
                 # "Biden’s Investing in America": a possessive ends a name,
                 # unless an organisation's name goes on ("Attorney’s Office").
-                (_possessive(doc.words[run[-1]]) and doc.norms[i] not in ORG_WORDS)
+                (_possessive(words[run[-1]]) and norms[i] not in ORG_WORDS)
                 # "Gerard M. Stolar of FEMA": a person is not "of" an acronym.
-                or (doc.norms[i] == "of" and i + 1 < len(doc) and doc.words[i + 1].isupper())
+                or (norms[i] == "of" and i + 1 < len(words) and words[i + 1].isupper())
             )
         )
         if run and (not ok or breaks):
             yield run
             run = []
-        if ok and (run or (doc.capitalised(i) and doc.words[i] != "I")):
+        if ok and (run or capital):
             run.append(i)
     if run:
         yield run
@@ -439,6 +441,8 @@ def _list_items(doc, i, step, skip):
 def _county_lists(doc, skip):
     """Places named in lists of counties: each item and its county word."""
     found = []
+    if COUNTY_WORDS.isdisjoint(doc.norms):
+        return found
     for i, norm in enumerate(doc.norms):
         if norm not in COUNTY_WORDS:
             continue

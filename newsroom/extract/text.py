@@ -76,44 +76,40 @@ class Document:
             title = ""  # the loader uses the first sentence as the title
         self.text = f"{title}\n\n{body}" if title else body
         self.title_end = len(title)
-        self.words, self.starts, self.ends, self.norms = [], [], [], []
-        self.joined = []  # word i continues the phrase of word i-1
+        matches = list(WORD_RE.finditer(self.text))
+        self.words = words = [m.group() for m in matches]
+        self.starts = [m.start() for m in matches]
+        self.ends = [m.end() for m in matches]
+        self.norms = list(map(normalize_word, words))
+        n = len(words)
+        self.joined = [True] * n  # word i continues the phrase of word i-1
         # Only a comma stands before word i: a known name may go on across it
         # ("University of California, Berkeley"); a new name may not.
-        self.after_comma = []
-        self.sentence_start = []
-        self.paragraph = []  # paragraph number; the title is paragraph 0
+        self.after_comma = [False] * n
+        self.sentence_start = [False] * n
+        self.paragraph = [0] * n  # paragraph number; the title is paragraph 0
         self.first_paragraph = 0 if not title else 1
-        text, paragraph, prev_end, prev_word = self.text, 0, 0, ""
-        for m in WORD_RE.finditer(text):
-            start, end = m.span()
-            word, gap = m.group(), text[prev_end:start]
-            comma = False
-            if not self.words:
-                joined, starts = False, True
-            elif gap == " ":  # most gaps: the fast path
-                joined, starts = True, False
-            elif "\n" in gap:
+        if n:
+            self.joined[0], self.sentence_start[0] = False, True
+        text, paragraph = self.text, 0
+        for i in range(1, n):
+            gap = text[self.ends[i - 1] : self.starts[i]]
+            if gap == " ":  # most gaps: the fast path
+                self.paragraph[i] = paragraph
+                continue
+            if "\n" in gap:
                 paragraph += 1
                 joined, starts = False, True
             elif JOINING_GAP_RE.fullmatch(gap) or (
                 ABBREVIATION_GAP_RE.fullmatch(gap)
-                and (len(prev_word) == 1 or prev_word.lower() in ABBREVIATIONS)
+                and (len(words[i - 1]) == 1 or words[i - 1].lower() in ABBREVIATIONS)
             ):
                 joined, starts = True, False
             else:
                 joined = False
                 starts = bool(re.search(r"[.!?:]", gap)) or _opens_quote(gap)
-                comma = COMMA_GAP_RE.fullmatch(gap) is not None
-            self.words.append(word)
-            self.starts.append(start)
-            self.ends.append(end)
-            self.norms.append(normalize_word(word))
-            self.joined.append(joined)
-            self.after_comma.append(comma)
-            self.sentence_start.append(starts)
-            self.paragraph.append(paragraph)
-            prev_end, prev_word = end, word
+                self.after_comma[i] = COMMA_GAP_RE.fullmatch(gap) is not None
+            self.joined[i], self.sentence_start[i], self.paragraph[i] = joined, starts, paragraph
         self.lower_words = {w for w in self.words if w.islower()}
 
     def __len__(self):
