@@ -102,14 +102,14 @@ def first_names():
 
     path = Path(gender_guesser.__file__).parent / "data" / "nam_dict.txt"
     names = set()
+    common = re.compile("[2-9A-D]").search
     with path.open(encoding="iso8859-1") as lines:
         for line in lines:
             # Columns 30 on: how common the name is in each country, " " or 1-D.
-            if line[0] == "#" or len(line) < 31:
-                continue
-            name = line[3:29].strip()
-            if name.isalpha() and any(c in "23456789ABCD" for c in line[30:]):
-                names.add(name.casefold())
+            if line[0] != "#" and common(line, 30):
+                name = line[3:29].strip()
+                if name.isalpha():
+                    names.add(name.casefold())
     return frozenset(names - STOPWORDS - CALENDAR - {"the"})
 
 
