@@ -76,9 +76,8 @@ OFFICIAL_WORDS = word_list("official_words")
 EVENT_WORDS = word_list("event_words")
 # Organisations named by one word: "Congress".
 INSTITUTIONS = word_list("institutions")
-# Places: countries, US states and counties, cities (data/places.txt, from
-# GeoNames) and regions (data/regions.txt), as name keys.
-PLACES = {name_key(place) for place in word_list("places") | word_list("regions")}
+
+
 # "the counties of Merced, Sacramento, and Santa Cruz", "Apache and Navajo counties".
 COUNTY_WORDS = {"county", "counties", "parish", "parishes"}
 # Organisations a person's title names: "Director of the … Office of …".
@@ -111,6 +110,14 @@ def first_names():
                 if name.isalpha():
                     names.add(name.casefold())
     return frozenset(names - STOPWORDS - CALENDAR - {"the"})
+
+
+@functools.cache
+def places():
+    """Places as name keys: countries, US states and counties, cities
+    (data/places.txt, from GeoNames) and regions (data/regions.txt). Read on
+    first use, as it is 11,000 names."""
+    return frozenset(name_key(place) for place in word_list("places") | word_list("regions"))
 
 
 @dataclass
@@ -329,7 +336,7 @@ def _guess_kind(doc, chunk):
     norms = [doc.norms[i] for i in chunk.words]
     key = " " + " ".join(norms) + " "
     acronym = any(len(doc.words[i]) > 1 and doc.words[i].isupper() for i in chunk.words)
-    if key in PLACES and not chunk.suffix:
+    if key in places() and not chunk.suffix:
         return PLACE
     if (
         chunk.suffix
@@ -343,7 +350,7 @@ def _guess_kind(doc, chunk):
         # "Miami Hurricanes": a place and a plural is a team.
         or (
             len(norms) > 1
-            and " " + " ".join(norms[:-1]) + " " in PLACES
+            and " " + " ".join(norms[:-1]) + " " in places()
             and norms[-1].endswith("s")
             and norms[-1] not in PLACE_WORDS
         )
@@ -510,7 +517,7 @@ def rule_candidates(doc, index, covered):
                     ):
                         n += 1  # "Karine Jean-Pierre", "Joseph R. Biden"
                     words = chunk.words = words[:n]
-                elif not chunk.after_title and name_key(_surface(doc, words)) not in PLACES:
+                elif not chunk.after_title and name_key(_surface(doc, words)) not in places():
                     continue
             if doc.norms[words[-1]] in EVENT_WORDS and not _names_org(doc, words[:-1]):
                 continue  # "U.S.-Africa Leaders Summit", "CHIPS and Science Act"
@@ -568,7 +575,7 @@ def rule_candidates(doc, index, covered):
             continue
         if norm in DEMONYMS or norm in OFFICIAL_WORDS:
             continue
-        if norm.endswith(DEMONYM_ENDINGS) and f" {norm} " not in PLACES:
+        if norm.endswith(DEMONYM_ENDINGS) and f" {norm} " not in places():
             continue
         if norm in INSTITUTIONS and not doc.sentence_start[i]:
             tally.add(f" {norm} ", _surface(doc, [i]), ORGANIZATION, doc, i)
@@ -577,7 +584,7 @@ def rule_candidates(doc, index, covered):
             if word not in ACRONYM_STOP and len(word) <= 6 and not _common_acronym(doc, i):
                 tally.add(f" {norm} ", word, ORGANIZATION, doc, i)
             continue
-        if f" {norm} " in PLACES:
+        if f" {norm} " in places():
             tally.add(f" {norm} ", _surface(doc, [i]), PLACE, doc, i)
             continue
         if norm in doc.lower_words:
