@@ -3,7 +3,9 @@ their form ("Rod Rosenstein", "… Department", "The … Times", "… administra
 "in El Paso"), each with a guessed kind.
 
 The word lists the rules read live in data/*.txt, one word or phrase a line
-("#" starts a comment); they are read once, when this module is imported.
+("#" starts a comment); they are read when this module is imported, except
+the two long ones — the gazetteer (data/places.txt) and the first names of
+gender-guesser's dictionary — which are read on first use.
 """
 
 import bisect
@@ -11,6 +13,9 @@ import functools
 import re
 from dataclasses import dataclass, field
 from importlib.resources import files
+from pathlib import Path
+
+import gender_guesser
 
 from .known import strip_the
 from .text import ORGANIZATION, PERSON, PLACE, name_key, role
@@ -44,6 +49,7 @@ CALENDAR = word_list("calendar")
 # an organisation's: "Council on the Humanities".
 CONNECTORS = {"of", "for", "and", "de", "del", "da", "di", "du", "van", "von", "der", "la"}
 ORG_CONNECTORS = {"on", "the", "with"}
+ALL_CONNECTORS = CONNECTORS | ORG_CONNECTORS
 # Titles before a name; what follows is a person ("Attorney General Jeff Sessions").
 TITLES = word_list("titles")
 TITLE_STARTS = {title.split()[0] for title in TITLES}
@@ -76,8 +82,6 @@ OFFICIAL_WORDS = word_list("official_words")
 EVENT_WORDS = word_list("event_words")
 # Organisations named by one word: "Congress".
 INSTITUTIONS = word_list("institutions")
-
-
 # "the counties of Merced, Sacramento, and Santa Cruz", "Apache and Navajo counties".
 COUNTY_WORDS = {"county", "counties", "parish", "parishes"}
 # Organisations a person's title names: "Director of the … Office of …".
@@ -95,10 +99,6 @@ def first_names():
     Its data file is read directly: the detector builds a far larger table
     than the names alone.
     """
-    from pathlib import Path
-
-    import gender_guesser
-
     path = Path(gender_guesser.__file__).parent / "data" / "nam_dict.txt"
     names = set()
     common = re.compile("[2-9A-D]").search
@@ -226,11 +226,11 @@ def _titled(doc, words):
     """Split the words after a title into the office its holder heads, if the
     title names one ("Director of the White House Office of …"), and the
     holder's name."""
-    while words and doc.norms[words[-1]] in CONNECTORS | ORG_CONNECTORS:
+    while words and doc.norms[words[-1]] in ALL_CONNECTORS:
         words = words[:-1]  # "President Weah for …"
     f = _person_start(doc, words)
     if f is None:
-        if any(doc.norms[i] in CONNECTORS | ORG_CONNECTORS for i in words):
+        if any(doc.norms[i] in ALL_CONNECTORS for i in words):
             return None, []  # "Secretary of Education"
         return None, words
     office = words[:f]
@@ -239,6 +239,16 @@ def _titled(doc, words):
     if office and any(doc.norms[i] in OFFICE_WORDS for i in office):
         return office, words[f:]
     return None, words[f:]
+
+
+def _holder(doc, words, in_title_case):
+    """Chunks for the words after a title: the holder, and the office the title
+    names. In a title-case headline the words are cut later."""
+    office, holder = _titled(doc, words) if not in_title_case else (None, words)
+    chunks = [_Chunk(office)] if office else []
+    if holder:
+        chunks.append(_Chunk(holder, "person", after_title=True))
+    return chunks
 
 
 def _chunks(doc, run, in_title_case=False):
@@ -271,11 +281,7 @@ def _chunks(doc, run, in_title_case=False):
             title = " ".join(doc.norms[j] for j in run[k : k + n])
             if current and titled:
                 # "President Biden and Vice President Harris"
-                office, holder = _titled(doc, current) if not in_title_case else (None, current)
-                if office:
-                    chunks.append(_Chunk(office))
-                if holder:
-                    chunks.append(_Chunk(holder, "person", after_title=True))
+                chunks += _holder(doc, current, in_title_case)
             elif current:
                 # "Justice Department Inspector General …", "Mesa Mayor …"; other
                 # words before a title are part of it ("National Climate Advisor").
@@ -287,11 +293,7 @@ def _chunks(doc, run, in_title_case=False):
             current.append(run[k])
             k += 1
     if current and titled:
-        office, holder = _titled(doc, current) if not in_title_case else (None, current)
-        if office:
-            chunks.append(_Chunk(office))
-        if holder:
-            chunks.append(_Chunk(holder, "person", after_title=True))
+        chunks += _holder(doc, current, in_title_case)
     elif current:
         # "… Office of Intergovernmental Affairs Julie Chavez Rodriguez": an
         # organisation, then the person who speaks for it.
@@ -325,8 +327,7 @@ def _chunks(doc, run, in_title_case=False):
             result.append(chunk)
     for chunk in result:
         while chunk.words and (
-            doc.norms[chunk.words[-1]] in CONNECTORS | ORG_CONNECTORS
-            or doc.norms[chunk.words[-1]] in CALENDAR
+            doc.norms[chunk.words[-1]] in ALL_CONNECTORS or doc.norms[chunk.words[-1]] in CALENDAR
         ):
             chunk.words.pop()
     return [c for c in result if c.words]
