@@ -13,9 +13,8 @@ import functools
 import re
 from dataclasses import dataclass, field
 from importlib.resources import files
+from importlib.util import find_spec
 from pathlib import Path
-
-import gender_guesser
 
 from .known import strip_the
 from .text import ORGANIZATION, PERSON, PLACE, name_key, role
@@ -99,7 +98,8 @@ def first_names():
     Its data file is read directly: the detector builds a far larger table
     than the names alone.
     """
-    path = Path(gender_guesser.__file__).parent / "data" / "nam_dict.txt"
+    # Found, not imported: only the data file (GNU FDL) is used, not the code.
+    path = Path(find_spec("gender_guesser").origin).parent / "data" / "nam_dict.txt"
     names = set()
     common = re.compile("[2-9A-D]").search
     with path.open(encoding="iso8859-1") as lines:
