@@ -1,11 +1,15 @@
+"""Extraction end to end: the labelled set, the admin endpoint, load_seeds."""
+
 import io
+from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
-from newsroom.extract import ABOUT, MENTIONS, EntityIndex, entity_index, extract
+from newsroom.extract import ABOUT, MENTIONS, entity_index, extract
 from newsroom.management.commands.evaluate_extraction import (
     labelled_entities,
     load_set,
@@ -14,125 +18,7 @@ from newsroom.management.commands.evaluate_extraction import (
 )
 from newsroom.models import Article, ArticleEntity, Entity
 from tests.factories import make_staff
-
-SET = Path(__file__).parent / "extraction_set"
-REFERENCE = (SET / "00_reference.txt").read_text(encoding="utf-8")
-# Without front matter the loader takes the first sentence as the title.
-REFERENCE_TITLE = REFERENCE.split(". ")[0] + "."
-
-REFERENCE_ENTITIES = [
-    ("Jeff Sessions", Entity.Kind.PERSON),
-    ("Rod Rosenstein", Entity.Kind.PERSON),
-    ("Michael Horowitz", Entity.Kind.PERSON),
-    ("Justice Department", Entity.Kind.ORGANIZATION),
-    ("The New York Times", Entity.Kind.ORGANIZATION),
-    ("El Paso", Entity.Kind.PLACE),
-]
-
-
-def make_entities(pairs):
-    return [Entity.objects.create(name=name, kind=kind) for name, kind in pairs]
-
-
-def known_by_name(title, body):
-    return {k.name: k for k in extract(title, body).known}
-
-
-@pytest.mark.django_db
-def test_it_finds_the_known_entities_of_the_reference_article():
-    make_entities(REFERENCE_ENTITIES)
-
-    found = known_by_name(REFERENCE_TITLE, REFERENCE)
-
-    assert set(found) == {name for name, _ in REFERENCE_ENTITIES}
-    assert found["Jeff Sessions"].first == REFERENCE.index("Jeff Sessions")
-
-
-@pytest.mark.django_db
-def test_it_maps_a_bare_surname_to_the_full_name():
-    make_entities(REFERENCE_ENTITIES)
-
-    found = known_by_name(REFERENCE_TITLE, REFERENCE)
-
-    # One "Jeff Sessions", then "Sessions" alone six times.
-    assert REFERENCE.count("Jeff Sessions") == 1
-    assert found["Jeff Sessions"].count == REFERENCE.count("Sessions")
-    assert found["Rod Rosenstein"].count == REFERENCE.count("Rosenstein")
-
-
-@pytest.mark.django_db
-def test_a_bare_surname_alone_is_not_the_person():
-    make_entities(REFERENCE_ENTITIES)
-
-    assert known_by_name("", "Sessions of the committee ran late. Sessions said so.") == {}
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize("apostrophe", ["’", "'"])
-def test_it_reads_possessives_with_either_apostrophe(apostrophe):
-    make_entities(REFERENCE_ENTITIES)
-    body = f"Michael Horowitz led it.\nLater, Horowitz{apostrophe}s report was published."
-
-    found = known_by_name("", body)
-
-    assert found["Michael Horowitz"].count == 2
-
-
-@pytest.mark.django_db
-def test_it_suggests_about_for_sessions_and_rosenstein_only():
-    make_entities(REFERENCE_ENTITIES)
-
-    roles = {name: k.role for name, k in known_by_name(REFERENCE_TITLE, REFERENCE).items()}
-
-    assert roles == {
-        "Jeff Sessions": ABOUT,
-        "Rod Rosenstein": ABOUT,
-        "Michael Horowitz": MENTIONS,
-        "Justice Department": MENTIONS,
-        "The New York Times": MENTIONS,
-        "El Paso": MENTIONS,
-    }
-
-
-@pytest.mark.django_db
-def test_a_name_in_the_title_is_about_and_one_mention_later_is_mentions():
-    make_entities(
-        [("Harbor Foods", Entity.Kind.ORGANIZATION), ("Lazard", Entity.Kind.ORGANIZATION)]
-    )
-    body = "<p>The grocer agreed a deal.</p><p>It was advised by Lazard.</p>"
-
-    found = known_by_name("Harbor Foods buys a rival", body)
-
-    assert found["Harbor Foods"].role == ABOUT
-    assert found["Lazard"].role == MENTIONS
-
-
-@pytest.mark.django_db
-def test_it_ignores_case_punctuation_and_accents():
-    make_entities([("Justice Department", Entity.Kind.ORGANIZATION)])
-    Entity.objects.create(name="José Ortega", kind=Entity.Kind.PERSON)
-
-    found = known_by_name("", "THE JUSTICE-DEPARTMENT said Jose Ortega was right.")
-
-    assert set(found) == {"Justice Department", "José Ortega"}
-
-
-@pytest.mark.django_db
-def test_it_matches_aliases_and_prefers_the_longest_name():
-    Entity.objects.create(name="Harbor Foods", kind=Entity.Kind.ORGANIZATION, aliases="Harbor\n")
-    Entity.objects.create(name="Harbor Avenue", kind=Entity.Kind.PLACE)
-
-    found = known_by_name("", "A bakery on Harbor Avenue. Harbor's shares fell.")
-
-    assert found["Harbor Avenue"].count == 1
-    assert found["Harbor Foods"].count == 1
-
-
-@pytest.mark.django_db
-def test_a_lowercase_common_word_is_not_a_one_word_entity():
-    Entity.objects.create(name="Mesa", kind=Entity.Kind.PLACE)
-
-    assert known_by_name("", "They climbed a mesa. The sessions ran late.") == {}
+from tests.newsroom.reference import REFERENCE, REFERENCE_ENTITIES, SET, make_entities
 
 
 @pytest.mark.django_db
@@ -146,87 +32,6 @@ def test_it_reads_html_and_gives_offsets_in_the_plain_text():
     assert result.text == "Attorney General Jeff\xa0Sessions spoke.\nIn El Paso."
     assert result.text[first["Jeff Sessions"] :].startswith("Jeff")
     assert result.text[first["El Paso"] :].startswith("El Paso")
-
-
-@pytest.mark.django_db
-def test_the_automaton_is_rebuilt_after_an_entity_is_added_renamed_or_deleted():
-    text = "Acme Widgets and Bolt Widgets both reported profits."
-    assert known_by_name("", text) == {}
-
-    acme = Entity.objects.create(name="Acme Widgets", kind=Entity.Kind.ORGANIZATION)
-    assert set(known_by_name("", text)) == {"Acme Widgets"}
-
-    acme.name = "Bolt Widgets"
-    acme.save()
-    assert set(known_by_name("", text)) == {"Bolt Widgets"}
-
-    acme.aliases = "Acme Widgets"
-    acme.save()
-    assert known_by_name("", text)["Bolt Widgets"].count == 2
-
-    acme.delete()
-    assert known_by_name("", text) == {}
-
-
-@pytest.mark.django_db
-def test_an_unchanged_table_costs_one_query_per_extraction(django_assert_num_queries):
-    make_entities(REFERENCE_ENTITIES)
-    extract("", REFERENCE)  # builds the index
-
-    with django_assert_num_queries(1):
-        index = entity_index()
-    with django_assert_num_queries(1):
-        extract("", REFERENCE)
-    assert entity_index() is index
-
-
-def test_new_candidates_of_the_reference_article_have_the_right_kinds():
-    result = extract(REFERENCE_TITLE, REFERENCE, EntityIndex([]), backend="rules")
-
-    kinds = {c.name: c.kind for c in result.new}
-    assert kinds == {
-        "Jeff Sessions": Entity.Kind.PERSON,
-        "Rod Rosenstein": Entity.Kind.PERSON,
-        "Michael Horowitz": Entity.Kind.PERSON,
-        "Justice Department": Entity.Kind.ORGANIZATION,
-        "The New York Times": Entity.Kind.ORGANIZATION,
-        "El Paso": Entity.Kind.PLACE,
-        # Labelled too, and right: the design names both.
-        "United States": Entity.Kind.PLACE,
-        "Trump administration": Entity.Kind.ORGANIZATION,
-    }
-
-
-def test_new_candidates_carry_no_sentence_initial_noise():
-    body = (
-        "However, the mayor resigned. One aide said so. In May the council met. "
-        "The Council met again. Just then, Maria Lopez arrived in Santa Fe."
-    )
-
-    names = [c.name for c in extract("", body, EntityIndex([]), backend="rules").new]
-
-    assert names == ["Maria Lopez", "Santa Fe"]
-
-
-def test_titles_before_a_name_are_not_part_of_it():
-    body = "Justice Department Inspector General Michael Horowitz wrote it. Mayor Ann Lee agreed."
-
-    kinds = {c.name: c.kind for c in extract("", body, EntityIndex([]), backend="rules").new}
-
-    assert kinds == {
-        "Justice Department": Entity.Kind.ORGANIZATION,
-        "Michael Horowitz": Entity.Kind.PERSON,
-        "Ann Lee": Entity.Kind.PERSON,
-    }
-
-
-@pytest.mark.django_db
-def test_known_entities_are_not_proposed_again():
-    make_entities(REFERENCE_ENTITIES)
-
-    new = {c.name for c in extract(REFERENCE_TITLE, REFERENCE, backend="rules").new}
-
-    assert new == {"United States", "Trump administration"}
 
 
 @pytest.mark.django_db
@@ -310,3 +115,61 @@ def test_load_seeds_creates_the_new_candidates_with_create_entities(tmp_path):
     assert tags["Jeff Sessions"] == ABOUT
     assert tags["El Paso"] == MENTIONS
     assert "created organization “Justice Department” (mentions)" in out
+
+
+REAL = Path(__file__).parent / "extraction_real"
+
+
+def test_the_real_set_is_half_development_half_held_out_with_a_source_for_each_text():
+    samples = load_set(REAL)
+
+    assert len(samples) >= 30
+    assert Counter(s.split for s in samples) == {"dev": 16, "heldout": 16}
+    for text in REAL.glob("*.yaml"):
+        labels = yaml.safe_load(text.read_text(encoding="utf-8"))
+        assert labels["source"].startswith("https://") and labels["licence"], text.name
+
+
+# Measured once, after the rules were written on the development half; the
+# issue's targets (new P 0.85, R 0.80) are not reached there yet: see README.
+HELD_OUT_NEW = {"precision": 0.77, "recall": 0.72, "kind": 0.91}
+HELD_OUT_KNOWN = {"precision": 0.98, "recall": 0.98}
+
+
+def test_new_names_on_the_held_out_half_of_real_news():
+    score = score_new(load_set(REAL, split="heldout"))
+
+    assert score.precision >= HELD_OUT_NEW["precision"], score.errors
+    assert score.recall >= HELD_OUT_NEW["recall"], score.errors
+    assert score.kind_accuracy >= HELD_OUT_NEW["kind"], score.errors
+
+
+@pytest.mark.django_db
+def test_known_entities_on_the_held_out_half_of_real_news():
+    samples = load_set(REAL, split="heldout")
+    for name, kind, aliases in labelled_entities(samples):
+        Entity.objects.create(name=name, kind=kind, aliases="\n".join(aliases))
+
+    score = score_known(samples, index=entity_index())
+
+    assert score.precision >= HELD_OUT_KNOWN["precision"], score.errors
+    assert score.recall >= HELD_OUT_KNOWN["recall"], score.errors
+
+
+def test_new_names_on_the_development_half_of_real_news():
+    score = score_new(load_set(REAL, split="dev"))
+
+    assert score.precision >= 0.95, score.errors
+    assert score.recall >= 0.94, score.errors
+    assert score.kind_accuracy >= 0.99, score.errors
+
+
+def test_evaluate_extraction_prints_each_split_and_the_worst_misses():
+    out = io.StringIO()
+
+    call_command("evaluate_extraction", str(REAL), stdout=out)
+
+    text = out.getvalue()
+    assert "== dev: 16 texts" in text and "== heldout: 16 texts" in text
+    assert text.count("new names:") == 2 and text.count("known entities:") == 2
+    assert "worst missed persons:" in text

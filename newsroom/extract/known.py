@@ -1,0 +1,131 @@
+"""Known entities: one Aho-Corasick automaton over the normalised words of
+every entity's name and aliases (and a person's surname), cached per process
+and rebuilt when the Entity table changes.
+"""
+
+import threading
+from dataclasses import dataclass
+
+import ahocorasick
+from django.db.models import Count, Max
+
+from ..models import Entity
+from .text import PERSON, name_key, role
+
+
+@dataclass
+class Known:
+    """An Entity the text names; `first` is an offset in Extraction.text."""
+
+    id: int
+    name: str
+    kind: str
+    count: int
+    first: int
+    role: str
+
+
+NAME_SUFFIXES = {"jr", "sr", "ii", "iii", "iv"}
+
+
+class EntityIndex:
+    """One automaton over every name, alias and person's surname."""
+
+    def __init__(self, rows):
+        """rows: (id, name, kind, aliases text) for every entity."""
+        self.entities = {}
+        entries = {}  # key → [(entity id, is a bare surname)]
+        for pk, name, kind, aliases in rows:
+            self.entities[pk] = (name, kind)
+            labels = [name, *(a.strip() for a in aliases.splitlines())]
+            for label in filter(None, labels):
+                for key in _label_keys(label):
+                    entries.setdefault(key, []).append((pk, False))
+            words = [w for w in name_key(name).split() if w not in NAME_SUFFIXES]
+            if kind == PERSON and len(words) >= 2:
+                entries.setdefault(f" {words[-1]} ", []).append((pk, True))
+        self.automaton = ahocorasick.Automaton()
+        for key, found in entries.items():
+            self.automaton.add_word(key, (len(key), key.count(" ") - 1, tuple(found)))
+        if entries:
+            self.automaton.make_automaton()
+
+    def knows(self, name):
+        """Is this name (or a surname) already an entity's?"""
+        key = name_key(name)
+        return bool(key) and (key in self.automaton or strip_the(key) in self.automaton)
+
+    def find(self, doc):
+        """Known entities in doc, and the set of word indexes they cover."""
+        if not len(self.automaton):
+            return [], set()
+        text, word_at = doc.matchable()
+        matches = []
+        for end, (length, n, found) in self.automaton.iter(text):
+            i = word_at[end - length + 2]
+            # A single lower-case word is a common noun: "sessions", "mesa".
+            if n == 1 and doc.words[i].islower():
+                continue
+            matches.append((i, n, found))
+        # Leftmost-longest: "Harbor Avenue" wins over the alias "Harbor".
+        matches.sort(key=lambda m: (m[0], -m[1]))
+        chosen, covered_to = [], 0
+        for i, n, found in matches:
+            if i >= covered_to:
+                chosen.append((i, n, found))
+                covered_to = i + n
+        named = {pk for _, _, found in chosen for pk, surname in found if not surname}
+
+        hits, covered = {}, set()
+        for i, n, found in chosen:
+            by_name = [pk for pk, surname in found if not surname]
+            by_surname = [pk for pk, surname in found if surname and pk in named]
+            # A surname of someone named in full beats an alias: in a text
+            # about Dr. Marcus Webb, "Webb" is him, not the Webb telescope.
+            pks = by_surname[:1] or by_name
+            for pk in pks:
+                hit = hits.setdefault(pk, [0, doc.starts[i], False])
+                hit[0] += 1
+                hit[2] = hit[2] or doc.leads(i)
+            if pks:
+                covered.update(range(i, i + n))
+        known = [
+            Known(pk, *self.entities[pk], count, first, role(leads, count))
+            for pk, (count, first, leads) in hits.items()
+        ]
+        known.sort(key=lambda k: k.first)
+        return known, covered
+
+
+def strip_the(key):
+    return key[4:] if key.startswith(" the ") and len(key) > 5 else key
+
+
+def _label_keys(label):
+    key = name_key(label)
+    if not key:
+        return []
+    keys = {key, strip_the(key)}
+    words = key.split()
+    if len(words) > 1 and all(len(w) == 1 for w in words):
+        keys.add(" " + "".join(words) + " ")  # "U.S." also matches "US"
+    return keys
+
+
+_cache = {"version": None, "index": None}
+_cache_lock = threading.Lock()
+
+
+def entity_index():
+    """The index of the Entity table, rebuilt when the table has changed.
+
+    The version is one aggregate query; count and max(id) change on add and
+    delete, max(updated_at) on every save (a rename or new alias).
+    """
+    version = tuple(Entity.objects.aggregate(Count("id"), Max("id"), Max("updated_at")).values())
+    with _cache_lock:
+        if _cache["version"] != version:
+            rows = Entity.objects.values_list("id", "name", "kind", "aliases")
+            _cache["index"] = EntityIndex(rows.iterator(chunk_size=2000))
+            _cache["version"] = version
+        return _cache["index"]

@@ -1,0 +1,607 @@
+"""New candidates by rule: proper names that are not entities yet, found by
+their form ("Rod Rosenstein", "… Department", "The … Times", "… administration",
+"in El Paso"), each with a guessed kind.
+
+The word lists the rules read live in data/*.txt, one word or phrase a line
+("#" starts a comment); they are read when this module is imported, except
+the two long ones — the gazetteer (data/places.txt) and the first names of
+gender-guesser's dictionary — which are read on first use.
+"""
+
+import bisect
+import functools
+import re
+from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.util import find_spec
+from pathlib import Path
+
+from .known import strip_the
+from .text import ORGANIZATION, PERSON, PLACE, name_key, role
+
+
+def word_list(name):
+    """The words of data/NAME.txt as a set."""
+    text = files(__package__).joinpath("data", f"{name}.txt").read_text(encoding="utf-8")
+    lines = (line.strip() for line in text.splitlines())
+    return {line for line in lines if line and not line.startswith("#")}
+
+
+@dataclass
+class Candidate:
+    """A proper name that is not an entity yet, with a guessed kind, and the
+    other forms the text gives it ("FEMA" for "Federal Emergency Management
+    Agency (FEMA)")."""
+
+    name: str
+    kind: str
+    count: int
+    first: int
+    role: str
+    aliases: list = field(default_factory=list)
+
+
+# Words that start a sentence or a capitalised run but never a name.
+STOPWORDS = word_list("stopwords")
+CALENDAR = word_list("calendar")
+# Lower-case words allowed inside a name: "Department of Justice"; and inside
+# an organisation's: "Council on the Humanities".
+CONNECTORS = {"of", "for", "and", "de", "del", "da", "di", "du", "van", "von", "der", "la"}
+ORG_CONNECTORS = {"on", "the", "with"}
+ALL_CONNECTORS = CONNECTORS | ORG_CONNECTORS
+# Titles before a name; what follows is a person ("Attorney General Jeff Sessions").
+TITLES = word_list("titles")
+TITLE_STARTS = {title.split()[0] for title in TITLES}
+# Titles whose holder is named after a place: "Mesa Mayor Karen Holloway".
+CIVIC_TITLES = {"mayor", "governor", "gov"}
+# Lower-case words in front of a person's name: "winger Amara Diallo".
+ROLE_NOUNS = word_list("role_nouns")
+# Words that make a name an organisation, wherever they stand in it, and
+# words that do so at its start ("University of …").
+ORG_WORDS = word_list("org_words")
+ORG_PREFIXES = word_list("org_prefixes")
+# "The … Times": a capitalised "The" that belongs to the name.
+NEWSPAPER_WORDS = word_list("newspaper_words")
+# Words that make a name a place at its end ("… County") or its start ("San …").
+PLACE_WORDS = word_list("place_words")
+PLACE_PREFIXES = word_list("place_prefixes")
+# Lower-case words before a place: "in El Paso", "into the United States".
+PLACE_PREPOSITIONS = {"in", "at", "near", "from", "into", "across", "outside", "inside",
+                      "throughout", "around", "toward", "towards"}  # fmt: skip
+# Upper-case words that are not organisations ("CEO", "GDP").
+ACRONYM_STOP = word_list("acronym_stop")
+# Capitalised words that are not names ("Republicans", "Internet").
+DEMONYM_ENDINGS = ("ian", "ians", "ese", "ish", "ans")
+DEMONYMS = word_list("demonyms")
+# Capitalised words of official prose that name nothing alone ("Federal
+# funding", "the Administration", "Tribal communities").
+OFFICIAL_WORDS = word_list("official_words")
+# Last words of the names of laws, events and plans: not people, organisations
+# or places ("CHIPS and Science Act", "U.S.-Africa Leaders Summit").
+EVENT_WORDS = word_list("event_words")
+# Organisations named by one word: "Congress".
+INSTITUTIONS = word_list("institutions")
+# "the counties of Merced, Sacramento, and Santa Cruz", "Apache and Navajo counties".
+COUNTY_WORDS = {"county", "counties", "parish", "parishes"}
+# Organisations a person's title names: "Director of the … Office of …".
+OFFICE_WORDS = {"office", "department", "agency", "council", "committee", "commission",
+                "bureau", "administration", "service", "board"}  # fmt: skip
+# Names in e-mail and web addresses are not names: "FEMA-NEWS-DESK@FEMA.DHS.GOV".
+ADDRESS_MARKS = ("@", "://", "www.", ".gov", ".com", ".org", ".net", ".edu")
+ADDRESS_RE = re.compile(r"\S+@\S+|(?:https?://|www\.)\S+|\b\S+\.(?:gov|com|org|net|edu)\b\S*", re.I)
+
+
+@functools.cache
+def first_names():
+    """First names, lower case, from gender-guesser's dictionary (read once).
+
+    Its data file is read directly: the detector builds a far larger table
+    than the names alone.
+    """
+    # Found, not imported: only the data file (GNU FDL) is used, not the code.
+    path = Path(find_spec("gender_guesser").origin).parent / "data" / "nam_dict.txt"
+    names = set()
+    common = re.compile("[2-9A-D]").search
+    with path.open(encoding="iso8859-1") as lines:
+        for line in lines:
+            # Columns 30 on: how common the name is in each country, " " or 1-D.
+            if line[0] != "#" and common(line, 30):
+                name = line[3:29].strip()
+                if name.isalpha():
+                    names.add(name.casefold())
+    return frozenset(names - STOPWORDS - CALENDAR - {"the"})
+
+
+@functools.cache
+def places():
+    """Places as name keys: countries, US states and counties, cities
+    (data/places.txt, from GeoNames) and regions (data/regions.txt). Read on
+    first use, as it is 11,000 names."""
+    return frozenset(name_key(place) for place in word_list("places") | word_list("regions"))
+
+
+@dataclass
+class _Chunk:
+    words: list  # word indexes
+    hint: str | None = None  # "person", "place" or "civic" (before a civic title)
+    suffix: str = ""  # " administration"
+    after_title: bool = False  # the words follow a person's title
+
+
+def _title_length(doc, words, k):
+    if doc.norms[words[k]] not in TITLE_STARTS:
+        return 0
+    for n in (5, 4, 3, 2, 1):
+        if k + n <= len(words) and " ".join(doc.norms[j] for j in words[k : k + n]) in TITLES:
+            # "the President’s Committee", "Attorney’s Office": not a title.
+            return 0 if _possessive(doc.words[words[k + n - 1]]) else n
+    return 0
+
+
+def _is_newspaper(doc, words):
+    return doc.norms[words[0]] == "the" and doc.norms[words[-1]] in NEWSPAPER_WORDS
+
+
+def _gap(doc, i):
+    """The characters between word i-1 and word i."""
+    return doc.text[doc.ends[i - 1] : doc.starts[i]] if i else ""
+
+
+def _possessive(word):
+    return word.endswith(("'s", "’s")) and len(word) > 2
+
+
+def _context(doc, i):
+    """ "place" or "person" from the lower-case words in front of word i."""
+    j = i - 1
+    if j >= 0 and doc.joined[i] and doc.norms[j] in {"the", "a", "an"}:
+        i, j = j, j - 1
+    if j < 0 or not doc.joined[i] or not doc.words[j].islower():
+        return None
+    if doc.norms[j] in PLACE_PREPOSITIONS:
+        return "place"
+    if doc.norms[j] in ROLE_NOUNS:
+        return "person"
+    return None
+
+
+def _runs(doc, skip):
+    """Maximal runs of capitalised words (and connectors between them)."""
+    run = []
+    words, norms, joined = doc.words, doc.norms, doc.joined
+    for i, word in enumerate(words):
+        capital = word[0].isupper() and word != "I"
+        ok = i not in skip and (
+            capital
+            or (run and norms[i] in CONNECTORS)
+            # "National Council on the Humanities", "Department of the Interior"
+            or (run and norms[i] in ORG_CONNECTORS and _names_org(doc, run))
+            # "University of Texas at Austin"
+            or (run and norms[i] == "at" and norms[run[0]] == "university")
+        )
+        breaks = not joined[i] or (
+            run
+            and (
+                # "Biden’s Investing in America": a possessive ends a name,
+                # unless an organisation's name goes on ("Attorney’s Office").
+                (_possessive(words[run[-1]]) and norms[i] not in ORG_WORDS)
+                # "Gerard M. Stolar of FEMA": a person is not "of" an acronym.
+                or (norms[i] == "of" and i + 1 < len(words) and words[i + 1].isupper())
+            )
+        )
+        if run and (not ok or breaks):
+            yield run
+            run = []
+        if ok and (run or capital):
+            run.append(i)
+    if run:
+        yield run
+
+
+def _names_org(doc, run):
+    norms = [doc.norms[i] for i in run]
+    return bool(norms) and (norms[0] in ORG_PREFIXES or any(n in ORG_WORDS for n in norms))
+
+
+def _person_start(doc, words):
+    """Where a person's name starts in the words after a title: at the first
+    first name from which the rest is a short run of names ("Secretary of
+    Housing and Urban Development Marcia Fudge" → "Marcia Fudge"), or None."""
+    names = first_names()
+
+    def plain(rest):
+        return len(rest) <= 4 and not any(
+            n in CONNECTORS or n in ORG_WORDS or n in OFFICIAL_WORDS for n in rest
+        )
+
+    if words and plain([doc.norms[j] for j in words]):
+        return 0  # "Attorney General Merrick Garland": all of it
+    for f, i in enumerate(words):
+        if doc.norms[i] in names and plain([doc.norms[j] for j in words[f:]]):
+            return f
+    return None
+
+
+def _titled(doc, words):
+    """Split the words after a title into the office its holder heads, if the
+    title names one ("Director of the White House Office of …"), and the
+    holder's name."""
+    while words and doc.norms[words[-1]] in ALL_CONNECTORS:
+        words = words[:-1]  # "President Weah for …"
+    f = _person_start(doc, words)
+    if f is None:
+        if any(doc.norms[i] in ALL_CONNECTORS for i in words):
+            return None, []  # "Secretary of Education"
+        return None, words
+    office = words[:f]
+    while office and doc.norms[office[0]] in CONNECTORS | {"the"}:
+        office = office[1:]
+    if office and any(doc.norms[i] in OFFICE_WORDS for i in office):
+        return office, words[f:]
+    return None, words[f:]
+
+
+def _holder(doc, words, in_title_case):
+    """Chunks for the words after a title: the holder, and the office the title
+    names. In a title-case headline the words are cut later."""
+    office, holder = _titled(doc, words) if not in_title_case else (None, words)
+    chunks = [_Chunk(office)] if office else []
+    if holder:
+        chunks.append(_Chunk(holder, "person", after_title=True))
+    return chunks
+
+
+def _chunks(doc, run, in_title_case=False):
+    """Split a capitalised run into name chunks, dropping sentence-initial
+    noise ("However", "In May", "The") and titles."""
+    hint = _context(doc, run[0])
+    while run and not _is_newspaper(doc, run):
+        i, norm = run[0], doc.norms[run[0]]
+        initial_common = doc.sentence_start[i] and (
+            norm in doc.lower_words
+            # "Shares of Greenleaf": a sentence-initial noun and its "of".
+            or (len(run) > 2 and doc.norms[run[1]] in CONNECTORS and norm not in ORG_PREFIXES)
+        )
+        if not (norm in STOPWORDS or norm in CALENDAR or initial_common):
+            break
+        if norm in PLACE_PREPOSITIONS:
+            hint = "place"
+        run = run[1:]
+        while run and doc.norms[run[0]] in CONNECTORS:
+            run = run[1:]
+    suffix = ""
+    after = run[-1] + 1 if run else len(doc)
+    if after < len(doc) and doc.joined[after] and doc.words[after] == "administration":
+        suffix = " administration"
+
+    chunks, current, k, titled = [], [], 0, False
+    while k < len(run):
+        n = _title_length(doc, run, k)
+        if n:
+            title = " ".join(doc.norms[j] for j in run[k : k + n])
+            if current and titled:
+                # "President Biden and Vice President Harris"
+                chunks += _holder(doc, current, in_title_case)
+            elif current:
+                # "Justice Department Inspector General …", "Mesa Mayor …"; other
+                # words before a title are part of it ("National Climate Advisor").
+                chunk = _Chunk(current, "civic" if title in CIVIC_TITLES else hint)
+                if title in CIVIC_TITLES or _guess_kind(doc, chunk) != PERSON:
+                    chunks.append(chunk)
+            current, hint, k, titled = [], "person", k + n, True
+        else:
+            current.append(run[k])
+            k += 1
+    if current and titled:
+        chunks += _holder(doc, current, in_title_case)
+    elif current:
+        # "… Office of Intergovernmental Affairs Julie Chavez Rodriguez": an
+        # organisation, then the person who speaks for it.
+        f = _person_start(doc, current)
+        if f and f >= 2 and len(current) - f >= 2 and _names_org(doc, current[:f]):
+            chunks += [_Chunk(current[:f]), _Chunk(current[f:], "person")]
+        else:
+            chunks.append(_Chunk(current, hint, suffix))
+
+    result = []
+    for chunk in chunks:
+        norms = [doc.norms[i] for i in chunk.words]
+        # "Sessions and Rosenstein" and "… Fund and Sakura Electric" are two
+        # names; "Centers for Disease Control and Prevention" is one.
+        if "and" in norms and (
+            not (any(n in ORG_WORDS for n in norms) or norms[0] in ORG_PREFIXES)
+            or norms[norms.index("and") - 1] in ORG_WORDS
+        ):
+            parts, part = [], []
+            for i in chunk.words:
+                if doc.norms[i] == "and":
+                    parts.append(part)
+                    part = []
+                else:
+                    part.append(i)
+            parts.append(part)
+            result.extend(
+                _Chunk(p, chunk.hint if n == 0 else None) for n, p in enumerate(parts) if p
+            )
+        else:
+            result.append(chunk)
+    for chunk in result:
+        while chunk.words and (
+            doc.norms[chunk.words[-1]] in ALL_CONNECTORS or doc.norms[chunk.words[-1]] in CALENDAR
+        ):
+            chunk.words.pop()
+    return [c for c in result if c.words]
+
+
+def _guess_kind(doc, chunk):
+    norms = [doc.norms[i] for i in chunk.words]
+    key = " " + " ".join(norms) + " "
+    acronym = any(len(doc.words[i]) > 1 and doc.words[i].isupper() for i in chunk.words)
+    if key in places() and not chunk.suffix:
+        return PLACE
+    if (
+        chunk.suffix
+        or any(n in ORG_WORDS for n in norms)
+        or (norms[-1] == "united" and len(norms) > 1)  # Castleford United
+        or norms[0] in ORG_PREFIXES
+        or _is_newspaper(doc, chunk.words)
+        or acronym
+        # "Eastern District of California": a federal court's district.
+        or ("district" in norms[:-1] and "of" in norms)
+        # "Miami Hurricanes": a place and a plural is a team.
+        or (
+            len(norms) > 1
+            and " " + " ".join(norms[:-1]) + " " in places()
+            and norms[-1].endswith("s")
+            and norms[-1] not in PLACE_WORDS
+        )
+    ):
+        return ORGANIZATION
+    if norms[-1] in PLACE_WORDS or chunk.hint in ("place", "civic"):
+        return PLACE
+    if chunk.hint == "person":
+        return PERSON
+    if norms[0] in PLACE_PREFIXES:
+        return PLACE
+    if norms[0] in first_names() and len(norms) <= 4:
+        return PERSON
+    return ORGANIZATION if len(norms) >= 4 else PERSON
+
+
+def _surface(doc, words, suffix=""):
+    name = doc.text[doc.starts[words[0]] : doc.ends[words[-1]]] + suffix
+    return re.sub(r"['’]s$", "", name) if not suffix else name
+
+
+class Tally:
+    def __init__(self):
+        self.found = {}  # key → [name, kind, count, first, leads, aliases]
+
+    def add(self, key, name, kind, doc, i):
+        entry = self.found.setdefault(key, [name, kind, 0, doc.starts[i], False, []])
+        entry[2] += 1
+        entry[4] = entry[4] or doc.leads(i)
+        return entry
+
+    def candidates(self):
+        out = [
+            Candidate(name, kind, count, first, role(leads, count), aliases)
+            for name, kind, count, first, leads, aliases in self.found.values()
+        ]
+        return sorted(out, key=lambda c: c.first)
+
+
+def _unreadable(doc):
+    """Words that are no part of prose: e-mail and web addresses, and lines
+    in capitals ("FOR FURTHER INFORMATION MEDIA SHOULD CONTACT …")."""
+    text = doc.text
+    spans = []
+    if any(mark in text for mark in ADDRESS_MARKS):
+        spans = [m.span() for m in ADDRESS_RE.finditer(text)]
+    start = 0
+    for line in text.split("\n"):
+        if line == line.upper() and sum(map(str.isalpha, line)) > 20:
+            spans.append((start, start + len(line)))
+        start += len(line) + 1
+    words = set()
+    for a, b in spans:
+        words.update(range(bisect.bisect_left(doc.starts, a), bisect.bisect_left(doc.starts, b)))
+    return words
+
+
+def _list_items(doc, i, step, skip):
+    """The capitalised items of a list that starts next to word i and goes
+    forward (step 1) or backward (step -1): "Merced, Sacramento, and Santa
+    Cruz". Each item is a list of word indexes, in text order."""
+    items, item, j = [], [], i + step
+    while 0 <= j < len(doc) and j not in skip:
+        # The gap between word j and its neighbour towards word i.
+        gap = (_gap(doc, j) if step == 1 else _gap(doc, j + 1)).strip()
+        if gap not in ("", ","):
+            j = -1  # the list ends at punctuation: its last item is whole
+            break
+        if gap == "," and item:
+            items.append(item)
+            item = []
+        if doc.norms[j] == "and":
+            if item:
+                items.append(item)
+                item = []
+        elif doc.capitalised(j) and doc.norms[j] not in COUNTY_WORDS:
+            item.append(j)
+        else:
+            break
+        j += step
+    if item and (step == -1 or not 0 <= j < len(doc) or not doc.capitalised(j)):
+        items.append(item)
+    items = [sorted(item) for item in items]
+    if step == -1:
+        items.reverse()
+    # A long item is a sentence's words, not a county's name: the list ends there.
+    short = []
+    for item in items if step == 1 else reversed(items):
+        if len(item) > 3:
+            break
+        short.append(item)
+    return short if step == 1 else short[::-1]
+
+
+def _county_lists(doc, skip):
+    """Places named in lists of counties: each item and its county word."""
+    found = []
+    if COUNTY_WORDS.isdisjoint(doc.norms):
+        return found
+    for i, norm in enumerate(doc.norms):
+        if norm not in COUNTY_WORDS:
+            continue
+        singular = "County" if norm.startswith("count") else "Parish"
+        if norm in ("county", "parish"):
+            continue  # "Maricopa County" is a name like any other
+        if i + 1 < len(doc) and doc.norms[i + 1] == "of":
+            items = _list_items(doc, i + 1, 1, skip)
+        elif i and doc.capitalised(i - 1):
+            items = _list_items(doc, i, -1, skip)
+        else:
+            continue
+        found += [(item, singular) for item in items]
+    return found
+
+
+def _acronym_after(doc, words):
+    """The acronym a name is given in brackets right after it, when its
+    letters are the initials of the name's capitalised words."""
+    end = doc.ends[words[-1]]
+    m = re.match(r"\s*\((\w{2,8})\)", doc.text[end : end + 12])
+    if not m or not m.group(1).isupper():
+        return None
+    initials = "".join(doc.words[i][0] for i in words if doc.words[i][0].isupper())
+    return m.group(1) if initials.upper() == m.group(1) else None
+
+
+def _common_acronym(doc, i):
+    """Is word i an acronym in brackets after the lower-case words it
+    abbreviates: "video relay service (VRS)"?"""
+    word = doc.words[i]
+    if not _gap(doc, i).endswith("(") or i < len(word):
+        return False
+    before = doc.words[i - len(word) : i]
+    return all(w.islower() for w in before) and "".join(w[0] for w in before) == word.lower()
+
+
+def rule_candidates(doc, index, covered):
+    """New candidates by the form of the words around them."""
+    skip = set(covered) | _unreadable(doc)
+    # In "Governor Signs Water Bill" capitals say little: only a name after a
+    # title or a known place counts.
+    title_case = doc.title_is_title_case()
+    tally, singles, acronyms, defined = Tally(), [], {}, set()
+
+    for item, county in _county_lists(doc, skip):
+        name = _surface(doc, item)
+        if doc.norms[item[-1]] not in COUNTY_WORDS:
+            name = f"{name} {county}"
+        if not index.knows(name) and not index.knows(_surface(doc, item)):
+            tally.add(strip_the(name_key(name)), name, PLACE, doc, item[0])
+        skip.update(item)
+
+    for run in _runs(doc, skip):
+        in_title_case = title_case and doc.in_title(run[0])
+        for chunk in _chunks(doc, run, in_title_case):
+            words = chunk.words
+            if in_title_case:
+                if chunk.after_title and len(words) > 1:
+                    # "President Joe Biden Congratulating …": a first name and
+                    # one more word, initials and hyphens aside.
+                    n = 2 if doc.norms[words[0]] in first_names() else 1
+                    while n < len(words) and (
+                        _gap(doc, words[n]) == "-" or len(doc.words[words[n - 1]]) == 1
+                    ):
+                        n += 1  # "Karine Jean-Pierre", "Joseph R. Biden"
+                    words = chunk.words = words[:n]
+                elif not chunk.after_title and name_key(_surface(doc, words)) not in places():
+                    continue
+            if doc.norms[words[-1]] in EVENT_WORDS and not _names_org(doc, words[:-1]):
+                continue  # "U.S.-Africa Leaders Summit", "CHIPS and Science Act"
+            if len(words) == 1 and not chunk.suffix:
+                singles.append((words[0], chunk.hint))
+                continue
+            if all(len(doc.words[i]) == 1 for i in words):
+                continue  # "U.S.": initials are aliases, not names
+            name = _surface(doc, words, chunk.suffix)
+            if index.knows(name):
+                continue
+            key = strip_the(name_key(name))
+            entry = tally.add(key, name, _guess_kind(doc, chunk), doc, words[0])
+            acronym = _acronym_after(doc, words)
+            if acronym and not index.knows(acronym):
+                acronyms[acronym.casefold()] = key
+                defined.add(words[-1] + 1)  # the acronym in brackets: the same mention
+                if acronym not in entry[5]:
+                    entry[5].append(acronym)
+
+    # Single words: a short form of a name found above ("Sessions",
+    # "Greenleaf", "FEMA"), an acronym, a surname after a title, a place by
+    # its context or the gazetteer, or a word the text keeps capitalising
+    # mid-sentence.
+    people, firsts = {}, {}
+    for key, (_, kind, *_rest) in tally.found.items():
+        words = key.split()
+        if kind == PERSON:
+            people.setdefault(words[-1], []).append(key)
+        elif len(words) > 1:
+            firsts.setdefault(words[0], []).append(key)
+    rest = {}
+    for i, hint in singles:
+        norm, word = doc.norms[i], doc.words[i]
+        owners = people.get(norm) or []
+        # "in Ohio" is not the Ohio Department of Health; "President Biden" is
+        # not the Biden-Harris administration.
+        if hint not in ("place", "civic", "person"):
+            owners = owners or firsts.get(norm) or []
+        if i in defined:
+            continue
+        if word.isupper() and norm in acronyms:
+            owners = [acronyms[norm]]
+        if len(owners) == 1:
+            entry = tally.found[owners[0]]
+            entry[2] += 1
+            entry[4] = entry[4] or doc.leads(i)
+            continue
+        if norm in STOPWORDS or norm in CALENDAR or index.knows(word):
+            continue
+        if hint == "person" and norm not in OFFICIAL_WORDS:
+            # "President Biden", "Governor DeSantis’ law", "Prime Minister Albanese".
+            tally.add(f" {norm} ", _surface(doc, [i]), PERSON, doc, i)
+            people.setdefault(norm, []).append(f" {norm} ")  # "Biden’s plan" later on
+            continue
+        if norm in DEMONYMS or norm in OFFICIAL_WORDS:
+            continue
+        if norm.endswith(DEMONYM_ENDINGS) and f" {norm} " not in places():
+            continue
+        if norm in INSTITUTIONS and not doc.sentence_start[i]:
+            tally.add(f" {norm} ", _surface(doc, [i]), ORGANIZATION, doc, i)
+            continue
+        if word.isupper() and len(word) > 1:
+            if word not in ACRONYM_STOP and len(word) <= 6 and not _common_acronym(doc, i):
+                tally.add(f" {norm} ", word, ORGANIZATION, doc, i)
+            continue
+        if f" {norm} " in places():
+            tally.add(f" {norm} ", _surface(doc, [i]), PLACE, doc, i)
+            continue
+        if norm in doc.lower_words:
+            continue
+        rest.setdefault(norm, []).append((i, hint))
+    for occurrences in rest.values():
+        hints = {hint for _, hint in occurrences}
+        mid_sentence = [i for i, _ in occurrences if not doc.sentence_start[i]]
+        if hints & {"place", "civic"}:
+            kind = PLACE
+        elif len(occurrences) >= 2 and mid_sentence:
+            kind = ORGANIZATION
+        else:
+            continue
+        i = occurrences[0][0]
+        name = _surface(doc, [i])
+        for j, _ in occurrences:
+            tally.add(name_key(name), name, kind, doc, j)
+    return tally.candidates()
