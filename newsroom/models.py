@@ -446,7 +446,8 @@ class Article(models.Model):
         )
         missed = subscriptions.unannounced(recent)
         for article in missed:
-            announce_article(article.pk)
+            # Its readers are those confirmed when it went live.
+            announce_article(article.pk, live_since=article.published_at)
         return [article.pk for article in missed]
 
     @classmethod
@@ -563,11 +564,11 @@ class ArticleEntity(models.Model):
         return f"{self.article} — {self.role} {self.entity}"
 
 
-def announce_article(pk):
+def announce_article(pk, live_since=None):
     """Hand a live article to the newsletter; see Article.announce()."""
     article = Article.objects.published().with_entities().filter(pk=pk).first()
     if article and article.email_subscribers:
-        subscriptions.announce(article)
+        subscriptions.announce(article, live_since=live_since)
 
 
 def subscription_topics():

@@ -5,17 +5,19 @@ and docs/architecture.md.
 """
 
 
-def announce(post):
+def announce(post, live_since=None):
     """Email `post` to the subscribers who want it, once.
 
     Call it after the post is committed as published. Idempotent: however
     often a post is announced (a double click, republishing, two beat ticks,
     retries), it gets one Mailing, and each reader at most one message.
-    Returns the Mailing. See README.md for what it reads of a post.
+    The readers are those confirmed when it went live: now, or `live_since`
+    when it is announced late. Returns the Mailing. See README.md for what
+    it reads of a post.
     """
     from .delivery import announce
 
-    return announce(post)[0]
+    return announce(post, live_since)[0]
 
 
 def mailing_for(post):

@@ -105,14 +105,20 @@ def send_welcome(subscriber_id):
 # Posts.
 
 
-def announce(post):
+def announce(post, live_since=None):
     """(mailing, created): the first call for a post snapshots its email
-    and queues the fan-out after commit; later calls return the same."""
+    and queues the fan-out after commit; later calls return the same.
+
+    The audience is the readers confirmed when the post went live: now, or
+    `live_since` for a post announced late (a host site's sweeper, when the
+    announce after its publication was lost)."""
     post_key = Mailing.key_for(post)
     existing = Mailing.objects.filter(post_key=post_key).first()
     if existing:
         return existing, False
     snapshot = emails.post_snapshot(post)
+    if live_since is not None:
+        snapshot["created_at"] = min(live_since, timezone.now())
     try:
         with transaction.atomic():
             mailing = Mailing.objects.create(post_key=post_key, **snapshot)
@@ -163,12 +169,13 @@ def send_mailing_batch(mailing_id, first, last):
     return len(outcome.sent)
 
 
-def _send_batch(rows, kind, prepare):
+def _send_batch(rows, kind, prepare, record_also=None):
     """The pipeline every batch shares: claim up to BATCH_SIZE due rows of
     `rows` (Deliveries or Digests); prepare(claimed) gives (build, skip):
     send build(row, raw) to each claimed row's reader but those in `skip`;
-    record each outcome on the ledger and suppress readers refused for good
-    too often. Returns (claimed rows, Outcome)."""
+    record each outcome on the ledger (with record_also(outcome), in the
+    same transaction) and suppress readers refused for good too often.
+    Returns (claimed rows, Outcome)."""
     claimed = rows.claim(conf.BATCH_SIZE)
     if not claimed:
         return [], transports.Outcome()
@@ -181,7 +188,10 @@ def _send_batch(rows, kind, prepare):
         recheck=Subscriber.objects.confirmed_among,
     )
     outcome.skipped += skip
-    rows.model.objects.record(outcome, claimed[0].claim)
+    with transaction.atomic():
+        rows.model.objects.record(outcome, claimed[0].claim)
+        if record_also:
+            record_also(outcome)
     Subscriber.objects.suppress([i.subscriber_id for i in outcome.invalid])
     Subscriber.objects.suppress_bouncing([i.subscriber_id for i in outcome.failed if i.permanent])
     return claimed, outcome
@@ -270,9 +280,14 @@ def send_digest_batch(first, last):
         # A digest with nothing to list is never sent (its posts were erased).
         return emails.digest(posts), [d for d in claimed if not posts.get(d.pk)]
 
-    claimed, outcome = _send_batch(rows, "digest", prepare)
-    if claimed:
-        Digest.objects.record_listed(outcome, listed)
+    claimed, outcome = _send_batch(
+        rows,
+        "digest",
+        prepare,
+        # A digest's deliveries take its outcome, in the same transaction:
+        # a crash between the two would leave them attached to a sent digest.
+        record_also=lambda outcome: Digest.objects.record_listed(outcome, listed),
+    )
     _queue_rest(rows, tasks.send_digest_batch, first, last)
     return len(outcome.sent)
 

@@ -495,6 +495,9 @@ class SendableQuerySet(models.QuerySet):
         back meanwhile is not this batch's to change."""
         Status = self.model.Status
         mine = self.filter(claim=claim, status=Status.SENDING)
+        ambiguous = [i.pk for i in outcome.sent if i.ambiguous]
+        if ambiguous:  # accepted, by an answer we could not read
+            mine.filter(pk__in=ambiguous).update(ambiguous=True)
         if outcome.sent:
             mine.filter(pk__in=[i.pk for i in outcome.sent]).update(
                 status=Status.SENT, sent_at=timezone.now(), claim=""

@@ -49,6 +49,19 @@ def send_digest_batch(first, last):
     return delivery.send_digest_batch(first, last)
 
 
+# The names these two had before they were renamed: a task queued under
+# them before an upgrade, or by a worker not yet upgraded, still runs. Kept
+# for one release.
+@shared_task(name="subscriptions.tasks.send_batch", acks_late=True)
+def send_batch_until_next_release(mailing_id, first, last):
+    return delivery.send_mailing_batch(mailing_id, first, last)
+
+
+@shared_task(name="subscriptions.tasks.send_digests", acks_late=True)
+def send_digests_until_next_release(first, last):
+    return delivery.send_digest_batch(first, last)
+
+
 @shared_task
 def make_digests():
     """Beat, every few minutes: create the digests due and queue them."""

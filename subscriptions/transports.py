@@ -122,32 +122,39 @@ class SMTPTransport(Transport):
         """smtplib's sendmail, step by step, to tell an ambiguous outcome:
         a connection lost after the whole message went out and before the
         server's answer (it may have been accepted) raises AmbiguousSend."""
-        self._bound()
+        # Each step may wait for the server: each is bounded anew, so the
+        # whole send cannot run past the deadline either.
         smtp_connection = self.connection.connection
+        self._bound()
         smtp_connection.ehlo_or_helo_if_needed()
+        self._bound()
         code, reply = smtp_connection.mail(self.sender, self.options)
         if code != 250:
-            smtp_connection.rset()
+            self.reset()
             raise smtplib.SMTPSenderRefused(code, reply, self.sender)
+        self._bound()
         code, reply = smtp_connection.rcpt(address)
         if code not in (250, 251):
-            smtp_connection.rset()
+            self.reset()
             raise smtplib.SMTPRecipientsRefused({address: (code, reply)})
+        self._bound()
         smtp_connection.putcmd("data")
         code, reply = smtp_connection.getreply()
         if code != 354:
-            smtp_connection.rset()
+            self.reset()
             raise smtplib.SMTPDataError(code, reply)
         data = re.sub(rb"(?m)^\.", b"..", message.raw)  # RFC 5321 dot-stuffing
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
+        self._bound()
         smtp_connection.send(data + b".\r\n")
         try:
+            self._bound()
             code, reply = smtp_connection.getreply()
         except (OSError, smtplib.SMTPServerDisconnected) as error:
             raise AmbiguousSend(f"connection lost after the message was sent: {error}") from error
         if code != 250:
-            smtp_connection.rset()
+            self.reset()
             raise smtplib.SMTPDataError(code, reply)
 
     def reset(self):
@@ -184,6 +191,10 @@ def journal_sent(kind, pks):
 # sent to: a reader who leaves, or erases themselves, mid-batch gets nothing
 # more than the message in flight then.
 RECHECK_SECONDS = 0.5
+# This many readers in a row failing for a reason that is not their address
+# (a relay that refuses our sender, a provider outage, our own bad
+# configuration) is the batch's problem, not theirs: the batch is held.
+BREAKER = 5
 
 
 def deliver(kind, items, build, recheck=None):
@@ -192,12 +203,19 @@ def deliver(kind, items, build, recheck=None):
 
     Readers no longer confirmed are skipped: as claimed, and, every
     RECHECK_SECONDS while the batch runs, as recheck(subscriber ids) — the
-    ids still confirmed — says. Each accepted message is noted
-    in the shared cache at once (the journal), so a worker killed mid-batch
-    re-sends at most the message in flight. Whatever goes wrong for one
-    reader stays on that reader's row (see classify()): transient failures
-    are retried later with exponential backoff and jitter, final ones fail,
-    and the batch goes on.
+    ids still confirmed — says. Each accepted message is noted in the
+    shared cache at once (the journal), so a worker killed mid-batch
+    re-sends at most the message in flight.
+
+    What goes wrong for one reader stays on that reader's row (classify()):
+    a refusal of their address fails it, other failures are retried with
+    exponential backoff and jitter, and the batch goes on. What is the
+    batch's problem rather than a reader's — the connection cannot be
+    opened, the provider says slow down or refuses our credentials, or
+    BREAKER readers in a row fail for reasons that are not their address —
+    holds the batch: its unsent rows go back to pending for a later try
+    without spending any reader's attempts, so an outage or a
+    misconfiguration never fails, or suppresses, a list.
     """
     outcome = Outcome()
     journal = caches[conf.CACHE]
@@ -205,21 +223,25 @@ def deliver(kind, items, build, recheck=None):
     # claim back as a dead worker's (a slow server, a low MAX_RATE): the
     # rest go back to pending for the next run. No network wait may run past
     # the hard deadline, so a hung server cannot outlive the claim either.
-    started = time.monotonic()
+    # Both count from the claim.
     claim_timeout = conf.duration("CLAIM_TIMEOUT").total_seconds()
+    claimed_at = getattr(items[0], "claimed_at", None) if items else None
+    age = (timezone.now() - claimed_at).total_seconds() if claimed_at else 0.0
+    started = time.monotonic() - max(0.0, age)
     deadline = started + claim_timeout / 2
     sender = transport(deadline=started + claim_timeout * 0.8)
     pace = Pace()
-    checked_at, gone = started, set()
+    checked_at, gone = time.monotonic(), set()
+    streak = []  # (item, Failure): consecutive failures that are not about the address
     try:
         sender.open()
-    except Exception as error:  # noqa: BLE001 - every reader of the batch waits for the next try
-        for item in items:
-            _retry(outcome, item, f"could not connect: {error}")
+    except Exception as error:  # noqa: BLE001 - the batch waits for the next try
+        _hold(outcome, items, f"could not connect: {error}")
         return outcome
     try:
         for index, item in enumerate(items):
             if time.monotonic() > deadline:
+                _flush(outcome, streak)
                 outcome.unsent.extend(items[index:])
                 break
             if recheck and time.monotonic() - checked_at >= RECHECK_SECONDS:
@@ -235,42 +257,69 @@ def deliver(kind, items, build, recheck=None):
                 outcome.skipped.append(item)
                 continue
             try:
-                pace.wait()
+                if not pace.wait(deadline):
+                    _flush(outcome, streak)
+                    outcome.unsent.extend(items[index:])
+                    break
                 sender.send(subscriber.email, build(item, sender.raw))
-            except Exception as error:  # noqa: BLE001 - one reader's failure is that reader's
+            except Exception as error:  # noqa: BLE001 - classified below
                 failure = classify(error)
+                # Errors name the recipient; the row already says who it is.
+                failure.text = _without(failure.text, subscriber.email)
                 if failure.unexpected:
                     logger.exception("Unexpected error sending %s %s", kind, item.pk)
                 item.ambiguous = item.ambiguous or failure.ambiguous
-                if failure.final:
+                if failure.sent:
+                    _sent(outcome, journal, kind, item)
+                    continue
+                if failure.refused:  # about this address: this reader's alone
+                    _flush(outcome, streak)
                     _fail(outcome, item, failure)
                 else:
-                    _retry(outcome, item, failure.text)
+                    streak.append((item, failure))
+                    if failure.hold or len(streak) >= BREAKER:
+                        logger.warning("Holding a %s batch: %s", kind, failure.text)
+                        held = [i for i, _ in streak] + items[index + 1 :]
+                        streak = []
+                        _hold(outcome, held, failure.text)
+                        break
                 if failure.reset:
                     sender.reset()
                 if failure.reconnect:
                     try:
-                        sender.close()
+                        with contextlib.suppress(Exception):
+                            sender.close()
                         sender.open()
                     except Exception as reconnect_error:  # noqa: BLE001
-                        for rest in items[index + 1 :]:
-                            _retry(outcome, rest, f"could not connect: {reconnect_error}")
+                        held = [i for i, _ in streak] + items[index + 1 :]
+                        streak = []
+                        _hold(outcome, held, f"could not connect: {reconnect_error}")
                         break
             else:
-                outcome.sent.append(item)
-                try:
-                    journal.set(journal_key(kind, item.pk), 1, timeout=7 * 24 * 3600)
-                except Exception:  # noqa: BLE001 - any cache backend's error
-                    # The cache is down (Redis restarting): the batch still
-                    # records this send in the database when it ends; only
-                    # a crash before then would repeat it.
-                    logger.warning("Send journal unavailable for %s %s", kind, item.pk)
+                _flush(outcome, streak)
+                _sent(outcome, journal, kind, item)
+        _flush(outcome, streak)
     finally:
         try:
             sender.close()
         except Exception:  # noqa: BLE001, S110 - the batch's outcome is what matters now
             pass
     return outcome
+
+
+def _sent(outcome, journal, kind, item):
+    outcome.sent.append(item)
+    try:
+        journal.set(journal_key(kind, item.pk), 1, timeout=7 * 24 * 3600)
+    except Exception:  # noqa: BLE001 - any cache backend's error
+        # The cache is down (Redis restarting): the batch still records this
+        # send in the database when it ends; only a crash before then would
+        # repeat it.
+        logger.warning("Send journal unavailable for %s %s", kind, item.pk)
+
+
+def _without(text, address):
+    return re.sub(re.escape(address), "<recipient>", text, flags=re.IGNORECASE)
 
 
 class AmbiguousSend(smtplib.SMTPServerDisconnected):
@@ -281,12 +330,14 @@ class AmbiguousSend(smtplib.SMTPServerDisconnected):
 
 @dataclass
 class Failure:
-    """What one failed send means for its reader."""
+    """What one failed send means."""
 
     text: str
     final: bool = False  # do not try this message again
     refused: bool = False  # the address was refused for good: counts towards HARD_BOUNCE_LIMIT
     invalid: bool = False  # the provider says the address cannot exist: suppress it now
+    hold: bool = False  # the batch's problem (slow down, our credentials): hold it now
+    sent: bool = False  # accepted all the same (an answer we could not read)
     reconnect: bool = False  # the connection cannot be trusted any more
     reset: bool = False  # the SMTP transaction must be reset
     ambiguous: bool = False  # the message may have been accepted all the same
@@ -297,10 +348,29 @@ def _text(value):
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def _smtp_reply(code, text):
-    """An SMTP server's reply to one recipient: 5xx is final, 4xx is not."""
-    text = f"{code} {_text(text)}"
-    return Failure(text, final=500 <= int(code) < 600, refused=500 <= int(code) < 600)
+# RFC 3463 enhanced status codes that are about the recipient's address:
+# bad mailbox (5.1.1), bad domain (5.1.2), bad syntax (5.1.3), moved
+# (5.1.6), bad address (5.1.10), disabled mailbox (5.2.1). Not 5.1.7/5.1.8,
+# which are about our sender, nor 5.7.x (policy), 5.3.x (the system) or
+# 5.5.x (protocol).
+_RECIPIENT_CODES = re.compile(r"^\s*5\.(1\.(1|2|3|6|10)|2\.1)\b")
+
+
+def _smtp_reply(code, text, at_recipient):
+    """An SMTP server's 4xx or 5xx reply. Only a 5xx refusal of the
+    recipient itself (RCPT TO, with an enhanced code about the address, or
+    a bare 550/551/553) counts against the address; a 5xx about our sender
+    or the message fails that message; 4xx is retried."""
+    text = _text(text)
+    code = int(code)
+    line = f"{code} {text}"
+    if code < 500:
+        return Failure(line)
+    enhanced = re.match(r"^\s*\d\.\d{1,3}\.\d{1,3}\b", text)
+    about_address = at_recipient and (
+        bool(_RECIPIENT_CODES.match(text)) if enhanced else code in (550, 551, 553)
+    )
+    return Failure(line, final=True, refused=about_address)
 
 
 # Mailgun answers 400 for a whole call when a 'to' address is invalid:
@@ -312,22 +382,26 @@ def classify(error):
     """The Failure an exception raised while sending to one reader means,
     as the SMTP RFCs and the providers document their answers:
 
-    - SMTP: 5xx for a recipient or its data is final (the address is
-      refused); 4xx, dropped connections and timeouts are retried.
-    - An email provider's API (django-anymail): a recipient the provider
-      refuses is final and the address is suppressed; 429 (slow down), 5xx,
-      401/403 (our credentials: not the reader's fault), 408 and network
-      errors or timeouts are retried; any other 4xx fails that message
-      without counting against the address.
+    - SMTP: a 5xx refusal of the recipient's address is final and counts
+      towards HARD_BOUNCE_LIMIT; a 5xx about our sender or the message
+      fails that message only; 4xx, dropped connections and timeouts are
+      retried; a connection lost after the whole message was sent is
+      ambiguous (retried, flagged).
+    - An email provider's API (django-anymail): an address the provider
+      refuses or calls invalid is final and suppressed; 429 (slow down) and
+      401/403 (our credentials) hold the batch; 5xx, other 4xx and network
+      errors are retried (a read timeout or a 502/504 is ambiguous: the
+      call may have gone through); a success answer that cannot be read
+      counts as sent, flagged ambiguous.
     - Anything else (a cache error in the pace, a bug) is retried and logged.
     """
     if isinstance(error, AmbiguousSend):
         return Failure(f"ambiguous: {error}", reconnect=True, ambiguous=True)
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         code, text = next(iter(error.recipients.values()))
-        return _smtp_reply(code, text)
+        return _smtp_reply(code, text, at_recipient=True)
     if isinstance(error, smtplib.SMTPDataError):
-        return _smtp_reply(error.smtp_code, error.smtp_error)
+        return _smtp_reply(error.smtp_code, error.smtp_error, at_recipient=False)
     if isinstance(error, UnicodeError):
         # A non-ASCII local part needs SMTPUTF8, which this path does not speak.
         return Failure(
@@ -335,11 +409,13 @@ def classify(error):
         )
     if AnymailError is not None and isinstance(error, AnymailError):
         return _provider_answer(error)
+    if isinstance(error, smtplib.SMTPAuthenticationError | smtplib.SMTPSenderRefused):
+        return Failure(f"{error.smtp_code} {_text(error.smtp_error)}", hold=True, reset=True)
     if isinstance(error, OSError | smtplib.SMTPException):
         # The connection is gone or the server is in trouble: retry this
         # reader later; reconnect for the next one.
         return Failure(str(error) or type(error).__name__, reconnect=True)
-    return Failure(f"{type(error).__name__}: {error}", reconnect=True, unexpected=True)
+    return Failure(f"{type(error).__name__}: {error}", reset=True, unexpected=True)
 
 
 def _provider_answer(error):
@@ -347,13 +423,40 @@ def _provider_answer(error):
     text = " ".join(str(error).split())
     if isinstance(error, AnymailRecipientsRefused):
         return Failure(f"refused by the provider: {text}", final=True, refused=True, invalid=True)
-    if status is None:  # No answer: network error or timeout.
-        return Failure(f"no answer from the provider: {text}", reconnect=True)
-    if status in (401, 403, 408, 429) or status >= 500 or status < 400:
-        return Failure(f"{status} from the provider: {text}")
-    if _INVALID_ADDRESS.search(text):
+    if status is None:  # No answer: a network error or a timeout.
+        cause = repr(error.__cause__)
+        reached = not any(
+            sign in cause for sign in ("NewConnectionError", "ConnectTimeout", "NameResolution")
+        )
+        return Failure(f"no answer from the provider: {text}", reconnect=True, ambiguous=reached)
+    if 200 <= status < 300:  # Accepted, in words we could not read.
+        return Failure(f"{status} from the provider, unreadable: {text}", sent=True, ambiguous=True)
+    if status in (401, 403, 429):
+        return Failure(f"{status} from the provider: {text}", hold=True)
+    if 400 <= status < 500 and _INVALID_ADDRESS.search(text):
         return Failure(f"{status} invalid address: {text}", final=True, refused=True, invalid=True)
-    return Failure(f"{status} from the provider: {text}", final=True)
+    return Failure(f"{status} from the provider: {text}", ambiguous=status in (502, 504))
+
+
+def _flush(outcome, streak):
+    """The failures of a streak that did not turn out to be the batch's
+    problem are their readers' own."""
+    for item, failure in streak:
+        if failure.final:
+            _fail(outcome, item, failure)
+        else:
+            _retry(outcome, item, failure.text)
+    streak.clear()
+
+
+def _hold(outcome, items, error):
+    """Back to pending, due after a pause, without spending an attempt."""
+    delay = conf.duration("RETRY_BACKOFF").total_seconds() * 4
+    at = timezone.now() + timedelta(seconds=delay * random.uniform(0.75, 1.25))
+    for item in items:
+        item.next_attempt_at = at
+        item.error = f"held: {error}"[:500]
+        outcome.retry.append(item)
 
 
 def _fail(outcome, item, failure):
@@ -387,13 +490,17 @@ class Pace:
         self.rate = max(1, int(conf.MAX_RATE)) if conf.MAX_RATE else None
         self.cache = caches[conf.CACHE]
 
-    def wait(self):
+    def wait(self, deadline=None):
+        """Take a slot; False if none comes before `deadline` (monotonic)."""
         if not self.rate:
-            return
+            return True
         while True:
             now = time.time()
             key = f"subscriptions:pace:{int(now)}"
             self.cache.add(key, 0, timeout=5)
             if self.cache.incr(key) <= self.rate:
-                return
-            time.sleep(int(now) + 1 - now)
+                return True
+            pause = int(now) + 1 - now
+            if deadline is not None and time.monotonic() + pause > deadline:
+                return False
+            time.sleep(pause)

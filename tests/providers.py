@@ -96,7 +96,8 @@ class FakeProvider:
                     self.broken[address] -= 1
                     handler.answer(500, {"message": "Internal server error"})
                     return True
-                if address in self.garbled:
+                if address in self.garbled:  # accepted, but the answer is garbled
+                    self.accepted.append((handler.path, [address], {}))
                     handler.answer(200, b"<html>Service Unavailable</html>")
                     return True
             else:

@@ -169,9 +169,13 @@ def test_a_live_article_whose_announce_was_lost_gets_its_mailing_from_the_sweepe
     just_now = live("Announce still on its way", now)
     assert Mailing.objects.count() == 0
 
+    late_reader = make_subscriber("late@example.com", confirmed_at=now - timedelta(minutes=1))
     with on_commit():
         assert announce_missed_articles() == [lost.pk]
     assert list(Mailing.objects.values_list("title", flat=True)) == ["Lost announce"]
+    # Its audience is who was confirmed when it went live, five minutes ago.
+    recipients = {s.email for s in Mailing.objects.get().recipients()}
+    assert recipients == {"reader@example.com"} and late_reader.email not in recipients
     with on_commit():
         assert announce_missed_articles() == []  # announced once, however often it runs
     with time_machine.travel(now + timedelta(minutes=2)):

@@ -95,34 +95,58 @@ def test_a_provider_refusing_readers_holds_up_nobody_else(
     from tests.providers import anymail_settings
 
     settings.EMAIL_BACKEND, settings.ANYMAIL = anymail_settings(provider, name, timeout=1)
-    for who in ("ok1", "invalid", "throttled", "broken", "hanging", "garbled", "ok2"):
+    for who in ("ok1", "invalid", "broken", "ok2", "hanging", "garbled", "ok3"):
         make_subscriber(f"{who}@example.com")
     provider.invalid.add("invalid@example.com")
-    provider.throttled["throttled@example.com"] = 1
     provider.broken["broken@example.com"] = 1
     provider.hanging.add("hanging@example.com")
     provider.garbled.add("garbled@example.com")
 
     mailing = _send_all(Post(), django_capture_on_commit_callbacks)
 
-    assert provider.recipients() == Counter({"ok1@example.com": 1, "ok2@example.com": 1})
+    assert provider.recipients() == Counter(
+        {f"{who}@example.com": 1 for who in ("ok1", "ok2", "garbled", "ok3")}
+    )
     rows = _rows(mailing)
     assert {who: d.status for who, d in rows.items()} == {
         "ok1": Delivery.Status.SENT,
         "ok2": Delivery.Status.SENT,
+        "ok3": Delivery.Status.SENT,
+        "garbled": Delivery.Status.SENT,  # a 200 we could not read: it went out
         "invalid": Delivery.Status.FAILED,
-        "throttled": Delivery.Status.PENDING,
         "broken": Delivery.Status.PENDING,
         "hanging": Delivery.Status.PENDING,
-        "garbled": Delivery.Status.PENDING,
     }
     assert rows["invalid"].permanent
     assert Subscriber.objects.get(email="invalid@example.com").status == S.SUPPRESSED
-    for who in ("throttled", "broken", "hanging", "garbled"):
+    for who in ("broken", "hanging"):
         assert rows[who].next_attempt_at and rows[who].attempts == 1 and not rows[who].permanent
         assert Subscriber.objects.get(email=f"{who}@example.com").status == S.CONFIRMED
-    assert "429" in rows["throttled"].error and "500" in rows["broken"].error
-    assert "no answer" in rows["hanging"].error
+    assert "500" in rows["broken"].error and "no answer" in rows["hanging"].error
+    assert rows["hanging"].ambiguous and rows["garbled"].ambiguous  # the call may have gone through
+    assert not rows["broken"].ambiguous and not rows["ok1"].ambiguous
+    assert "example.com" not in rows["invalid"].error + rows["hanging"].error
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["mailgun", "postmark"])
+def test_a_provider_asking_to_slow_down_holds_the_batch_without_spending_attempts(
+    name, provider, settings, django_capture_on_commit_callbacks
+):
+    from tests.providers import anymail_settings
+
+    settings.EMAIL_BACKEND, settings.ANYMAIL = anymail_settings(provider, name)
+    for who in ("first", "throttled", "third", "fourth"):
+        make_subscriber(f"{who}@example.com")
+    provider.throttled["throttled@example.com"] = 1
+    mailing = _send_all(Post(), django_capture_on_commit_callbacks)
+    rows = _rows(mailing)
+    assert provider.recipients() == Counter({"first@example.com": 1})
+    assert provider.calls[name] == 2  # no call after the 429
+    for who in ("throttled", "third", "fourth"):
+        row = rows[who]
+        assert (row.status, row.attempts, row.permanent) == (Delivery.Status.PENDING, 0, False)
+        assert row.error.startswith("held: 429") and row.next_attempt_at > timezone.now()
 
 
 @pytest.mark.django_db
@@ -147,18 +171,62 @@ def test_an_inactive_address_at_the_provider_is_refused_and_suppressed(
 
 
 @pytest.mark.django_db
-def test_wrong_credentials_are_retried_and_suppress_nobody(
+def test_wrong_credentials_hold_every_batch_and_fail_or_suppress_nobody(
     provider, settings, django_capture_on_commit_callbacks
 ):
     from tests.providers import anymail_settings
 
     settings.EMAIL_BACKEND, anymail = anymail_settings(provider, "mailgun")
     settings.ANYMAIL = {**anymail, "MAILGUN_API_KEY": "key-wrong"}
-    make_subscriber("one@example.com")
+    settings.SUBSCRIPTIONS_MAX_ATTEMPTS = 3
+    for i in range(3):
+        make_subscriber(f"r{i}@example.com")
     mailing = _send_all(Post(), django_capture_on_commit_callbacks)
-    (row,) = _rows(mailing).values()
-    assert (row.status, row.permanent, row.attempts) == (Delivery.Status.PENDING, False, 1)
-    assert "401" in row.error
+    for _ in range(5):  # longer than MAX_ATTEMPTS would allow a reader
+        Delivery.objects.update(next_attempt_at=None)
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
+    rows = _rows(mailing).values()
+    assert {(d.status, d.attempts, d.permanent) for d in rows} == {
+        (Delivery.Status.PENDING, 0, False)
+    }
+    assert all(d.error.startswith("held: 401") for d in rows)
+    assert provider.calls["mailgun"] == 6  # one call per try, then the batch waits
+    assert set(Subscriber.objects.values_list("status", flat=True)) == {S.CONFIRMED}
+
+
+@pytest.mark.django_db
+def test_a_relay_refusing_our_sender_suppresses_nobody(
+    smtp_server, settings, django_capture_on_commit_callbacks
+):
+    """A 554 5.7.1 for every recipient (relay access denied) is the
+    configuration's fault: after BREAKER readers in a row the batch is
+    held; nobody's address is counted as refused."""
+    settings.SUBSCRIPTIONS_HARD_BOUNCE_LIMIT = 1
+    group = [make_subscriber(f"r{i}@example.com") for i in range(8)]
+    for reader in group:
+        smtp_server.refuse[reader.email] = [554, None]
+    for title in ("One", "Two"):
+        mailing = _send_all(Post(title=title), django_capture_on_commit_callbacks)
+        rows = _rows(mailing).values()
+        assert {(d.status, d.attempts, d.permanent) for d in rows} == {
+            (Delivery.Status.PENDING, 0, False)
+        }
+    assert len(smtp_server.refused) == 2 * 5  # five tries per batch, then it waits
+    assert set(Subscriber.objects.values_list("status", flat=True)) == {S.CONFIRMED}
+
+
+@pytest.mark.django_db
+def test_a_refused_mailbox_still_fails_alone_however_many_in_a_row(
+    smtp_server, settings, django_capture_on_commit_callbacks
+):
+    group = [make_subscriber(f"r{i}@example.com") for i in range(7)]
+    for reader in group[:6]:
+        smtp_server.refuse[reader.email] = [550, None]  # no such mailbox
+    mailing = _send_all(Post(), django_capture_on_commit_callbacks)
+    rows = _rows(mailing)
+    assert sum(d.status == Delivery.Status.FAILED and d.permanent for d in rows.values()) == 6
+    assert rows["r6"].status == Delivery.Status.SENT
 
 
 @pytest.mark.django_db
@@ -351,6 +419,13 @@ def test_erasure_removes_the_address_from_every_error_text(
     _send_all(Post(title="Three"), django_capture_on_commit_callbacks)  # waits for a digest
     assert Digest.objects.filter(status=Digest.Status.FAILED).exists()
     assert Delivery.objects.filter(status=Delivery.Status.DIGEST).exists()
+    # The server echoed the address; the rows keep "<recipient>" instead.
+    assert tables_holding("refused.reader") == ["subscriptions_subscriber"]
+    assert Delivery.objects.filter(error__contains="<recipient>").exists()
+    # Rows written before that rule still hold it.
+    echo = f"550 <{reader.email}>: No such mailbox"
+    Delivery.objects.filter(subscriber=reader, status=Delivery.Status.FAILED).update(error=echo)
+    Digest.objects.filter(subscriber=reader).update(error=echo.upper())
     assert "subscriptions_delivery" in tables_holding("refused.reader")
     assert "subscriptions_digest" in tables_holding("refused.reader")
 
@@ -584,5 +659,64 @@ def test_a_connection_lost_after_data_is_counted_as_ambiguous_and_retried(
         assert rows["dropped"].status == Delivery.Status.SENT and rows["dropped"].ambiguous
         page = admin_client.get(f"/admin/subscriptions/mailing/{mailing.pk}/change/")
         assert b"1 ambiguous" in page.content
+    finally:
+        server.close()
+
+
+class SlowSMTPServer(HungSMTPServer):
+    """Answers every command, after `delay` seconds each: slow, not hung."""
+
+    def __init__(self, delay):
+        self.delay, self.accepted = delay, []
+        super().__init__()
+
+    def talk(self, connection):
+        import time
+
+        def say(text):
+            time.sleep(self.delay)
+            connection.sendall(text)
+
+        try:
+            say(b"220 slow.example ESMTP\r\n")
+            reader = connection.makefile("rb")
+            for line in reader:
+                command = line.upper()
+                if command.startswith(b"DATA"):
+                    say(b"354 go ahead\r\n")
+                    for body_line in reader:
+                        if body_line == b".\r\n":
+                            break
+                    say(b"250 queued\r\n")
+                    self.accepted.append(time.monotonic())
+                elif command.startswith(b"QUIT"):
+                    connection.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    say(b"250 OK\r\n")
+        except OSError:
+            pass
+
+
+@pytest.mark.django_db
+@pytest.mark.timeout(60)
+def test_a_slow_server_cannot_stretch_one_send_past_the_claim(
+    settings, django_capture_on_commit_callbacks
+):
+    """Each reply within its timeout, but the whole send (MAIL, RCPT, DATA,
+    the body, the answer) would end past the claim: it is cut at the
+    deadline, not accepted behind the sweeper's back."""
+    server = SlowSMTPServer(delay=1.0)
+    try:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
+        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+        settings.EMAIL_TIMEOUT = 30
+        settings.SUBSCRIPTIONS_CLAIM_TIMEOUT = 5  # no wait past 4 s from the claim
+        make_subscriber("one@example.com")
+        mailing = _send_all(Post(), django_capture_on_commit_callbacks)
+        (row,) = _rows(mailing).values()
+        assert row.status == Delivery.Status.PENDING and "timed out" in row.error
+        assert server.accepted == []
     finally:
         server.close()
