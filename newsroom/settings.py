@@ -87,6 +87,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "newsroom.urls"
+CSRF_FAILURE_VIEW = "newsroom.views.csrf_failure"  # The site's look, a link back to the form.
 WSGI_APPLICATION = "newsroom.wsgi.application"
 
 TEMPLATES = [
@@ -236,6 +237,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# Behind a proxy, the request header holding the client's IP for
+# django-ratelimit's per-IP limits (e.g. HTTP_X_REAL_IP); unset: REMOTE_ADDR.
+RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="") or None
 
 # The subscriptions app (defaults and meanings in subscriptions/conf.py).
 # Topics readers may follow are this site's entities.
