@@ -19,6 +19,8 @@ DEFAULTS = {
     # How long unsubscribe and preferences links work; None: for ever (links
     # in old emails must keep letting readers leave).
     "LINK_MAX_AGE": None,
+    # How long the emailed link to download or erase one's data works.
+    "DATA_LINK_MAX_AGE": timedelta(hours=1),
     # A pending address gets at most one confirmation email per window (a timedelta).
     "CONFIRMATION_WINDOW": timedelta(hours=1),
     # django-ratelimit rates for POST /subscribe/ ("count/period"); None: off.

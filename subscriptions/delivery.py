@@ -22,7 +22,7 @@ second run finds nothing to send.
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import emails, tasks, transports
+from . import emails, tasks, tokens, transports
 from .conf import conf
 from .models import MAX_ID, Delivery, Digest, Mailing, Subscriber, _due
 
@@ -100,6 +100,24 @@ def send_welcome(subscriber_id):
     ).first()
     if subscriber:
         emails.welcome(subscriber).send()
+
+
+# Readers' data: the download and the erasure open only from a short-lived
+# link sent to the address (tokens.DATA), not from the preferences link
+# that every email carries.
+
+
+def request_data_link(subscriber):
+    """Queue an email with a link to download or erase the reader's data."""
+    enqueue_after_commit(tasks.send_data_link, subscriber.pk)
+
+
+def send_data_link(subscriber_id):
+    subscriber = Subscriber.objects.filter(pk=subscriber_id).first()
+    if subscriber:
+        url = conf.absolute_url(tokens.path("erase", subscriber.make_token(tokens.DATA)))
+        minutes = int(conf.duration("DATA_LINK_MAX_AGE").total_seconds() // 60)
+        emails.build("data-link", subscriber.email, {"data_url": url, "minutes": minutes}).send()
 
 
 # Posts.
