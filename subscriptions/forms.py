@@ -115,7 +115,7 @@ class ImportForm(forms.Form):
     file = forms.FileField(
         label="CSV file",
         help_text="Columns: email (required), name, frequency (instant, daily or weekly), "
-        "topics (keys separated by spaces). The first line names the columns.",
+        "topics (names or keys separated by spaces). The first line names the columns.",
     )
     confirmed = forms.BooleanField(
         label="Already consented",
