@@ -14,7 +14,7 @@ def load_settings(*names, **env):
     environment = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("SITE_URL", "PORT", "RATELIMIT_IP_META_KEY", "ALLOWED_HOSTS")
+        if k not in ("SITE_URL", "PORT", "NEWSROOM_PORT", "RATELIMIT_IP_META_KEY", "ALLOWED_HOSTS")
     }
     environment.update({"SECRET_KEY": "test", **env})
     code = (
@@ -36,4 +36,18 @@ def test_ratelimit_ip_meta_key_is_read_from_the_environment():
     assert load_settings("RATELIMIT_IP_META_KEY") == {"RATELIMIT_IP_META_KEY": None}
     assert load_settings("RATELIMIT_IP_META_KEY", RATELIMIT_IP_META_KEY="HTTP_X_REAL_IP") == {
         "RATELIMIT_IP_META_KEY": "HTTP_X_REAL_IP"
+    }
+
+
+def test_site_url_follows_the_port_make_run_serves_on():
+    default = "http://127.0.0.1:8000"
+    assert load_settings("SITE_URL") == {"SITE_URL": default}
+    assert load_settings("SITE_URL", PORT="8123") == {"SITE_URL": "http://127.0.0.1:8123"}
+    # Under honcho each process has a PORT of its own; the Makefile's wins.
+    assert load_settings("SITE_URL", "CSRF_TRUSTED_ORIGINS", PORT="5100", NEWSROOM_PORT="8123") == {
+        "SITE_URL": "http://127.0.0.1:8123",
+        "CSRF_TRUSTED_ORIGINS": ["http://127.0.0.1:8123"],
+    }
+    assert load_settings("SITE_URL", PORT="8123", SITE_URL="https://news.example/") == {
+        "SITE_URL": "https://news.example"
     }
