@@ -118,3 +118,20 @@ def test_the_migration_moves_follows_and_mailings_from_slugs_to_keys():
     migration.keys_to_slugs(apps, None)
     assert both.topics() == ["el-paso-texas"]
     assert other.topics() == ["gone-entity", "jeff-sessions"]
+
+
+def test_the_admin_shows_followed_entities_by_name(admin_client):
+    el_paso = make_entity("El Paso", kind=Entity.Kind.PLACE)
+    reader = make_subscriber("reader@example.com", topics=[el_paso.topic_key])
+    Mailing.objects.create(
+        post_key="newsroom.article:1", title="T", url="http://x/", topics=[el_paso.topic_key]
+    )
+    pages = [
+        "/admin/subscriptions/subscriber/",
+        f"/admin/subscriptions/subscriber/{reader.pk}/change/",
+        f"/admin/subscriptions/mailing/{Mailing.objects.get().pk}/change/",
+    ]
+    for page in pages:
+        html = admin_client.get(page).content.decode()
+        assert "El Paso" in html, page
+        assert el_paso.topic_key not in html.replace(f'value="{el_paso.topic_key}"', ""), page
