@@ -33,6 +33,13 @@ class ExpiredToken(BadToken):
     message = "This link has expired. Subscribe again and we will send you a new one."
 
 
+class ExpiredDataLink(ExpiredToken):
+    message = (
+        "This link has expired. Ask for a new one on your subscription page "
+        "(the preferences link in any of our emails)."
+    )
+
+
 def make(key, purpose):
     return signing.dumps(key, salt=f"subscriptions.{purpose}")
 
@@ -45,7 +52,7 @@ def load(token, purpose):
     try:
         return str(signing.loads(token, salt=f"subscriptions.{purpose}", max_age=max_age))
     except signing.SignatureExpired:
-        raise ExpiredToken from None
+        raise (ExpiredDataLink if purpose == DATA else ExpiredToken) from None
     except signing.BadSignature:
         raise BadToken from None
 

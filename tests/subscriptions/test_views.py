@@ -364,7 +364,7 @@ class TestPreferences:
         with time_machine.travel(timezone.now() + timedelta(minutes=61)):
             for response in (client.get(url), client.post(url)):
                 assert response.status_code == 400
-                assert b"This link has expired" in response.content
+                assert b"This link has expired. Ask for a new one" in response.content
         assert Subscriber.objects.filter(pk=subscriber.pk).exists()
 
     def test_download_my_data(self, client):
