@@ -73,7 +73,7 @@ def _authenticates(pattern):
 def tracking_urls():
     """django-anymail's tracking webhooks that authenticate every request
     (see _authenticates), for the host site's URLconf:
-    `path("anymail/", include(webhooks.tracking_urls()))`. Read when the
+    `path("anymail/", include((webhooks.tracking_urls(), "anymail")))`. Read when the
     URLconf loads: a provider whose webhooks are not secured is not mounted
     (404), so a forged event changes nothing. [] without django-anymail."""
     try:
@@ -86,7 +86,8 @@ def tracking_urls():
 def unsecured_provider(backend):
     """For an EMAIL_BACKEND path, the name of its django-anymail provider
     when none of that provider's tracking webhooks authenticates requests;
-    None for another backend or a secured provider."""
+    None for another backend, a secured provider, or one django-anymail has
+    no tracking webhook for (nothing to secure)."""
     prefix = "anymail.backends."
     if not backend.startswith(prefix):
         return None
@@ -104,6 +105,6 @@ def unsecured_provider(backend):
         for p in urls.urlpatterns
         if _is_tracking(p) and esp.startswith(p.name.split("_tracking")[0])
     ]
-    if any(_authenticates(p) for p in views):
+    if not views or any(_authenticates(p) for p in views):
         return None
     return esp
