@@ -16,15 +16,15 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# Migrate, load the seeds, create the superuser from DJANGO_SUPERUSER_* when
-# set, then run Redis (unless REDIS_URL is set), a Celery worker, Celery beat
-# and the web server under honcho: one Ctrl-C stops them all.
+# Migrate, create the superuser from DJANGO_SUPERUSER_* when set, then run
+# Redis (unless REDIS_URL is set), a Celery worker, Celery beat and the web
+# server under honcho: one Ctrl-C stops them all. The worker loads the seeds
+# once Redis answers (see the Procfile): they need the cache and the broker.
 run: install
 	@mkdir -p var
 	@test -s var/secret_key || $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > var/secret_key
 	@set -e; export SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}"; \
 	$(BIN)/python manage.py migrate --noinput; \
-	$(BIN)/python manage.py load_seeds; \
 	if [ -n "$$DJANGO_SUPERUSER_USERNAME" ]; then \
 	  if $(BIN)/python manage.py shell --no-imports -c "import os, sys; from django.contrib.auth import get_user_model; sys.exit(not get_user_model().objects.filter(username=os.environ['DJANGO_SUPERUSER_USERNAME']).exists())"; \
 	  then echo "Superuser $$DJANGO_SUPERUSER_USERNAME already exists."; \

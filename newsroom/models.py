@@ -96,6 +96,10 @@ def unique_slug(model, value, max_length=200, exclude_pk=None):
     return slug
 
 
+def topic_key(entity_pk):
+    return f"entity:{entity_pk}"
+
+
 class Entity(models.Model):
     """A person, organisation, place or topic that articles are about."""
 
@@ -164,6 +168,13 @@ class Entity(models.Model):
 
     def get_absolute_url(self):
         return reverse("entity", args=[self.KIND_PATHS[self.kind], self.slug])
+
+    @property
+    def topic_key(self):
+        """What readers follow by email (subscriptions' topic key): from the
+        primary key, so renaming the entity, changing its slug or its kind
+        keeps its followers. Never a slug (it has a colon)."""
+        return topic_key(self.pk)
 
     def get_feed_url(self):
         return reverse("entity_feed", args=[self.KIND_PATHS[self.kind], self.slug])
@@ -471,8 +482,9 @@ class Article(models.Model):
         return about + mentions
 
     def topic_keys(self):
-        """Slugs of the entities it is tagged with: what entity followers follow."""
-        return [entity.slug for entity in self.tagged_entities()]
+        """Topic keys of the entities it is tagged with: what entity
+        followers follow (Entity.topic_key)."""
+        return [entity.topic_key for entity in self.tagged_entities()]
 
     # What subscriptions.announce() reads of a post (see README, Subscriptions).
 
@@ -573,8 +585,15 @@ def announce_article(pk, live_since=None):
 
 def subscription_topics():
     """What readers can follow by email (settings.SUBSCRIPTIONS_TOPICS): every
-    entity, as (key, label) pairs; the key is the slug posts announce."""
-    return Entity.objects.order_by("kind", "name").values_list("slug", "name")
+    entity, as (key, label, slug): the key (Entity.topic_key) is what posts
+    announce and follows keep; the slug of the moment is what CSV files
+    name (import_subscribers, export_subscribers)."""
+    return [
+        (topic_key(pk), name, slug)
+        for pk, name, slug in Entity.objects.order_by("kind", "name").values_list(
+            "pk", "name", "slug"
+        )
+    ]
 
 
 @receiver([post_save, post_delete], sender=Article)

@@ -34,7 +34,11 @@ if not SECRET_KEY:
 
 # The public address of the site: absolute links in emails and feeds, and the
 # scheme decides whether cookies are marked secure and HTTP is redirected.
-SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Without it, the port `make run` serves on: NEWSROOM_PORT (the Makefile sets
+# it from PORT, since honcho gives each of its processes a PORT of its own),
+# else PORT, else 8000.
+_port = env.str("NEWSROOM_PORT", default="") or env.str("PORT", default="") or "8000"
+SITE_URL = env.str("SITE_URL", default=f"http://127.0.0.1:{_port}").rstrip("/")
 SITE_NAME = env.str("SITE_NAME", default="Newsroom")
 SITE_DESCRIPTION = env.str(
     "SITE_DESCRIPTION", default="News about the people, organisations and places that matter."
@@ -87,6 +91,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "newsroom.urls"
+CSRF_FAILURE_VIEW = "newsroom.views.csrf_failure"  # The site's look, a link back to the form.
 WSGI_APPLICATION = "newsroom.wsgi.application"
 
 TEMPLATES = [
@@ -252,6 +257,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# Behind a proxy, the request header holding the client's IP for
+# django-ratelimit's per-IP limits (e.g. HTTP_X_REAL_IP); unset: REMOTE_ADDR.
+RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="") or None
 
 # The subscriptions app (defaults and meanings in subscriptions/conf.py).
 # Topics readers may follow are this site's entities.

@@ -4,6 +4,8 @@ from django.contrib.sitemaps.views import sitemap
 from django.urls import include, path, re_path, register_converter
 from django.views.static import serve
 
+from subscriptions import webhooks
+
 from . import feeds, views
 from .models import Entity
 from .sitemaps import SITEMAPS
@@ -39,8 +41,10 @@ urlpatterns = [
     path("robots.txt", views.robots_txt, name="robots_txt"),
     path("admin/", admin.site.urls),
     path("ckeditor/", include("ckeditor_uploader.urls")),
-    # An email provider's bounce and complaint webhooks (django-anymail).
-    path("anymail/", include("anymail.urls")),
+    # An email provider's bounce and complaint webhooks (django-anymail):
+    # only those that authenticate requests (a secret or a signature), so
+    # nobody can forge a bounce. Read once, when the URLconf loads.
+    path("anymail/", include((webhooks.tracking_urls(), "anymail"))),
     path("", include("subscriptions.urls")),
 ]
 

@@ -11,6 +11,7 @@ from django.http import HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import patch_vary_headers
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
@@ -177,9 +178,16 @@ def entity_detail(request, kind_path, slug):
     )
 
 
+def clean_query(value):
+    """The words of a search: control characters (a NUL that SQLite reads
+    as the end of the pattern, so as "match everything"; PostgreSQL refuses
+    it) are spaces, runs of space one."""
+    return " ".join("".join(c if c.isprintable() else " " for c in value).split())
+
+
 @require_safe
 def search(request):
-    query = request.GET.get("q", "").strip()
+    query = clean_query(request.GET.get("q", ""))
     if len(query) > SEARCH_MAX_LENGTH:
         return render(
             request,
@@ -195,6 +203,15 @@ def search(request):
     return render(
         request, "newsroom/search.html", {"query": query, "page": page, "entities": entities}
     )
+
+
+def csrf_failure(request, reason=""):
+    """CSRF_FAILURE_VIEW: a form posted without a valid token (an old tab,
+    cookies blocked) gets the site's page and a way back to the form, not
+    Django's bare one. The form is at the address it posted to (a GET of
+    /subscribe/ or /admin/login/ shows it)."""
+    back_url = request.path if url_has_allowed_host_and_scheme(request.path, None) else "/"
+    return render(request, "403_csrf.html", {"back_url": back_url}, status=403)
 
 
 @require_safe

@@ -1,5 +1,6 @@
 import csv
 import io
+import threading
 
 from django.contrib import admin, messages
 from django.http import StreamingHttpResponse
@@ -28,6 +29,22 @@ class TopicFilter(admin.SimpleListFilter):
         if value:
             return queryset.filter(pk__in=Follow.objects.filter(topic=value).values("subscriber"))
         return queryset
+
+
+# Topic keys may mean nothing to editors (Newsroom's are "entity:<id>"):
+# lists show the provider's labels, asked for once per request and thread.
+_labels = threading.local()
+
+
+def _forget_labels():
+    _labels.value = None
+
+
+def topic_labels(keys):
+    labels = getattr(_labels, "value", None)
+    if labels is None:
+        labels = _labels.value = dict(conf.topics())
+    return ", ".join(labels.get(key, key) for key in keys)
 
 
 class _Echo:
@@ -97,6 +114,7 @@ class SubscriberAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request):
+        _forget_labels()
         return super().get_queryset(request).prefetch_related("follows")
 
     def has_add_permission(self, request):
@@ -107,11 +125,11 @@ class SubscriberAdmin(admin.ModelAdmin):
     def follows(self, obj):
         if obj.follows_everything:
             return "everything"
-        return ", ".join(f.topic for f in obj.follows.all())
+        return topic_labels(f.topic for f in obj.follows.all())
 
     @admin.display(description="topics")
     def topics(self, obj):
-        return ", ".join(obj.topics()) or "—"
+        return topic_labels(obj.topics()) or "—"
 
     def changelist_view(self, request, extra_context=None):
         counts = Subscriber.objects.counts_by_status()
@@ -235,7 +253,7 @@ class MailingAdmin(admin.ModelAdmin):
         "status",
         "progress",
         "counts",
-        "topics",
+        "topic_labels",
         "published_at",
         "created_at",
         "finished_at",
@@ -245,7 +263,12 @@ class MailingAdmin(admin.ModelAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request):
+        _forget_labels()
         return super().get_queryset(request).with_progress()
+
+    @admin.display(description="topics")
+    def topic_labels(self, obj):
+        return topic_labels(obj.topics) or "—"
 
     def has_add_permission(self, request):
         return False  # Mailings are made by publishing a post.

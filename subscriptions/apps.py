@@ -6,6 +6,8 @@ class SubscriptionsConfig(AppConfig):
     verbose_name = "Subscriptions"
 
     def ready(self):
+        from . import checks  # noqa: F401 - registers the system checks
+
         # With an email provider through django-anymail, its bounce and
         # complaint webhooks suppress addresses (webhooks.tracking_event).
         try:

@@ -11,14 +11,18 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 DEFAULTS = {
-    # Dotted path to a callable returning (key, label) pairs: what readers may
-    # follow. None means readers can only follow everything.
+    # Dotted path to a callable returning (key, label) pairs, or (key, label,
+    # name) triples where CSV files use `name` (a slug) for the topic: what
+    # readers may follow. Keys must never change (follows keep them). None
+    # means readers can only follow everything.
     "TOPICS": None,
     # How long the link in a confirmation email works (timedelta or seconds).
     "CONFIRM_MAX_AGE": timedelta(days=7),
     # How long unsubscribe and preferences links work; None: for ever (links
     # in old emails must keep letting readers leave).
     "LINK_MAX_AGE": None,
+    # How long the emailed link to download or erase one's data works.
+    "DATA_LINK_MAX_AGE": timedelta(hours=1),
     # A pending address gets at most one confirmation email per window (a timedelta).
     "CONFIRMATION_WINDOW": timedelta(hours=1),
     # django-ratelimit rates for POST /subscribe/ ("count/period"); None: off.
@@ -96,11 +100,22 @@ class Conf:
     def absolute_url(self, path):
         return self.site_url + path
 
-    def topics(self):
-        """[(key, label), …] from the host site's provider."""
+    def _provided_topics(self):
         if not self.TOPICS:
             return []
-        return [(str(key), str(label)) for key, label in import_string(self.TOPICS)()]
+        return [tuple(str(part) for part in topic) for topic in import_string(self.TOPICS)()]
+
+    def topics(self):
+        """[(key, label), …] from the host site's provider."""
+        return [(topic[0], topic[1]) for topic in self._provided_topics()]
+
+    def topic_names(self):
+        """{key: name in CSV files}: the provider's third item when it gives
+        one (a slug, which may change while the key does not), else the key."""
+        return {
+            topic[0]: (topic[2] if len(topic) > 2 else topic[0])
+            for topic in self._provided_topics()
+        }
 
 
 def _duration(value):

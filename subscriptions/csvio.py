@@ -46,7 +46,9 @@ def import_csv(lines, *, confirmed=False, note="Imported", on_error=None):
     if "email" not in columns:
         raise ValueError("The first line must name the columns, including “email”.")
     reader.fieldnames = columns
-    known_topics = {key for key, _ in conf.topics()}
+    # A file names topics by their CSV name (a slug on Newsroom) or by key.
+    names = conf.topic_names()
+    known_topics = {key: key for key in names} | {name: key for key, name in names.items()}
 
     def report(line, message):
         result.error_count += 1
@@ -123,8 +125,9 @@ def _import_batch(batch, confirmed, note, result):
 
 
 def parse_row(row, known_topics):
-    """(unsaved Subscriber, topics) from a csv.DictReader row; raises
-    ValidationError naming what is wrong."""
+    """(unsaved Subscriber, topic keys) from a csv.DictReader row;
+    `known_topics` maps each name a file may use (CSV name or key) to its
+    key. Raises ValidationError naming what is wrong."""
     if None in row:
         raise ValidationError("too many columns")
     email = (row.get("email") or "").strip()
@@ -140,10 +143,11 @@ def parse_row(row, known_topics):
         raise ValidationError(
             f"frequency must be one of {', '.join(Frequency.values)}, not {frequency[:50]!r}"
         )
-    topics = sorted(set((row.get("topics") or "").split()))
-    unknown = [t for t in topics if t not in known_topics]
+    named = (row.get("topics") or "").split()
+    unknown = [t for t in named if t not in known_topics]
     if unknown:
         raise ValidationError(f"unknown topics: {' '.join(unknown)[:200]}")
+    topics = sorted({known_topics[t] for t in named})
     subscriber = Subscriber(
         email=email,
         name=clean_name(row.get("name")),
@@ -155,7 +159,9 @@ def parse_row(row, known_topics):
 
 def rows(subscribers):
     """COLUMNS rows of a Subscriber queryset, streaming in id order
-    (constant memory)."""
+    (constant memory). Topics by their CSV name as it is now, so the file
+    imports back."""
+    names = conf.topic_names()
     subscribers = (
         subscribers.order_by("pk")
         .prefetch_related(None)
@@ -167,5 +173,5 @@ def rows(subscribers):
             subscriber.email,
             subscriber.name,
             subscriber.frequency,
-            " ".join(subscriber.topics()),
+            " ".join(sorted(names.get(key, key) for key in subscriber.topics())),
         ]

@@ -102,6 +102,22 @@ def send_welcome(subscriber_id):
         emails.welcome(subscriber).send()
 
 
+# Readers' data: the download and the erasure open only from a short-lived
+# link sent to the address (tokens.DATA), not from the preferences link
+# that every email carries.
+
+
+def request_data_link(subscriber):
+    """Queue an email with a link to download or erase the reader's data."""
+    enqueue_after_commit(tasks.send_data_link, subscriber.pk)
+
+
+def send_data_link(subscriber_id):
+    subscriber = Subscriber.objects.filter(pk=subscriber_id).first()
+    if subscriber:
+        emails.data_link(subscriber).send()
+
+
 # Posts.
 
 

@@ -18,6 +18,7 @@ from django.template import Context
 from django.template.loader import get_template, render_to_string
 from django.utils.crypto import salted_hmac
 
+from . import tokens
 from .conf import conf
 
 
@@ -72,6 +73,14 @@ def confirmation(subscriber):
         subscriber.email,
         {"confirm_url": subscriber.confirm_url(), "max_age_days": conf.confirm_max_age.days},
     )
+
+
+def data_link(subscriber):
+    """The short-lived link to download or erase one's data, to the address
+    only: the preferences link in every email does not open those."""
+    url = conf.absolute_url(tokens.path("erase", subscriber.make_token(tokens.DATA)))
+    minutes = int(conf.duration("DATA_LINK_MAX_AGE").total_seconds() // 60)
+    return build("data-link", subscriber.email, {"data_url": url, "minutes": minutes})
 
 
 def welcome(subscriber):

@@ -68,8 +68,10 @@ class SubscribeForm(forms.Form):
         return self.cleaned_data["frequency"] or Subscriber.Frequency.INSTANT
 
     def clean_source(self):
-        # Only a path on this site is recorded (not "//elsewhere").
-        source = _clean_text(self.cleaned_data["source"].strip(), 500)
+        # Only a path on this site is recorded (not "//elsewhere"), without
+        # a query string or fragment (tracking tags, search words).
+        source = self.cleaned_data["source"].strip().split("?")[0].split("#")[0]
+        source = _clean_text(source, 500)
         return source if source.startswith("/") and not source.startswith("//") else ""
 
     def clean_form(self):
@@ -113,7 +115,7 @@ class ImportForm(forms.Form):
     file = forms.FileField(
         label="CSV file",
         help_text="Columns: email (required), name, frequency (instant, daily or weekly), "
-        "topics (keys separated by spaces). The first line names the columns.",
+        "topics (names or keys separated by spaces). The first line names the columns.",
     )
     confirmed = forms.BooleanField(
         label="Already consented",

@@ -22,6 +22,7 @@ from .conf import conf
 
 MAX_NAME_LENGTH = 100
 MAX_TOPIC_LENGTH = 200
+MAX_LOCAL_PART_LENGTH = 64  # RFC 5321, 4.5.3.1.1: mail servers may refuse longer.
 
 
 def normalize_email(value):
@@ -38,6 +39,11 @@ def normalize_email(value):
     # Quoted local parts may hold control characters; nobody subscribes with one.
     if not at or not local or not domain or '"' in local or "\\" in local:
         raise error
+    if len(local) > MAX_LOCAL_PART_LENGTH:
+        raise ValidationError(
+            f"The part before the @ can be at most {MAX_LOCAL_PART_LENGTH} characters.",
+            code="too_long",
+        )
     try:
         domain = domain.encode("idna").decode("ascii").lower()
     except UnicodeError:

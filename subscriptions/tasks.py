@@ -34,6 +34,11 @@ def send_welcome(subscriber_id):
     delivery.send_welcome(subscriber_id)
 
 
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def send_data_link(subscriber_id):
+    delivery.send_data_link(subscriber_id)
+
+
 @shared_task(acks_late=True)
 def fan_out(mailing_id):
     delivery.fan_out(mailing_id, chunks=1)  # and queues itself again to go on

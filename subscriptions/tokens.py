@@ -3,6 +3,10 @@
 A token is the subscriber's random key signed with Django's signing, salted
 per purpose: a confirmation link cannot unsubscribe, an unsubscribe link
 cannot open the preferences. No id ever appears in a public URL.
+
+The preferences link is in every email and never expires, so it opens the
+preferences only: the data download and the erasure take a DATA link, valid
+for DATA_LINK_MAX_AGE, that is emailed to the address when asked for.
 """
 
 import functools
@@ -15,6 +19,7 @@ from .conf import conf
 CONFIRM = "confirm"
 UNSUBSCRIBE = "unsubscribe"
 PREFERENCES = "preferences"
+DATA = "data"
 
 
 class BadToken(Exception):
@@ -28,17 +33,26 @@ class ExpiredToken(BadToken):
     message = "This link has expired. Subscribe again and we will send you a new one."
 
 
+class ExpiredDataLink(ExpiredToken):
+    message = (
+        "This link has expired. Ask for a new one on your subscription page "
+        "(the preferences link in any of our emails)."
+    )
+
+
 def make(key, purpose):
     return signing.dumps(key, salt=f"subscriptions.{purpose}")
 
 
 def load(token, purpose):
     """The key a token signs; raises BadToken or ExpiredToken."""
-    max_age = conf.CONFIRM_MAX_AGE if purpose == CONFIRM else conf.LINK_MAX_AGE
+    max_age = {CONFIRM: conf.CONFIRM_MAX_AGE, DATA: conf.DATA_LINK_MAX_AGE}.get(
+        purpose, conf.LINK_MAX_AGE
+    )
     try:
         return str(signing.loads(token, salt=f"subscriptions.{purpose}", max_age=max_age))
     except signing.SignatureExpired:
-        raise ExpiredToken from None
+        raise (ExpiredDataLink if purpose == DATA else ExpiredToken) from None
     except signing.BadSignature:
         raise BadToken from None
 

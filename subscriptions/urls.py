@@ -9,8 +9,9 @@ urlpatterns = [
     path("subscribe/", views.subscribe, name="subscribe"),
     path("subscribe/confirm/<str:token>/", views.confirm, name="confirm"),
     path("subscribe/preferences/<str:token>/", views.preferences, name="preferences"),
-    path("subscribe/preferences/<str:token>/data.json", views.download_data, name="download_data"),
-    path("subscribe/preferences/<str:token>/delete/", views.erase, name="erase"),
+    path("subscribe/preferences/<str:token>/data/", views.data_link, name="data_link"),
+    path("subscribe/data/<str:token>/", views.erase, name="erase"),
+    path("subscribe/data/<str:token>/data.json", views.download_data, name="download_data"),
     path("subscribe/unsubscribe/<str:token>/", views.unsubscribe, name="unsubscribe"),
     path("subscribe/one-click/<str:token>/", views.one_click, name="one_click"),
 ]

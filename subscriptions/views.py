@@ -9,7 +9,7 @@ from . import delivery
 from .conf import conf
 from .forms import FormKind, PreferencesForm, SubscribeForm, wording
 from .models import Consent, Subscriber
-from .tokens import BadToken
+from .tokens import DATA, BadToken
 
 
 def _rate_limited(request, group, key, rate):
@@ -182,9 +182,31 @@ def preferences(request, token):
 
 
 @never_cache
+@require_POST
+def data_link(request, token):
+    """From the preferences page: email the address a short-lived link to
+    download or erase its data. At most RATELIMIT_EMAIL emails an address."""
+    subscriber, error = _from_token(request, token, Subscriber.PREFERENCES)
+    if error:
+        return error
+    if not _rate_limited(
+        request,
+        "subscriptions.data_link",
+        lambda group, request: subscriber.key,
+        conf.RATELIMIT_EMAIL,
+    ):
+        delivery.request_data_link(subscriber)
+    return render(
+        request,
+        "subscriptions/data_link_sent.html",
+        {"subscriber": subscriber, "preferences_url": subscriber.preferences_path()},
+    )
+
+
+@never_cache
 @require_safe
 def download_data(request, token):
-    subscriber, error = _from_token(request, token, Subscriber.PREFERENCES)
+    subscriber, error = _from_token(request, token, DATA)
     if error:
         return error
     response = JsonResponse(subscriber.export_data(), json_dumps_params={"indent": 2})
@@ -195,10 +217,19 @@ def download_data(request, token):
 @never_cache
 @require_http_methods(["GET", "HEAD", "POST"])
 def erase(request, token):
-    subscriber, error = _from_token(request, token, Subscriber.PREFERENCES)
+    """The page the emailed data link opens: download, or erase (POST)."""
+    subscriber, error = _from_token(request, token, DATA)
     if error:
         return error
     if request.method == "POST":
         subscriber.erase()
         return render(request, "subscriptions/erased.html")
-    return render(request, "subscriptions/erase.html", {"subscriber": subscriber, "token": token})
+    return render(
+        request,
+        "subscriptions/erase.html",
+        {
+            "subscriber": subscriber,
+            "token": token,
+            "preferences_url": subscriber.preferences_path(),
+        },
+    )

@@ -20,6 +20,8 @@ def subscribe_form(context, topic="", label=""):
         "heading": heading,
         "text": text,
         "topic": topic,
-        "source": request.get_full_path() if request else "",
+        # The path only: the page is cached whole for every visitor, so one
+        # reader's query string must not become everyone's consent record.
+        "source": request.path if request else "",
         "csrf_token": context.get("csrf_token"),
     }

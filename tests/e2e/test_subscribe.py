@@ -77,7 +77,7 @@ def test_a_reader_follows_an_entity_from_its_page(
         page, live_server, smtp_server, celery_worker, form, "bob@example.com"
     )
     assert subscriber.status == Subscriber.Status.CONFIRMED
-    assert subscriber.topics() == [entity.slug]
+    assert subscriber.topics() == [entity.topic_key]
     assert not subscriber.follows_everything
     assert subscriber.consent_page == settings.SITE_URL + entity.get_absolute_url()
     assert subscriber.consent_wording.startswith("Follow El Paso by email.")

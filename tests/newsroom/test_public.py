@@ -354,3 +354,54 @@ def test_query_strings_do_not_fill_the_page_cache(client):
         assert client.get(article.get_absolute_url(), {"utm_source": junk}).status_code == 200
     keys = list(cache.iter_keys("page:*"))
     assert len(keys) == 1
+
+
+def test_the_cached_footer_records_the_page_without_its_query_string(client):
+    from django.test import Client
+
+    from subscriptions.models import Subscriber
+
+    article = make_article("Consent story")
+    url = article.get_absolute_url()
+    # The first visitor comes with a query string and fills the page cache.
+    first = client.get(url, {"utm_source": "newsletter", "email": "someone@example.com"})
+    assert first.status_code == 200
+    html = Client().get(url).content.decode()
+    (source,) = re.findall(r'name="source" value="([^"]*)"', html)
+    assert source == url
+    # Whatever the form posts, the consent record keeps the page only.
+    Client().post("/subscribe/", {"email": "ann@example.com", "source": f"{url}?utm=x#top"})
+    assert Subscriber.objects.get().consent_page.endswith(url)
+
+
+@pytest.mark.parametrize("query", ["\x00", "\x00\x00", " \x07\t", "\x1b[2J"])
+def test_a_search_of_control_characters_finds_nothing_and_never_fails(client, query):
+    make_entity("Ada Lovelace")
+    make_article("Visible report")
+    response = client.get("/search/", {"q": query})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Visible report" not in html
+    assert "Ada Lovelace" not in html
+
+
+def test_control_characters_in_a_search_are_spaces(client):
+    make_article("Visible report")
+    response = client.get("/search/", {"q": "visible\x00report"})
+    assert response.status_code == 200
+    assert "Visible report" in response.content.decode()
+
+
+def test_a_failed_csrf_check_shows_the_sites_page_and_a_way_back(client, settings):
+    from django.test import Client
+
+    from subscriptions.models import Subscriber
+
+    browser = Client(enforce_csrf_checks=True)
+    response = browser.post("/subscribe/", {"email": "ann@example.com"})
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "Please send the form again" in html
+    assert f'<a class="site-name" href="/">{settings.SITE_NAME}</a>' in html
+    assert '<a href="/subscribe/">Back to the form</a>' in html
+    assert not Subscriber.objects.exists()

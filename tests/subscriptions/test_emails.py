@@ -1,10 +1,12 @@
 """Double opt-in end to end, through a real Celery worker and SMTP server."""
 
+import json
 import re
 from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
+from django.urls import reverse
 
 from subscriptions.models import Subscriber
 from tests.factories import make_subscriber
@@ -107,3 +109,42 @@ def test_an_import_without_consent_asks_each_new_address(tmp_path, smtp_server, 
     celery_worker.drain()
     assert sorted(m["To"] for m in smtp_server.messages) == ["ann@example.com", "bob@example.com"]
     assert Subscriber.objects.get(email="left@example.com").status == Status.UNSUBSCRIBED
+
+
+def test_the_data_link_is_emailed_to_the_address_and_opens_download_and_erasure(
+    client, smtp_server, celery_worker
+):
+    reader = make_subscriber("ann@example.com", name="Ann")
+    make_subscriber("other@example.com")
+    preferences = reader.preferences_path()
+    page = client.get(preferences).content.decode()
+    (action,) = re.findall(r'<form method="post" action="([^"]*/data/)"', page)
+    response = client.post(action)
+    assert response.status_code == 200
+    assert b"Check your inbox" in response.content
+
+    [message] = smtp_server.wait_for(1)
+    assert message.envelope_recipients == ["ann@example.com"]
+    assert message["Subject"] == "Your data at Newsroom"
+    path = link_in(message, "data")
+    assert f'href="{settings.SITE_URL}{path}"' in message.get_body(("html",)).get_content()
+
+    download = client.get(f"{path}data.json")
+    assert download.status_code == 200
+    assert json.loads(download.content)["email"] == "ann@example.com"
+    assert Subscriber.objects.filter(pk=reader.pk).exists()  # GET erased nothing.
+    assert b"Your data is deleted" in client.post(path).content
+    assert not Subscriber.objects.filter(pk=reader.pk).exists()
+    celery_worker.drain()
+    assert len(smtp_server.messages) == 1  # Nobody else was mailed.
+
+
+def test_data_links_are_rate_limited_per_address(client, smtp_server, celery_worker, settings):
+    settings.SUBSCRIPTIONS_RATELIMIT_EMAIL = "2/h"
+    reader = make_subscriber("ann@example.com")
+    action = reverse("subscriptions:data_link", args=[reader.make_token(Subscriber.PREFERENCES)])
+    for _ in range(4):
+        assert client.post(action).status_code == 200
+    smtp_server.wait_for(2)
+    celery_worker.drain()
+    assert len(smtp_server.messages) == 2

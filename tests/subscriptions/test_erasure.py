@@ -5,6 +5,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.db import connection
 from django.urls import reverse
 
+from subscriptions import tokens
 from subscriptions.models import Subscriber
 
 pytestmark = pytest.mark.django_db
@@ -56,7 +57,7 @@ def test_delete_me_leaves_no_copy_of_the_address(client, admin_client):
         "subscriptions_subscriber",
     ]  # The scan finds copies where they are.
 
-    token = subscriber.make_token(Subscriber.PREFERENCES)
+    token = subscriber.make_token(tokens.DATA)  # The link emailed when asked for.
     response = client.post(reverse("subscriptions:erase", args=[token]))
     assert response.status_code == 200
 

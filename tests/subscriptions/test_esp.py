@@ -15,8 +15,8 @@ AUTH = {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(b"hook:s3cret").decode
 
 
 @pytest.fixture(autouse=True)
-def _webhook_secret(settings):
-    settings.ANYMAIL = {"WEBHOOK_SECRET": "hook:s3cret"}
+def _webhook_secret(mount):
+    mount(WEBHOOK_SECRET="hook:s3cret")
 
 
 def postmark(client, auth=AUTH, **event):

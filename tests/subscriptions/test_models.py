@@ -121,3 +121,17 @@ class TestQueries:
     def test_follows_are_deleted_with_their_subscriber(self):
         make_subscriber(topics=["el-paso"]).erase()
         assert Follow.objects.count() == 0
+
+
+def test_a_local_part_over_64_characters_is_refused_with_a_message():
+    assert normalize_email("a" * 64 + "@example.com") == "a" * 64 + "@example.com"
+    with pytest.raises(ValidationError, match="before the @ can be at most 64 characters"):
+        normalize_email("a" * 65 + "@example.com")
+
+
+@pytest.mark.django_db
+def test_the_form_refuses_a_long_local_part_and_stores_nothing(client):
+    response = client.post("/subscribe/", {"email": "a" * 65 + "@example.com"})
+    assert response.status_code == 400
+    assert b"at most 64 characters" in response.content
+    assert not Subscriber.objects.exists()

@@ -7,6 +7,7 @@ import time_machine
 from django.urls import reverse
 from django.utils import timezone
 
+from subscriptions import tokens
 from subscriptions.models import Subscriber
 from tests.factories import make_subscriber
 
@@ -289,6 +290,11 @@ def preferences_url(subscriber, name="preferences"):
     return reverse(f"subscriptions:{name}", args=[subscriber.make_token(Subscriber.PREFERENCES)])
 
 
+def data_url(subscriber, name="erase"):
+    """The link the data-link email carries (tokens.DATA)."""
+    return reverse(f"subscriptions:{name}", args=[subscriber.make_token(tokens.DATA)])
+
+
 class TestPreferences:
     def test_it_shows_the_current_choices(self, client):
         subscriber = make_subscriber(name="Ann", topics=["el-paso"], frequency="weekly")
@@ -325,18 +331,47 @@ class TestPreferences:
             True,
         )
 
-    def test_it_offers_unsubscribe_download_and_delete(self, client):
+    def test_it_offers_unsubscribe_and_a_link_to_download_or_delete(self, client):
         subscriber = make_subscriber()
         html = client.get(preferences_url(subscriber)).content.decode()
         assert "/subscribe/unsubscribe/" in html
-        assert "data.json" in html
-        assert "Delete me" in html
+        assert reverse("subscriptions:data_link", args=["TOKEN"]).split("TOKEN")[0] in html
+        assert "Email me a link to download or delete my data" in html
+        # The preferences link, in every email and never expiring, opens
+        # neither the download nor the erasure.
+        assert "data.json" not in html
+
+    def test_the_preferences_link_cannot_download_or_erase(self, client):
+        subscriber = make_subscriber("ann@example.com")
+        token = subscriber.make_token(Subscriber.PREFERENCES)
+        for path in (
+            reverse("subscriptions:download_data", args=[token]),
+            reverse("subscriptions:erase", args=[token]),
+            # Where they were.
+            f"/subscribe/preferences/{token}/data.json",
+            f"/subscribe/preferences/{token}/delete/",
+        ):
+            for method in (client.get, client.post):
+                response = method(path)
+                assert response.status_code in (400, 404, 405), path
+                assert b"ann@example.com" not in response.content, path
+        assert Subscriber.objects.filter(pk=subscriber.pk).exists()
+
+    def test_the_data_link_expires(self, client, settings):
+        subscriber = make_subscriber()
+        url = data_url(subscriber)
+        assert client.get(url).status_code == 200
+        with time_machine.travel(timezone.now() + timedelta(minutes=61)):
+            for response in (client.get(url), client.post(url)):
+                assert response.status_code == 400
+                assert b"This link has expired. Ask for a new one" in response.content
+        assert Subscriber.objects.filter(pk=subscriber.pk).exists()
 
     def test_download_my_data(self, client):
         subscriber = make_subscriber(
             "ann@example.com", name="Ann", topics=["el-paso"], consent_wording="Subscribe."
         )
-        response = client.get(preferences_url(subscriber, "download_data"))
+        response = client.get(data_url(subscriber, "download_data"))
         assert response.status_code == 200
         assert "attachment" in response["Content-Disposition"]
         data = json.loads(response.content)
@@ -346,8 +381,10 @@ class TestPreferences:
 
     def test_delete_asks_on_get_and_erases_on_post(self, client):
         subscriber = make_subscriber()
-        url = preferences_url(subscriber, "erase")
-        assert client.get(url).status_code == 200
+        url = data_url(subscriber)
+        page = client.get(url)
+        assert page.status_code == 200
+        assert b"data.json" in page.content
         assert Subscriber.objects.filter(pk=subscriber.pk).exists()
         response = client.post(url)
         assert response.status_code == 200
