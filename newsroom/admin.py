@@ -48,7 +48,7 @@ class ArticleAdmin(admin.ModelAdmin):
     }
     fieldsets = [
         (None, {"fields": ["title", "summary", "body", "byline"]}),
-        ("Lead image", {"fields": ["lead_image", "lead_image_alt"], "classes": ["collapse"]}),
+        ("Lead image", {"fields": ["lead_image", "lead_image_alt", "lead_image_caption"]}),
         (
             "Publishing",
             {
