@@ -15,8 +15,8 @@ import subscriptions
 from .extract import extract
 from .models import Article, ArticleEntity, Entity, EntityRedirect
 
-admin.site.site_header = f"{settings.SITE_NAME} newsroom"
-admin.site.site_title = settings.SITE_NAME
+admin.site.site_header = settings.SITE_NAME
+admin.site.site_title = f"{settings.SITE_NAME} admin"
 admin.site.index_title = "Write, tag and publish"
 
 

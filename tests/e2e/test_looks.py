@@ -38,13 +38,25 @@ def axe_violations(page):
     return found
 
 
+# Form fields with no <label> (a placeholder is not one), but for the
+# honeypot, which people never see.
+UNLABELLED = """() => [...document.querySelectorAll("input, select, textarea")]
+    .filter(f => f.type !== "hidden" && !f.closest("[aria-hidden=true]") && !f.labels.length)
+    .map(f => f.outerHTML)"""
+
+
 def assert_accessible(page, what):
     found = axe_violations(page)
     assert not found, f"axe-core on {what}:\n" + "\n".join(found)
+    unlabelled = page.evaluate(UNLABELLED)
+    assert not unlabelled, f"fields without a label on {what}: {unlabelled}"
 
 
 @pytest.fixture
-def newsroom(transactional_db, live_server, settings):
+def newsroom(django_db_serialized_rollback, transactional_db, live_server, settings):
+    """The content, committed for the live server. The flush after the test
+    keeps what migrations created (serialized rollback): later tests rely on
+    those rows."""
     settings.SITE_URL = live_server.url  # lead images in emails load from the live server
     reference = make_newsroom()
     yield reference
