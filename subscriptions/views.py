@@ -42,17 +42,29 @@ def _topics_context(request, chosen_keys):
     }
 
 
+@require_safe
+def topic_search(request):
+    """The topics matching ?q=, as JSON, for the search box of the subscribe
+    and preferences pages (static/subscriptions/topics.js); the pages work
+    without it."""
+    query = request.GET.get("q", "")[:100]
+    topics = conf.search_topics(query, limit=TOPICS_OFFERED)
+    response = JsonResponse({"query": query, "topics": [list(t) for t in topics]})
+    response["Cache-Control"] = "max-age=60"
+    return response
+
+
 def _finding(request):
     """A press of "Find" with something to find: search, save nothing."""
     return "find" in request.POST and request.POST.get("topic_q", "").strip()
 
 
-def _unbound_copy(form_class, data, **extra):
+def _unbound_copy(form_class, data):
     """The form as the reader left it, unbound: no errors shown while they
     are still choosing."""
     initial = {name: data.get(name, "") for name in form_class.base_fields}
     initial["topics"] = data.getlist("topics")
-    return form_class(initial={**initial, **extra})
+    return form_class(initial=initial)
 
 
 def _subscribe_page(request, form, status=200):
@@ -75,11 +87,7 @@ def subscribe(request):
     can learn from it who subscribes.
     """
     if request.method != "POST":
-        initial = {
-            "form": FormKind.PAGE,
-            "frequency": Subscriber.Frequency.INSTANT,
-            "source": request.GET.get("source", ""),
-        }
+        initial = {"form": FormKind.PAGE, "frequency": Subscriber.Frequency.INSTANT}
         return _subscribe_page(request, SubscribeForm(initial=initial))
     if _finding(request):
         return _subscribe_page(request, _unbound_copy(SubscribeForm, request.POST))
