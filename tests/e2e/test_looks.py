@@ -95,7 +95,7 @@ def test_every_public_page_is_accessible_and_has_a_working_subscribe_link(
             page.set_viewport_size({"width": width, "height": 900})
             # Nothing is wider than the screen.
             assert page.evaluate("document.documentElement.scrollWidth") <= width, (name, width)
-            docs = name in ("home", "article") and width_name in ("desktop", "phone")
+            docs = (name, width_name) in (("home", "desktop"), ("article", "phone"))
             screenshot(page, f"{name}-{width_name}", docs=docs)
         cta = page.locator("header.site-header").get_by_role("link", name="Subscribe")
         assert cta.get_attribute("href") == "/subscribe/", name
