@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export NEWSROOM_PORT = $(PORT)
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ run: install
 
 test: install
 	SECRET_KEY="$${SECRET_KEY:-insecure-test-only-key}" $(BIN)/pytest
+
+# The README's screenshots (docs/screenshots/), taken by the browser tests
+# that check those pages, so they show what the code renders today.
+screenshots: install
+	rm -rf docs/screenshots
+	NEWSROOM_DOCS_SCREENSHOTS=docs/screenshots SECRET_KEY="$${SECRET_KEY:-insecure-test-only-key}" \
+	  $(BIN)/pytest -q tests/e2e/test_looks.py tests/e2e/test_admin_looks.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -15,8 +15,8 @@ import subscriptions
 from .extract import extract
 from .models import Article, ArticleEntity, Entity, EntityRedirect
 
-admin.site.site_header = f"{settings.SITE_NAME} newsroom"
-admin.site.site_title = settings.SITE_NAME
+admin.site.site_header = settings.SITE_NAME
+admin.site.site_title = f"{settings.SITE_NAME} admin"
 admin.site.index_title = "Write, tag and publish"
 
 
@@ -48,7 +48,7 @@ class ArticleAdmin(admin.ModelAdmin):
     }
     fieldsets = [
         (None, {"fields": ["title", "summary", "body", "byline"]}),
-        ("Lead image", {"fields": ["lead_image", "lead_image_alt"], "classes": ["collapse"]}),
+        ("Lead image", {"fields": ["lead_image", "lead_image_alt", "lead_image_caption"]}),
         (
             "Publishing",
             {

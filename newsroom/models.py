@@ -317,6 +317,12 @@ class Article(models.Model):
         blank=True,
         help_text="What the lead image shows, for readers who cannot see it. Required with an image.",
     )
+    lead_image_caption = models.CharField(
+        "lead image caption",
+        max_length=300,
+        blank=True,
+        help_text="Shown under the image, e.g. what it shows and who took it.",
+    )
     status = models.CharField(
         max_length=20,
         choices=Status.choices,
@@ -504,6 +510,17 @@ class Article(models.Model):
         text = html.unescape(strip_tags(re.sub(r"</(p|h\d|li|blockquote)>", " ", self.body)))
         return Truncator(" ".join(text.split())).words(words)
 
+    def reading_minutes(self):
+        """Minutes to read the body at 230 words a minute; at least one."""
+        words = len(strip_tags(self.body).split())
+        return max(1, round(words / 230))
+
+    def email_image(self):
+        """(absolute URL, alt text) of the lead image for the email, or None."""
+        if not self.lead_image:
+            return None
+        return absolute_url(self.lead_image.url), self.lead_image_alt
+
     def related(self, limit=4):
         """Published articles sharing the most entities with this one."""
         entity_ids = [entity.pk for entity in self.tagged_entities()]
@@ -594,6 +611,28 @@ def subscription_topics():
             "pk", "name", "slug"
         )
     ]
+
+
+def search_subscription_topics(query="", keys=None, limit=20):
+    """settings.SUBSCRIPTIONS_TOPIC_SEARCH: the (key, label) pairs of the
+    entities with these keys, or of at most `limit` whose name or alias
+    contains `query` (names starting with it first), or, without a query,
+    the entities in the most articles; so the subscribe and preferences
+    pages never need the whole list."""
+    entities = Entity.objects.order_by("name")
+    if keys is not None:
+        return list(entities.filter(slug__in=keys).values_list("slug", "name"))
+    query = " ".join(query.split())[:100]
+    if not query:
+        popular = entities.annotate(n=Count("tags")).order_by("-n", "name")
+        return list(popular.values_list("slug", "name")[:limit])
+    starting = list(entities.filter(name__istartswith=query).values_list("slug", "name")[:limit])
+    if len(starting) < limit:
+        seen = {key for key, _ in starting}
+        more = entities.filter(Q(name__icontains=query) | Q(aliases__icontains=query))
+        more = more.exclude(slug__in=seen).values_list("slug", "name")[: limit - len(starting)]
+        starting += list(more)
+    return starting
 
 
 @receiver([post_save, post_delete], sender=Article)

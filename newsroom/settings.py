@@ -43,6 +43,9 @@ SITE_NAME = env.str("SITE_NAME", default="Newsroom")
 SITE_DESCRIPTION = env.str(
     "SITE_DESCRIPTION", default="News about the people, organisations and places that matter."
 )
+# An image shown instead of the site's name in the masthead and emails (its
+# alt text is SITE_NAME); empty: the name set in type.
+SITE_LOGO_URL = env.str("SITE_LOGO_URL", default="")
 _site = urlsplit(SITE_URL)
 if _site.scheme not in ("http", "https") or not _site.hostname:
     raise ImproperlyConfigured(f"SITE_URL must be an absolute http(s) URL, not {SITE_URL!r}.")
@@ -265,6 +268,7 @@ RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="") or None
 # The subscriptions app (defaults and meanings in subscriptions/conf.py).
 # Topics readers may follow are this site's entities.
 SUBSCRIPTIONS_TOPICS = "newsroom.models.subscription_topics"
+SUBSCRIPTIONS_TOPIC_SEARCH = "newsroom.models.search_subscription_topics"
 SUBSCRIPTIONS_POSTAL_ADDRESS = env.str("SUBSCRIPTIONS_POSTAL_ADDRESS", default="")
 SUBSCRIPTIONS_REPLY_TO = env.str("SUBSCRIPTIONS_REPLY_TO", default="") or None
 SUBSCRIPTIONS_UNSUBSCRIBE_MAILTO = env.str("SUBSCRIPTIONS_UNSUBSCRIBE_MAILTO", default="") or None

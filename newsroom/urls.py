@@ -1,7 +1,9 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.sitemaps.views import sitemap
+from django.templatetags.static import static
 from django.urls import include, path, re_path, register_converter
+from django.views.generic import RedirectView
 from django.views.static import serve
 
 from subscriptions import webhooks
@@ -39,6 +41,8 @@ urlpatterns = [
     path("feed/atom/", cached_page(feeds.LatestArticlesAtomFeed()), name="feed_atom"),
     path("sitemap.xml", sitemap, {"sitemaps": SITEMAPS}, name="sitemap"),
     path("robots.txt", views.robots_txt, name="robots_txt"),
+    # Browsers ask for it whatever the page's <link rel="icon"> says.
+    path("favicon.ico", RedirectView.as_view(url=static("newsroom/favicon.svg"), permanent=True)),
     path("admin/", admin.site.urls),
     path("ckeditor/", include("ckeditor_uploader.urls")),
     # An email provider's bounce and complaint webhooks (django-anymail):

@@ -76,6 +76,7 @@ def site_context(request):
         "site_name": settings.SITE_NAME,
         "site_url": settings.SITE_URL,
         "site_description": settings.SITE_DESCRIPTION,
+        "site_logo_url": settings.SITE_LOGO_URL,
         "entity_sections": [
             (Entity.KIND_PATHS[kind], Entity.KIND_PLURALS[kind]) for kind in Entity.Kind
         ],
@@ -95,7 +96,10 @@ def _kind_for_path(kind_path):
 @cached_page
 def home(request):
     page = _page(request, Article.objects.published().with_entities())
-    return render(request, "newsroom/home.html", {"page": page})
+    stories = list(page)
+    # The newest story leads the first page, larger and with its image.
+    lead = stories.pop(0) if page.number == 1 and stories else None
+    return render(request, "newsroom/home.html", {"page": page, "lead": lead, "stories": stories})
 
 
 def _render_article(request, article, preview=False):

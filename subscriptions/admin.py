@@ -1,6 +1,5 @@
 import csv
 import io
-import threading
 
 from django.contrib import admin, messages
 from django.http import StreamingHttpResponse
@@ -20,7 +19,13 @@ class TopicFilter(admin.SimpleListFilter):
     parameter_name = "topic"
 
     def lookups(self, request, model_admin):
-        return [("__everything__", "Everything"), *conf.topics()]
+        # The provider's suggestions, and the chosen one: a site may have
+        # 10,000 topics, too many for a sidebar.
+        offered = conf.search_topics("", limit=30)
+        value = self.value()
+        if value and value != "__everything__" and value not in dict(offered):
+            offered.append((value, conf.topic_labels([value]).get(value, value)))
+        return [("__everything__", "Everything"), *offered]
 
     def queryset(self, request, queryset):
         value = self.value()
@@ -29,22 +34,6 @@ class TopicFilter(admin.SimpleListFilter):
         if value:
             return queryset.filter(pk__in=Follow.objects.filter(topic=value).values("subscriber"))
         return queryset
-
-
-# Topic keys may mean nothing to editors (Newsroom's are "entity:<id>"):
-# lists show the provider's labels, asked for once per request and thread.
-_labels = threading.local()
-
-
-def _forget_labels():
-    _labels.value = None
-
-
-def topic_labels(keys):
-    labels = getattr(_labels, "value", None)
-    if labels is None:
-        labels = _labels.value = dict(conf.topics())
-    return ", ".join(labels.get(key, key) for key in keys)
 
 
 class _Echo:
@@ -68,9 +57,39 @@ def stream_csv(queryset, filename):
     return response
 
 
+class AdminStyles:
+    class Media:
+        css = {"all": ["subscriptions/admin.css"]}
+
+
+def _with_topic_labels(response, keys_of):
+    """Give each row of a changelist response the labels of every topic the
+    page shows, looked up once (not once per row)."""
+    changelist = getattr(response, "context_data", None) and response.context_data.get("cl")
+    if changelist is not None:
+        rows = changelist.result_list = list(changelist.result_list)
+        labels = conf.topic_labels({key for row in rows for key in keys_of(row)})
+        for row in rows:
+            row.topic_labels = labels
+    return response
+
+
+def topic_names(keys, labels, limit=4):
+    """ "Jeff Sessions, El Paso and 3 more": the labels of these keys."""
+    names = [labels.get(key, key) for key in keys]
+    if len(names) > limit:
+        return f"{', '.join(names[:limit])} and {len(names) - limit} more"
+    return ", ".join(names)
+
+
+def truncated(value, css_class="truncate"):
+    """A long value cut short with an ellipsis by CSS; all of it on hover."""
+    return format_html('<span class="{}" title="{}">{}</span>', css_class, value, value)
+
+
 @admin.register(Subscriber)
-class SubscriberAdmin(admin.ModelAdmin):
-    list_display = ["email", "name", "status", "frequency", "follows", "created_at", "confirmed_at"]
+class SubscriberAdmin(AdminStyles, admin.ModelAdmin):
+    list_display = ["address", "status", "how_often", "follows", "joined"]
     list_filter = ["status", "frequency", TopicFilter, "created_at"]
     search_fields = ["email", "name"]
     date_hierarchy = "created_at"
@@ -114,22 +133,44 @@ class SubscriberAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request):
-        _forget_labels()
         return super().get_queryset(request).prefetch_related("follows")
 
     def has_add_permission(self, request):
         # Subscribers come from the form (with consent) or a CSV import.
         return False
 
+    @admin.display(description="email and name", ordering="email")
+    def address(self, obj):
+        if not obj.name:
+            return truncated(obj.email)
+        return format_html("{}<br>{}", truncated(obj.email), truncated(obj.name, "truncate name"))
+
+    @admin.display(description="how often", ordering="frequency")
+    def how_often(self, obj):
+        return obj.frequency
+
+    @admin.display(description="joined", ordering="created_at")
+    def joined(self, obj):
+        return format_html(
+            '<time datetime="{}" title="{}">{}</time>',
+            obj.created_at.isoformat(),
+            obj.created_at.strftime("%Y-%m-%d %H:%M"),
+            obj.created_at.strftime("%-d %b %Y"),
+        )
+
     @admin.display(description="follows")
     def follows(self, obj):
         if obj.follows_everything:
             return "everything"
-        return topic_labels(f.topic for f in obj.follows.all())
+        keys = [f.topic for f in obj.follows.all()]
+        labels = getattr(obj, "topic_labels", None)
+        return topic_names(keys, conf.topic_labels(keys) if labels is None else labels)
 
     @admin.display(description="topics")
     def topics(self, obj):
-        return topic_labels(obj.topics()) or "—"
+        keys = obj.topics()
+        labels = conf.topic_labels(keys)
+        return ", ".join(labels.get(key, key) for key in keys) or "—"
 
     def changelist_view(self, request, extra_context=None):
         counts = Subscriber.objects.counts_by_status()
@@ -137,7 +178,8 @@ class SubscriberAdmin(admin.ModelAdmin):
             **(extra_context or {}),
             "status_counts": [(status.label, counts[status]) for status in Subscriber.Status],
         }
-        return super().changelist_view(request, extra_context)
+        response = super().changelist_view(request, extra_context)
+        return _with_topic_labels(response, lambda obj: [f.topic for f in obj.follows.all()])
 
     def get_urls(self):
         return [
@@ -233,16 +275,8 @@ class SubscriberAdmin(admin.ModelAdmin):
 
 
 @admin.register(Mailing)
-class MailingAdmin(admin.ModelAdmin):
-    list_display = [
-        "title",
-        "status",
-        "progress",
-        "sent_count",
-        "failed_count",
-        "pending_count",
-        "created_at",
-    ]
+class MailingAdmin(AdminStyles, admin.ModelAdmin):
+    list_display = ["title", "status", "progress_and_counts", "topic_list"]
     list_filter = ["status", "created_at"]
     search_fields = ["title", "post_key"]
     date_hierarchy = "created_at"
@@ -253,7 +287,7 @@ class MailingAdmin(admin.ModelAdmin):
         "status",
         "progress",
         "counts",
-        "topic_labels",
+        "topic_list",
         "published_at",
         "created_at",
         "finished_at",
@@ -263,15 +297,23 @@ class MailingAdmin(admin.ModelAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request):
-        _forget_labels()
         return super().get_queryset(request).with_progress()
-
-    @admin.display(description="topics")
-    def topic_labels(self, obj):
-        return topic_labels(obj.topics) or "—"
 
     def has_add_permission(self, request):
         return False  # Mailings are made by publishing a post.
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        return _with_topic_labels(response, lambda mailing: mailing.topics)
+
+    @admin.display(description="Topics")
+    def topic_list(self, mailing):
+        if not mailing.topics:
+            return "— (readers who follow everything)"
+        labels = getattr(mailing, "topic_labels", None)
+        if labels is None:
+            labels = conf.topic_labels(mailing.topics)
+        return topic_names(mailing.topics, labels, limit=3)
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -291,6 +333,16 @@ class MailingAdmin(admin.ModelAdmin):
     @admin.display(description="Progress")
     def progress(self, mailing):
         return progress_bar(mailing)
+
+    @admin.display(description="Progress", ordering="pending_count")
+    def progress_and_counts(self, mailing):
+        return format_html(
+            '{}<br><span class="help">{} sent · {} failed · {} to send</span>',
+            progress_bar(mailing),
+            mailing.sent_count,
+            mailing.failed_count,
+            mailing.pending_count,
+        )
 
     @admin.display(description="Counts")
     def counts(self, mailing):

@@ -16,6 +16,12 @@ DEFAULTS = {
     # readers may follow. Keys must never change (follows keep them). None
     # means readers can only follow everything.
     "TOPICS": None,
+    # Dotted path to a callable search(query="", keys=None, limit=20) returning
+    # (key, label) pairs: those with the given keys, or at most `limit` whose
+    # label matches `query` (for an empty query: the ones to suggest). Lets the
+    # pages offer thousands of topics without listing them; None: the TOPICS
+    # list is searched in Python.
+    "TOPIC_SEARCH": None,
     # How long the link in a confirmation email works (timedelta or seconds).
     "CONFIRM_MAX_AGE": timedelta(days=7),
     # How long unsubscribe and preferences links work; None: for ever (links
@@ -116,6 +122,29 @@ class Conf:
             topic[0]: (topic[2] if len(topic) > 2 else topic[0])
             for topic in self._provided_topics()
         }
+
+    def search_topics(self, query="", limit=20):
+        """At most `limit` (key, label) pairs matching `query`; for an empty
+        query, the provider's suggestions."""
+        query = " ".join(str(query).split())[:100]
+        if not self.TOPICS:
+            return []
+        if self.TOPIC_SEARCH:
+            found = import_string(self.TOPIC_SEARCH)(query=query, limit=limit)
+            return [(str(key), str(label)) for key, label in found][:limit]
+        folded = query.casefold()
+        return [(k, label) for k, label in self.topics() if folded in label.casefold()][:limit]
+
+    def topic_labels(self, keys):
+        """{key: label} for those of `keys` the provider knows."""
+        keys = {str(key) for key in keys}
+        if not keys or not self.TOPICS:
+            return {}
+        if self.TOPIC_SEARCH:
+            found = import_string(self.TOPIC_SEARCH)(keys=sorted(keys))
+        else:
+            found = self.topics()
+        return {str(key): str(label) for key, label in found if str(key) in keys}
 
 
 def _duration(value):

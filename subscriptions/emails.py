@@ -128,8 +128,8 @@ def post_snapshot(post):
 
     A post offers title, get_absolute_url() and published_at, and may offer
     email_summary() (plain text), email_html() (sanitised HTML, used when
-    SUBSCRIPTIONS_EMAIL_CONTENT is "full"), topic_keys() and
-    topic_links() ([(label, absolute URL)]).
+    SUBSCRIPTIONS_EMAIL_CONTENT is "full"), topic_keys(), topic_links()
+    ([(label, absolute URL)]), byline and email_image() ((absolute URL, alt)).
     """
     url = post.get_absolute_url()
     if url.startswith("/"):
@@ -142,6 +142,10 @@ def post_snapshot(post):
         "summary": summary,
         "body_html": _call(post, "email_html", "") if full else "",
         "topic_links": _call(post, "topic_links", []),
+        # Optional: the post's byline, date and lead image ((absolute URL, alt)).
+        "byline": getattr(post, "byline", ""),
+        "published_at": getattr(post, "published_at", None),
+        "image": _call(post, "email_image", None),
         **_reader_links(),
     }
     parts = render("post", context)

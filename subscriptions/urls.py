@@ -7,6 +7,7 @@ app_name = "subscriptions"
 # Tokens are signed (django.core.signing): letters, digits, "-", "_" and ":".
 urlpatterns = [
     path("subscribe/", views.subscribe, name="subscribe"),
+    path("subscribe/topics/", views.topic_search, name="topic_search"),
     path("subscribe/confirm/<str:token>/", views.confirm, name="confirm"),
     path("subscribe/preferences/<str:token>/", views.preferences, name="preferences"),
     path("subscribe/preferences/<str:token>/data/", views.data_link, name="data_link"),

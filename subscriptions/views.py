@@ -18,12 +18,64 @@ def _rate_limited(request, group, key, rate):
     return is_ratelimited(request, group=group, key=key, rate=rate, increment=True)
 
 
+# Topics offered beside the reader's own: the provider's suggestions, or
+# what they searched for. Never the whole list (a site may have 10,000).
+TOPICS_OFFERED = 12
+
+
+def _topics_context(request, chosen_keys):
+    """The topics part of the subscribe and preferences pages: what the
+    reader chose ([(key, label)], as checked boxes), and the suggestions or
+    the results of their search (unchecked boxes). Works without JavaScript:
+    the "Find" button posts the form back with `topic_q`, changing nothing."""
+    query = " ".join(request.POST.get("topic_q", request.GET.get("topic_q", "")).split())[:100]
+    labels = conf.topic_labels(chosen_keys)
+    chosen = sorted(((k, labels[k]) for k in set(chosen_keys) if k in labels), key=lambda t: t[1])
+    offered = [
+        (key, label)
+        for key, label in conf.search_topics(query, limit=TOPICS_OFFERED + len(chosen))
+        if key not in labels
+    ][:TOPICS_OFFERED]
+    return {
+        "topics_enabled": bool(conf.TOPICS),
+        "chosen_topics": chosen,
+        "offered_topics": offered,
+        "topic_query": query,
+    }
+
+
+@require_safe
+def topic_search(request):
+    """The topics matching ?q=, as JSON, for the search box of the subscribe
+    and preferences pages (static/subscriptions/topics.js); the pages work
+    without it."""
+    query = request.GET.get("q", "")[:100]
+    topics = conf.search_topics(query, limit=TOPICS_OFFERED)
+    response = JsonResponse({"query": query, "topics": [list(t) for t in topics]})
+    response["Cache-Control"] = "max-age=60"
+    return response
+
+
+def _finding(request):
+    """A press of "Find" with something to find: search, save nothing."""
+    return "find" in request.POST and request.POST.get("topic_q", "").strip()
+
+
+def _unbound_copy(form_class, data):
+    """The form as the reader left it, unbound: no errors shown while they
+    are still choosing."""
+    initial = {name: data.get(name, "") for name in form_class.base_fields}
+    initial["topics"] = data.getlist("topics")
+    return form_class(initial=initial)
+
+
 def _subscribe_page(request, form, status=200):
     heading, text = wording(FormKind.PAGE)
+    keys = form["topics"].value() or []
     return render(
         request,
         "subscriptions/subscribe.html",
-        {"form": form, "heading": heading, "text": text},
+        {"form": form, "heading": heading, "text": text, **_topics_context(request, keys)},
         status=status,
     )
 
@@ -39,6 +91,8 @@ def subscribe(request):
     if request.method != "POST":
         initial = {"form": FormKind.PAGE, "frequency": Subscriber.Frequency.INSTANT}
         return _subscribe_page(request, SubscribeForm(initial=initial))
+    if _finding(request):
+        return _subscribe_page(request, _unbound_copy(SubscribeForm, request.POST))
 
     if _rate_limited(request, "subscriptions.subscribe.ip", "ip", conf.RATELIMIT_IP):
         return render(request, "subscriptions/rate_limited.html", status=429)
@@ -150,7 +204,9 @@ def preferences(request, token):
         return error
     saved = False
     status = 200
-    if request.method == "POST":
+    if _finding(request):
+        form = _unbound_copy(PreferencesForm, request.POST)
+    elif request.method == "POST":
         form = PreferencesForm(request.POST)
         if form.is_valid():
             subscriber.update_preferences(**form.cleaned_data)
@@ -176,6 +232,7 @@ def preferences(request, token):
             "subscribed": subscriber.status
             in (Subscriber.Status.PENDING, Subscriber.Status.CONFIRMED),
             "unsubscribe_url": subscriber.unsubscribe_path(),
+            **_topics_context(request, form["topics"].value() or []),
         },
         status=status,
     )

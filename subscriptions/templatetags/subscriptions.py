@@ -1,4 +1,8 @@
+import html
+import re
+
 from django import template
+from django.utils.html import strip_tags
 
 from ..forms import FormKind, wording
 
@@ -25,3 +29,24 @@ def subscribe_form(context, topic="", label=""):
         "source": request.path if request else "",
         "csrf_token": context.get("csrf_token"),
     }
+
+
+_BLOCK_END = re.compile(
+    r"</(p|h\d|li|blockquote|figure|figcaption|tr|table|ul|ol|div)>|<br\s*/?>", re.I
+)
+_LINK = re.compile(r'<a\s[^>]*href="([^"]+)"[^>]*>(.*?)</a>', re.I | re.S)
+
+
+@register.filter
+def email_text(value):
+    """Sanitised HTML (a post's body) as plain text for the text part of an
+    email: paragraphs kept, every link written out after its words."""
+
+    def link(match):
+        url, label = match[1], strip_tags(match[2]).strip()
+        return f"{label} ({url})" if label and label != url else url
+
+    text = _LINK.sub(link, str(value))
+    text = html.unescape(strip_tags(_BLOCK_END.sub("\n\n", text)))
+    paragraphs = (" ".join(p.split()) for p in re.split(r"\n\s*\n", text))
+    return "\n\n".join(p for p in paragraphs if p)

@@ -22,6 +22,8 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# `make screenshots` sets this: the README's screenshots are saved there too.
+DOCS_SCREENSHOTS = os.environ.get("NEWSROOM_DOCS_SCREENSHOTS")
 
 
 def _chromium_path():
@@ -53,10 +55,15 @@ def page(browser):
 
 @pytest.fixture
 def screenshot():
-    """screenshot(page, name): saves test-artifacts/<name>.png for a person to look at."""
+    """screenshot(page, name, docs=False): saves test-artifacts/<name>.png for
+    a person to look at; with docs=True, also docs/screenshots/<name>.png
+    when NEWSROOM_DOCS_SCREENSHOTS is set (`make screenshots`)."""
 
-    def save(page, name):
+    def save(page, name, docs=False):
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        if docs and DOCS_SCREENSHOTS:
+            Path(DOCS_SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(DOCS_SCREENSHOTS) / f"{name}.png"), full_page=True)
 
     return save

@@ -147,3 +147,39 @@ def test_editing_in_the_admin_is_logged(admin_client):
     )
     assert response.status_code == 302
     assert LogEntry.objects.filter(object_id=str(subscriber.pk)).exists()
+
+
+def test_the_admin_index_shows_the_newsletter_in_a_constant_number_of_queries(
+    admin_client, django_capture_on_commit_callbacks
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from subscriptions.models import Mailing
+    from tests.subscriptions.test_delivery import Post
+
+    make_many(3)
+    counts = []
+    for n in (1, 8):
+        with django_capture_on_commit_callbacks(execute=False):
+            for i in range(n):
+                Mailing.announce(Post(title=f"Post {n}-{i}", topics=["el-paso"]))
+        with CaptureQueriesContext(connection) as queries:
+            html = admin_client.get("/admin/").content.decode()
+        counts.append(len(queries.captured_queries))
+    assert counts[0] == counts[1]
+    assert 'id="subscriptions-dashboard"' in html
+    assert "<strong>3</strong> confirmed" in html
+    assert html.count('<progress value="') == 5  # the latest five mailings
+    assert "Post 8-7" in html and "Post 1-0" not in html
+
+
+def test_the_mailing_list_names_its_topics(admin_client, django_capture_on_commit_callbacks):
+    from subscriptions.models import Mailing
+    from tests.subscriptions.test_delivery import Post
+
+    with django_capture_on_commit_callbacks(execute=False):
+        Mailing.announce(Post(title="About El Paso", topics=["el-paso", "gone-topic"]))
+    html = admin_client.get("/admin/subscriptions/mailing/").content.decode()
+    assert "El Paso, gone-topic" in html
+    assert "[&#x27;el-paso" not in html and "['el-paso" not in html
