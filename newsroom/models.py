@@ -100,6 +100,12 @@ def topic_key(entity_pk):
     return f"entity:{entity_pk}"
 
 
+def entity_pk_of(key):
+    """The entity id in a topic key ("entity:12" → 12), or None."""
+    prefix, _, pk = str(key).partition(":")
+    return int(pk) if prefix == "entity" and pk.isdigit() else None
+
+
 class Entity(models.Model):
     """A person, organisation, place or topic that articles are about."""
 
@@ -620,18 +626,21 @@ def search_subscription_topics(query="", keys=None, limit=20):
     the entities in the most articles; so the subscribe and preferences
     pages never need the whole list."""
     entities = Entity.objects.order_by("name")
+
+    def pairs(queryset):
+        return [(topic_key(pk), name) for pk, name in queryset.values_list("pk", "name")]
+
     if keys is not None:
-        return list(entities.filter(slug__in=keys).values_list("slug", "name"))
+        ids = [pk for pk in (entity_pk_of(key) for key in keys) if pk is not None]
+        return pairs(entities.filter(pk__in=ids))
     query = " ".join(query.split())[:100]
     if not query:
-        popular = entities.annotate(n=Count("tags")).order_by("-n", "name")
-        return list(popular.values_list("slug", "name")[:limit])
-    starting = list(entities.filter(name__istartswith=query).values_list("slug", "name")[:limit])
+        return pairs(entities.annotate(n=Count("tags")).order_by("-n", "name")[:limit])
+    starting = pairs(entities.filter(name__istartswith=query)[:limit])
     if len(starting) < limit:
-        seen = {key for key, _ in starting}
+        seen = [entity_pk_of(key) for key, _ in starting]
         more = entities.filter(Q(name__icontains=query) | Q(aliases__icontains=query))
-        more = more.exclude(slug__in=seen).values_list("slug", "name")[: limit - len(starting)]
-        starting += list(more)
+        starting += pairs(more.exclude(pk__in=seen)[: limit - len(starting)])
     return starting
 
 

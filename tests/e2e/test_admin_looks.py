@@ -7,7 +7,8 @@ import pytest
 from django.contrib.auth.models import User
 
 import subscriptions
-from newsroom.models import Article
+from newsroom.models import Article, Entity
+from subscriptions import delivery
 from subscriptions.models import MAX_ID
 from tests.e2e.content import make_newsroom, remove_images
 from tests.factories import make_subscriber
@@ -30,15 +31,16 @@ def admin_page(live_server, page, settings, django_capture_on_commit_callbacks):
     for i in range(30):
         make_subscriber(f"reader{i}@example.com", name=f"Reader {i}")
     make_subscriber(LONG_ADDRESS, name="Someone With A Remarkably Long Name Indeed")
-    make_subscriber("follower@example.com", topics=["jeff-sessions", "el-paso", "rod-rosenstein"])
+    followed = Entity.objects.filter(slug__in=["jeff-sessions", "el-paso", "rod-rosenstein"])
+    make_subscriber("follower@example.com", topics=[e.topic_key for e in followed])
     make_subscriber("pending@example.com", status="pending")
     with django_capture_on_commit_callbacks(execute=False):
         for article in Article.objects.order_by("published_at")[:4]:
             mailing = subscriptions.announce(article)
-            mailing.fan_out()
+            delivery.fan_out(mailing.pk)
         mailing = subscriptions.announce(reference)
-        mailing.fan_out()
-        mailing.send_batch(0, MAX_ID)
+        delivery.fan_out(mailing.pk)
+        delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(f"{live_server.url}/admin/login/")
     page.fill("#id_username", "chief")
