@@ -293,8 +293,10 @@ def send_digest_batch(first, last):
     def prepare(claimed):
         posts, found = Digest.objects.posts_of(claimed)
         listed.update(found)
+        follows = Digest.objects.follows_of(claimed)
+        labels = conf.topic_labels({key for keys in follows.values() for key in keys})
         # A digest with nothing to list is never sent (its posts were erased).
-        return emails.digest(posts), [d for d in claimed if not posts.get(d.pk)]
+        return emails.digest(posts, follows, labels), [d for d in claimed if not posts.get(d.pk)]
 
     claimed, outcome = _send_batch(
         rows,

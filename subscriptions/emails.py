@@ -312,11 +312,38 @@ def test_post(mailing, address, raw):
     )
 
 
-def digest(posts):
+def digest(posts, follows=None, labels=None):
     """build(digest, raw) for transports.deliver: the digest listing
-    posts[digest.pk] (Mailings) for its reader. Each post's entry is
-    rendered once per batch."""
-    items = {}
+    posts[digest.pk] (Mailings) for its reader, grouped by what they follow
+    (follows[digest.pk]: topic keys; labels: {key: label}) — under each
+    followed topic, in the order of their labels, each post once, under the
+    first of its topics the reader follows. A reader who follows everything
+    gets one list. Each post's entry and each heading is rendered once per
+    batch."""
+    follows, labels = follows or {}, labels or {}
+    items, headings = {}, {}
+
+    def heading(label):
+        if label not in headings:
+            context = {"label": label}
+            headings[label] = (
+                render_to_string("subscriptions/emails/digest-group.html", context),
+                render_text("subscriptions/emails/digest-group.txt", context),
+            )
+        return headings[label]
+
+    def sections(one):
+        """[(heading or None, [Mailing, …])] for one digest."""
+        mailings = posts.get(one.pk, [])
+        keys = sorted(follows.get(one.pk, ()), key=lambda key: labels.get(key, key).casefold())
+        if not keys:
+            return [(None, mailings)]
+        groups, rest = {key: [] for key in keys}, []
+        for mailing in mailings:
+            key = next((key for key in keys if key in mailing.topics), None)
+            (groups[key] if key else rest).append(mailing)
+        found = [(heading(labels.get(key, key)), group) for key, group in groups.items() if group]
+        return found + ([(heading("More"), rest)] if rest else [])
 
     def item(mailing):
         if mailing.pk not in items:
@@ -343,13 +370,17 @@ def digest(posts):
         return templates[frequency]
 
     def for_reader(one, raw):
-        entries = [item(m) for m in posts.get(one.pk, [])]
+        html, text = [], []
+        for head, mailings in sections(one):
+            entries = ([head] if head else []) + [item(m) for m in mailings]
+            html += [h for h, _ in entries]
+            text += [t.strip() for _, t in entries]
         return template(one.period).for_reader(
             one.subscriber,
             message_id("d", one.pk),
             raw,
-            ITEMSHTML=_short_lines("\n".join(h for h, _ in entries)).rstrip("\n"),
-            ITEMSTEXT=_short_lines("\n\n".join(t.strip() for _, t in entries)).rstrip("\n"),
+            ITEMSHTML=_short_lines("\n".join(html)).rstrip("\n"),
+            ITEMSTEXT=_short_lines("\n\n".join(text)).rstrip("\n"),
         )
 
     return for_reader

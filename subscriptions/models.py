@@ -923,6 +923,21 @@ class DigestQuerySet(SendableQuerySet):
             listed.setdefault(digest, []).append(pk)
         return posts, listed
 
+    def follows_of(self, digests):
+        """{digest id: [topic key, …]} of the readers who follow topics, in
+        one query (readers who follow everything are left out)."""
+        readers = {
+            d.subscriber_id: d.pk
+            for d in digests
+            if d.subscriber is not None and not d.subscriber.follows_everything
+        }
+        follows = {}
+        for reader, topic in Follow.objects.filter(subscriber__in=list(readers)).values_list(
+            "subscriber", "topic"
+        ):
+            follows.setdefault(readers[reader], []).append(topic)
+        return follows
+
     def record_listed(self, outcome, listed):
         """A digest's deliveries take its outcome: those it listed
         (`listed`, from posts_of). A post attached to it while it was being

@@ -154,3 +154,57 @@ def test_data_links_are_rate_limited_per_address(client, smtp_server, celery_wor
     smtp_server.wait_for(2)
     celery_worker.drain()
     assert len(smtp_server.messages) == 2
+
+
+@pytest.mark.django_db(transaction=False)
+def test_a_digest_groups_its_posts_by_what_the_reader_follows(
+    smtp_server, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    import time_machine
+    from django.utils import timezone
+
+    from subscriptions import delivery
+    from subscriptions.models import MAX_ID, Digest
+    from tests.subscriptions.test_delivery import Post
+
+    follower = make_subscriber(
+        "follower@example.com", frequency="daily", topics=["jeff-sessions", "el-paso"]
+    )
+    everything = make_subscriber("everything@example.com", frequency="daily")
+    for title, topics in (
+        ("Border visit", ["el-paso"]),
+        ("Senate hearing", ["jeff-sessions"]),
+        ("Sessions in El Paso", ["el-paso", "jeff-sessions"]),
+    ):
+        mailing, _ = delivery.announce(Post(title=title, topics=topics))
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery.fan_out(mailing.pk)
+    with time_machine.travel(timezone.now() + timedelta(days=1, hours=8)):
+        with django_capture_on_commit_callbacks(execute=False):
+            Digest.objects.create_due()
+            delivery.send_digest_batch(0, MAX_ID)
+    by_reader = {m.envelope_recipients[0]: m for m in smtp_server.wait_for(2)}
+
+    def order(text, *needles):
+        return [text.casefold().index(needle.casefold()) for needle in needles]
+
+    followed = by_reader[follower.email]
+    for body in (
+        followed.get_body(("plain",)).get_content(),
+        followed.get_body(("html",)).get_content(),
+    ):
+        # Under each followed topic, alphabetically; a post about both, once.
+        positions = order(
+            body,
+            "El Paso",
+            "Border visit",
+            "Sessions in El Paso",
+            "Jeff Sessions",
+            "Senate hearing",
+        )
+        assert positions == sorted(positions)
+        assert body.count("Sessions in El Paso") == 1
+    flat = by_reader[everything.email].get_body(("plain",)).get_content()
+    assert "Border visit" in flat and "EL PASO" not in flat  # no group headings
