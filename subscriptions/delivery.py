@@ -156,6 +156,7 @@ def fan_out(mailing_id, chunks=None):
     mailing = Mailing.objects.sending().filter(pk=mailing_id).first()
     if not mailing:
         return
+    mailing.start()
     while chunk := mailing.add_deliveries():
         first, last, any_instant = chunk
         if any_instant:

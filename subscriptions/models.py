@@ -674,6 +674,12 @@ class Mailing(models.Model):
             .filter(Q(confirmed_at__isnull=True) | Q(confirmed_at__lte=self.created_at))
         )
 
+    def start(self):
+        """Queued → sending (the fan-out has begun)."""
+        Mailing.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
+            status=self.Status.SENDING
+        )
+
     def add_deliveries(self):
         """Record a Delivery for each of the next BATCH_SIZE matching readers
         after the fan-out cursor (readers are walked in id order: constant
@@ -681,17 +687,14 @@ class Mailing(models.Model):
         any_instant) for those readers, or None once every reader has one
         (fanout_done is then set).
 
-        Resumes from fanout_cursor after a crash; the unique (mailing,
-        subscriber) constraint makes a chunk recorded twice harmless.
+        Starts from fanout_cursor as this instance read it (load the
+        mailing afresh to resume after a crash: the unique (mailing,
+        subscriber) constraint makes a chunk recorded twice harmless).
         """
-        Mailing.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
-            status=self.Status.SENDING
-        )
         instant = Subscriber.Frequency.INSTANT
-        cursor = Mailing.objects.values_list("fanout_cursor", flat=True).get(pk=self.pk)
         rows = list(
             self.recipients()
-            .filter(pk__gt=cursor)
+            .filter(pk__gt=self.fanout_cursor)
             .order_by("pk")
             .values_list("pk", "frequency")[: conf.BATCH_SIZE]
         )
@@ -714,6 +717,7 @@ class Mailing(models.Model):
         )
         first, last = rows[0][0], rows[-1][0]
         Mailing.objects.filter(pk=self.pk).update(fanout_cursor=last, progress_at=timezone.now())
+        self.fanout_cursor = last
         return first, last, any(frequency == instant for _, frequency in rows)
 
     def deliveries_between(self, first, last):
