@@ -86,20 +86,18 @@ def confirm(subscriber):
 # welcome only to a confirmed one.
 
 
-def send_confirmation(subscriber_id):
-    subscriber = Subscriber.objects.filter(
-        pk=subscriber_id, status=Subscriber.Status.PENDING
-    ).first()
+def _email_reader(subscriber_id, render, **state):
+    subscriber = Subscriber.objects.filter(pk=subscriber_id, **state).first()
     if subscriber:
-        emails.confirmation(subscriber).send()
+        render(subscriber).send()
+
+
+def send_confirmation(subscriber_id):
+    _email_reader(subscriber_id, emails.confirmation, status=Subscriber.Status.PENDING)
 
 
 def send_welcome(subscriber_id):
-    subscriber = Subscriber.objects.filter(
-        pk=subscriber_id, status=Subscriber.Status.CONFIRMED
-    ).first()
-    if subscriber:
-        emails.welcome(subscriber).send()
+    _email_reader(subscriber_id, emails.welcome, status=Subscriber.Status.CONFIRMED)
 
 
 # Readers' data: the download and the erasure open only from a short-lived
@@ -113,9 +111,7 @@ def request_data_link(subscriber):
 
 
 def send_data_link(subscriber_id):
-    subscriber = Subscriber.objects.filter(pk=subscriber_id).first()
-    if subscriber:
-        emails.data_link(subscriber).send()
+    _email_reader(subscriber_id, emails.data_link)
 
 
 # Posts.
