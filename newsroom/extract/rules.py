@@ -86,6 +86,11 @@ COUNTY_WORDS = {"county", "counties", "parish", "parishes"}
 # Organisations a person's title names: "Director of the … Office of …".
 OFFICE_WORDS = {"office", "department", "agency", "council", "committee", "commission",
                 "bureau", "administration", "service", "board"}  # fmt: skip
+# "Montgomery, Ala.", "Atlanta, GA": abbreviations of US states after a city
+# and a comma, and the state each names.
+STATES = dict(line.split(" = ") for line in word_list("state_abbreviations"))
+# Heads of names that are places whatever follows: "State of Washington".
+PLACE_HEADS = {"state", "commonwealth", "republic", "kingdom"}
 # Names in e-mail and web addresses are not names: "FEMA-NEWS-DESK@FEMA.DHS.GOV".
 ADDRESS_MARKS = ("@", "://", "www.", ".gov", ".com", ".org", ".net", ".edu")
 ADDRESS_RE = re.compile(r"\S+@\S+|(?:https?://|www\.)\S+|\b\S+\.(?:gov|com|org|net|edu)\b\S*", re.I)
@@ -230,9 +235,13 @@ def _titled(doc, words):
         words = words[:-1]  # "President Weah for …"
     f = _person_start(doc, words)
     if f is None:
-        if any(doc.norms[i] in ALL_CONNECTORS for i in words):
-            return None, []  # "Secretary of Education"
-        return None, words
+        cut = next((k for k, i in enumerate(words) if doc.norms[i] in ALL_CONNECTORS), None)
+        if cut is None:
+            return None, words
+        if cut and _person_start(doc, words[:cut]) == 0 and doc.norms[words[0]] in first_names():
+            # "U.S. Attorney James R. Klindt for the Middle District of Florida"
+            return None, words[:cut]
+        return None, []  # "Secretary of Education"
     office = words[:f]
     while office and doc.norms[office[0]] in CONNECTORS | {"the"}:
         office = office[1:]
@@ -339,6 +348,8 @@ def _guess_kind(doc, chunk):
     acronym = any(len(doc.words[i]) > 1 and doc.words[i].isupper() for i in chunk.words)
     if key in places() and not chunk.suffix:
         return PLACE
+    if len(norms) > 2 and norms[0] in PLACE_HEADS and norms[1] == "of":
+        return PLACE  # "State of Washington", "Republic of Liberia"
     if (
         chunk.suffix
         or any(n in ORG_WORDS for n in norms)
@@ -455,12 +466,15 @@ def _county_lists(doc, skip):
         if norm not in COUNTY_WORDS:
             continue
         singular = "County" if norm.startswith("count") else "Parish"
-        if norm in ("county", "parish"):
-            continue  # "Maricopa County" is a name like any other
-        if i + 1 < len(doc) and doc.norms[i + 1] == "of":
+        of = i + 1 < len(doc) and doc.norms[i + 1] == "of"
+        if norm in ("county", "parish") and not (of and doc.words[i].islower()):
+            continue  # "Maricopa County" is a name like any other; "the county of Okanogan"
+        if of:
             items = _list_items(doc, i + 1, 1, skip)
         elif i and doc.capitalised(i - 1):
             items = _list_items(doc, i, -1, skip)
+            if items and items[0][0] and doc.words[items[0][0] - 1].isdigit():
+                continue  # "10 Georgia counties": a state's counties, not a list
         else:
             continue
         found += [(item, singular) for item in items]
@@ -488,6 +502,78 @@ def _common_acronym(doc, i):
     return all(w.islower() for w in before) and "".join(w[0] for w in before) == word.lower()
 
 
+def _numbered(doc, i):
+    """Is word i followed by a number, as designations are ("Expedition 70",
+    "Crew-7", "Gate 9")? A year is no designation ("World Games Berlin 2023")."""
+    if i + 1 >= len(doc) or not doc.joined[i + 1] or not doc.words[i + 1].isdigit():
+        return False
+    return not re.fullmatch(r"(19|20)\d\d", doc.words[i + 1])
+
+
+def _state_after(doc, i):
+    """The state that word i abbreviates, and how many words the abbreviation
+    takes, when it follows a capitalised word and a comma ("Montgomery, Ala.",
+    "Atlanta, GA", "Raleigh, N.C."); else (None, 0)."""
+    if not (0 < i < len(doc) and doc.after_comma[i] and doc.capitalised(i - 1)):
+        return None, 0
+    word, after = doc.words[i], doc.text[doc.ends[i] : doc.ends[i] + 1]
+    if len(word) == 2 and word.isupper() and word in STATES:
+        return STATES[word], 1
+    if after == "." and f"{word}." in STATES:
+        return STATES[f"{word}."], 1
+    if len(word) == 1 and after == "." and i + 1 < len(doc) and len(doc.words[i + 1]) == 1:
+        pair = f"{word}.{doc.words[i + 1]}."
+        if pair in STATES and doc.text[doc.ends[i + 1] : doc.ends[i + 1] + 1] == ".":
+            return STATES[pair], 2
+    return None, 0
+
+
+def _dc_after(doc, i):
+    """Is word i followed by ", D.C."?"""
+    return _state_after(doc, i + 1)[0] == "District of Columbia" and doc.words[i + 1] == "D"
+
+
+def _capitals(word):
+    return len(word) > 1 and word.isupper()
+
+
+def _located(doc, skip):
+    """Words that name places by where they stand: the city before a state's
+    abbreviation (the abbreviation's words are skipped, and the states written
+    the Associated Press's way returned as (word, state) to be proposed: a postal
+    code names no entity of its own), an all-capitals dateline at a paragraph's
+    start ("ATLANTA, Ga. --", "WASHINGTON—"), and the items of a list after
+    "in", "at" … when one of them is in the gazetteer ("in Ahoskie, Bayboro,
+    Beaufort and Windsor")."""
+    at_place, states, datelines = set(), [], []
+    for i in range(1, len(doc)):
+        state, n = _state_after(doc, i)
+        if state:
+            at_place.add(i - 1)
+            skip.update(range(i, i + n))
+            if doc.text[doc.ends[i] : doc.ends[i] + 1] == "." and state != "District of Columbia":
+                states.append((i, state))  # "Ala.", "N.C.": not a postal code
+    for i in range(len(doc)):
+        if not (doc.sentence_start[i] and (i == 0 or "\n" in _gap(doc, i))):
+            continue
+        j = i
+        while j < len(doc) and (j == i or doc.joined[j]) and _capitals(doc.words[j]):
+            j += 1
+        if j == i or j == len(doc):
+            continue
+        # "ATLANTA, Ga. --", "WASHINGTON, D.C. –", "WASHINGTON—"; not "FEMA, the …"
+        dash = re.match(r"\s*(--|-\s|–|—)", doc.text[doc.ends[j - 1] : doc.ends[j - 1] + 4])
+        if dash or _state_after(doc, j)[0]:
+            datelines.append(list(range(i, j)))
+            skip.update(range(i, j))
+    for i, norm in enumerate(doc.norms):
+        if norm in PLACE_PREPOSITIONS and doc.words[i].islower():
+            items = _list_items(doc, i, 1, skip)
+            if len(items) >= 2 and any(name_key(_surface(doc, it)) in places() for it in items):
+                at_place.update(item[0] for item in items)
+    return at_place, states, datelines
+
+
 def rule_candidates(doc, index, covered):
     """New candidates by the form of the words around them."""
     skip = set(covered) | _unreadable(doc)
@@ -504,10 +590,27 @@ def rule_candidates(doc, index, covered):
             tally.add(strip_the(name_key(name)), name, PLACE, doc, item[0])
         skip.update(item)
 
+    at_place, states, datelines = _located(doc, skip)
+    for i, state in states:
+        if not index.knows(state):
+            tally.add(strip_the(name_key(state)), state, PLACE, doc, i)
+    for words in datelines:
+        name = " ".join(doc.words[i].title() for i in words)
+        if _dc_after(doc, words[-1]):
+            name += ", D.C."
+        if not index.knows(name):
+            tally.add(strip_the(name_key(name)), name, PLACE, doc, words[0])
+
     for run in _runs(doc, skip):
         in_title_case = title_case and doc.in_title(run[0])
         for chunk in _chunks(doc, run, in_title_case):
             words = chunk.words
+            while words and _numbered(doc, words[-1]):
+                words.pop()  # "Expedition 70", "SpaceX Crew-7"
+            if not words:
+                continue
+            if (words[0] in at_place or words[-1] in at_place) and not _names_org(doc, words):
+                chunk.hint = "place"
             if in_title_case:
                 if chunk.after_title and len(words) > 1:
                     # "President Joe Biden Congratulating …": a first name and
@@ -528,6 +631,8 @@ def rule_candidates(doc, index, covered):
             if all(len(doc.words[i]) == 1 for i in words):
                 continue  # "U.S.": initials are aliases, not names
             name = _surface(doc, words, chunk.suffix)
+            if _dc_after(doc, words[-1]):
+                name += ", D.C."
             if index.knows(name):
                 continue
             key = strip_the(name_key(name))
@@ -556,7 +661,8 @@ def rule_candidates(doc, index, covered):
         owners = people.get(norm) or []
         # "in Ohio" is not the Ohio Department of Health; "President Biden" is
         # not the Biden-Harris administration.
-        if hint not in ("place", "civic", "person"):
+        if hint not in ("place", "civic", "person") and not word.isupper():
+            # "NASA" is not the "NASA Marshall Activities Building".
             owners = owners or firsts.get(norm) or []
         if i in defined:
             continue
