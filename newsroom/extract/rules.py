@@ -10,6 +10,7 @@ gender-guesser's dictionary — which are read on first use.
 
 import bisect
 import functools
+import itertools
 import re
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -91,6 +92,9 @@ OFFICE_WORDS = {"office", "department", "agency", "council", "committee", "commi
 STATES = dict(line.split(" = ") for line in word_list("state_abbreviations"))
 # Heads of names that are places whatever follows: "State of Washington".
 PLACE_HEADS = {"state", "commonwealth", "republic", "kingdom"}
+# A dateline: a paragraph that starts with a place in capitals, then a comma
+# (and a state, checked by the rule) or a dash.
+DATELINE_RE = re.compile(r"^([A-Z][A-Z'’.]+(?: [A-Z][A-Z'’.]+)*)(?=,|\s*(--|-\s|–|—))", re.M)
 # Names in e-mail and web addresses are not names: "FEMA-NEWS-DESK@FEMA.DHS.GOV".
 ADDRESS_MARKS = ("@", "://", "www.", ".gov", ".com", ".org", ".net", ".edu")
 ADDRESS_RE = re.compile(r"\S+@\S+|(?:https?://|www\.)\S+|\b\S+\.(?:gov|com|org|net|edu)\b\S*", re.I)
@@ -131,6 +135,7 @@ class _Chunk:
     hint: str | None = None  # "person", "place" or "civic" (before a civic title)
     suffix: str = ""  # " administration"
     after_title: bool = False  # the words follow a person's title
+    surname: int | None = None  # "Evelyn and Joseph Djoumessi": Evelyn's, word index
 
 
 def _title_length(doc, words, k):
@@ -203,6 +208,29 @@ def _runs(doc, skip):
         yield run
 
 
+def _run_on_people(doc, words):
+    """The people of a list that lost its line breaks: "Marc Andreessen Sergey
+    Brin Safra Catz" → each name, cut where a first name follows a name of two
+    or three words; or [] when the words are not such a list."""
+    names = first_names()
+    norms = [doc.norms[i] for i in words]
+    if len(words) < 4 or norms[0] not in names:
+        return []
+    if any(n in ALL_CONNECTORS or n in ORG_WORDS or n in OFFICIAL_WORDS for n in norms):
+        return []
+    people, person = [], []
+    for i, norm in zip(words, norms, strict=True):
+        if person and len(person) >= 2 and norm in names:
+            people.append(person)
+            person = []
+        person.append(i)
+    people.append(person)
+    if len(people) < 2 or not all(2 <= len(p) <= 4 for p in people):
+        return []
+    # Four words with no first name inside are two people: "Sergey Brin Safra Catz".
+    return [half for p in people for half in ([p[:2], p[2:]] if len(p) == 4 else [p])]
+
+
 def _names_org(doc, run):
     norms = [doc.norms[i] for i in run]
     return bool(norms) and (norms[0] in ORG_PREFIXES or any(n in ORG_WORDS for n in norms))
@@ -269,7 +297,13 @@ def _chunks(doc, run, in_title_case=False):
         initial_common = doc.sentence_start[i] and (
             norm in doc.lower_words
             # "Shares of Greenleaf": a sentence-initial noun and its "of".
-            or (len(run) > 2 and doc.norms[run[1]] in CONNECTORS and norm not in ORG_PREFIXES)
+            or (
+                len(run) > 2
+                and doc.norms[run[1]] in CONNECTORS
+                and norm not in ORG_PREFIXES
+                # "Evelyn and Joseph Djoumessi"
+                and not (doc.norms[run[1]] == "and" and norm in first_names())
+            )
         )
         if not (norm in STOPWORDS or norm in CALENDAR or initial_common):
             break
@@ -307,8 +341,11 @@ def _chunks(doc, run, in_title_case=False):
         # "… Office of Intergovernmental Affairs Julie Chavez Rodriguez": an
         # organisation, then the person who speaks for it.
         f = _person_start(doc, current)
+        people = _run_on_people(doc, current)
         if f and f >= 2 and len(current) - f >= 2 and _names_org(doc, current[:f]):
             chunks += [_Chunk(current[:f]), _Chunk(current[f:], "person")]
+        elif people:
+            chunks += [_Chunk(person, "person") for person in people]
         else:
             chunks.append(_Chunk(current, hint, suffix))
 
@@ -317,21 +354,40 @@ def _chunks(doc, run, in_title_case=False):
         norms = [doc.norms[i] for i in chunk.words]
         # "Sessions and Rosenstein" and "… Fund and Sakura Electric" are two
         # names; "Centers for Disease Control and Prevention" is one.
-        if "and" in norms and (
-            not (any(n in ORG_WORDS for n in norms) or norms[0] in ORG_PREFIXES)
-            or norms[norms.index("and") - 1] in ORG_WORDS
-        ):
+        org = any(n in ORG_WORDS for n in norms) or norms[0] in ORG_PREFIXES
+        cuts = {
+            k
+            for k, n in enumerate(norms)
+            if n == "and"
+            and k > 0
+            and (
+                not org
+                or norms[k - 1] in ORG_WORDS
+                # "… Colville Reservation and the Pine Ridge Reservation"
+                or norms[k + 1 : k + 2] == ["the"]
+            )
+        }
+        if cuts:
             parts, part = [], []
-            for i in chunk.words:
-                if doc.norms[i] == "and":
+            for k, i in enumerate(chunk.words):
+                if k in cuts:
                     parts.append(part)
                     part = []
-                else:
+                elif part or doc.norms[i] != "the":
                     part.append(i)
             parts.append(part)
-            result.extend(
-                _Chunk(p, chunk.hint if n == 0 else None) for n, p in enumerate(parts) if p
-            )
+            split = [_Chunk(p, chunk.hint if n == 0 else None) for n, p in enumerate(parts) if p]
+            names = first_names()
+            if (
+                len(parts) == 2
+                and len(parts[0]) == 1
+                and 2 <= len(parts[1]) <= 3
+                and doc.norms[parts[0][0]] in names
+                and doc.norms[parts[1][0]] in names
+            ):
+                # "Evelyn and Joseph Djoumessi": two people of one surname.
+                split[0].hint, split[0].surname = "person", parts[1][-1]
+            result.extend(split)
         else:
             result.append(chunk)
     for chunk in result:
@@ -502,6 +558,10 @@ def _common_acronym(doc, i):
     return all(w.islower() for w in before) and "".join(w[0] for w in before) == word.lower()
 
 
+def _followed_by_lower(doc, i):
+    return i + 1 < len(doc) and doc.joined[i + 1] and doc.words[i + 1].islower()
+
+
 def _numbered(doc, i):
     """Is word i followed by a number, as designations are ("Expedition 70",
     "Crew-7", "Gate 9")? A year is no designation ("World Games Berlin 2023")."""
@@ -533,10 +593,6 @@ def _dc_after(doc, i):
     return _state_after(doc, i + 1)[0] == "District of Columbia" and doc.words[i + 1] == "D"
 
 
-def _capitals(word):
-    return len(word) > 1 and word.isupper()
-
-
 def _located(doc, skip):
     """Words that name places by where they stand: the city before a state's
     abbreviation (the abbreviation's words are skipped, and the states written
@@ -546,31 +602,25 @@ def _located(doc, skip):
     "in", "at" … when one of them is in the gazetteer ("in Ahoskie, Bayboro,
     Beaufort and Windsor")."""
     at_place, states, datelines = set(), [], []
-    for i in range(1, len(doc)):
+    n_words = len(doc.words)
+    for i in itertools.compress(range(n_words), doc.after_comma):
         state, n = _state_after(doc, i)
         if state:
             at_place.add(i - 1)
             skip.update(range(i, i + n))
             if doc.text[doc.ends[i] : doc.ends[i] + 1] == "." and state != "District of Columbia":
                 states.append((i, state))  # "Ala.", "N.C.": not a postal code
-    for i in range(len(doc)):
-        if not (doc.sentence_start[i] and (i == 0 or "\n" in _gap(doc, i))):
-            continue
-        j = i
-        while j < len(doc) and (j == i or doc.joined[j]) and _capitals(doc.words[j]):
-            j += 1
-        if j == i or j == len(doc):
-            continue
+    for m in DATELINE_RE.finditer(doc.text):
+        i = bisect.bisect_left(doc.starts, m.start())
+        j = bisect.bisect_left(doc.starts, m.end())
         # "ATLANTA, Ga. --", "WASHINGTON, D.C. –", "WASHINGTON—"; not "FEMA, the …"
-        dash = re.match(r"\s*(--|-\s|–|—)", doc.text[doc.ends[j - 1] : doc.ends[j - 1] + 4])
-        if dash or _state_after(doc, j)[0]:
+        if m.group(2) or _state_after(doc, j)[0]:
             datelines.append(list(range(i, j)))
             skip.update(range(i, j))
-    for i, norm in enumerate(doc.norms):
-        if norm in PLACE_PREPOSITIONS and doc.words[i].islower():
-            items = _list_items(doc, i, 1, skip)
-            if len(items) >= 2 and any(name_key(_surface(doc, it)) in places() for it in items):
-                at_place.update(item[0] for item in items)
+    for i in itertools.compress(range(n_words), map(PLACE_PREPOSITIONS.__contains__, doc.words)):
+        items = _list_items(doc, i, 1, skip)
+        if len(items) >= 2 and any(name_key(_surface(doc, it)) in places() for it in items):
+            at_place.update(item[0] for item in items)
     return at_place, states, datelines
 
 
@@ -616,6 +666,8 @@ def rule_candidates(doc, index, covered):
                     # "President Joe Biden Congratulating …": a first name and
                     # one more word, initials and hyphens aside.
                     n = 2 if doc.norms[words[0]] in first_names() else 1
+                    if len(words) == 2 and _followed_by_lower(doc, words[-1]):
+                        n = 2  # "Advisor Lael Brainard on Today’s …"
                     while n < len(words) and (
                         _gap(doc, words[n]) == "-" or len(doc.words[words[n - 1]]) == 1
                     ):
@@ -625,6 +677,10 @@ def rule_candidates(doc, index, covered):
                     continue
             if doc.norms[words[-1]] in EVENT_WORDS and not _names_org(doc, words[:-1]):
                 continue  # "U.S.-Africa Leaders Summit", "CHIPS and Science Act"
+            if chunk.surname is not None:
+                name = f"{_surface(doc, words)} {doc.words[chunk.surname]}"
+                tally.add(strip_the(name_key(name)), name, PERSON, doc, words[0])
+                continue
             if len(words) == 1 and not chunk.suffix:
                 singles.append((words[0], chunk.hint))
                 continue
