@@ -267,8 +267,12 @@ def _titled(doc, words):
         if cut is None:
             return None, words
         if cut and _person_start(doc, words[:cut]) == 0 and doc.norms[words[0]] in first_names():
-            # "U.S. Attorney James R. Klindt for the Middle District of Florida"
-            return None, words[:cut]
+            # "U.S. Attorney James R. Klindt for the Middle District of Florida":
+            # the holder, and the office the title names.
+            office = words[cut:]
+            while office and doc.norms[office[0]] in ALL_CONNECTORS:
+                office = office[1:]
+            return office or None, words[:cut]
         return None, []  # "Secretary of Education"
     office = words[:f]
     while office and doc.norms[office[0]] in CONNECTORS | {"the"}:
@@ -288,14 +292,14 @@ def _holder(doc, words, in_title_case):
     return chunks
 
 
-def _chunks(doc, run, in_title_case=False):
+def _chunks(doc, run, in_title_case=False, lower=None):
     """Split a capitalised run into name chunks, dropping sentence-initial
     noise ("However", "In May", "The") and titles."""
     hint = _context(doc, run[0])
     while run and not _is_newspaper(doc, run):
         i, norm = run[0], doc.norms[run[0]]
         initial_common = doc.sentence_start[i] and (
-            norm in doc.lower_words
+            norm in (doc.lower_words if lower is None else lower)
             # "Shares of Greenleaf": a sentence-initial noun and its "of".
             or (
                 len(run) > 2
@@ -558,6 +562,11 @@ def _common_acronym(doc, i):
     return all(w.islower() for w in before) and "".join(w[0] for w in before) == word.lower()
 
 
+def _in_body(doc, i):
+    """Does the body name word i of the title too?"""
+    return re.search(rf"\b{re.escape(doc.words[i])}\b", doc.text[doc.title_end :]) is not None
+
+
 def _followed_by_lower(doc, i):
     return i + 1 < len(doc) and doc.joined[i + 1] and doc.words[i + 1].islower()
 
@@ -626,7 +635,13 @@ def _located(doc, skip):
 
 def rule_candidates(doc, index, covered):
     """New candidates by the form of the words around them."""
-    skip = set(covered) | _unreadable(doc)
+    unreadable = _unreadable(doc)
+    skip = set(covered) | unreadable
+    # Words in lower case in the prose: "faith" in "faith.d.mckie@nasa.gov"
+    # does not make "Faith McKie" a sentence's common first word.
+    lower = doc.lower_words
+    if any(doc.words[i].islower() for i in unreadable):
+        lower = {w for i, w in enumerate(doc.words) if w.islower() and i not in unreadable}
     # In "Governor Signs Water Bill" capitals say little: only a name after a
     # title or a known place counts.
     title_case = doc.title_is_title_case()
@@ -653,7 +668,7 @@ def rule_candidates(doc, index, covered):
 
     for run in _runs(doc, skip):
         in_title_case = title_case and doc.in_title(run[0])
-        for chunk in _chunks(doc, run, in_title_case):
+        for chunk in _chunks(doc, run, in_title_case, lower):
             words = chunk.words
             while words and _numbered(doc, words[-1]):
                 words.pop()  # "Expedition 70", "SpaceX Crew-7"
@@ -673,7 +688,9 @@ def rule_candidates(doc, index, covered):
                     ):
                         n += 1  # "Karine Jean-Pierre", "Joseph R. Biden"
                     words = chunk.words = words[:n]
-                elif not chunk.after_title and name_key(_surface(doc, words)) not in places():
+                if chunk.after_title and len(words) == 1 and not _in_body(doc, words[0]):
+                    continue  # "President Declares Disaster …": a verb, not a name
+                if not chunk.after_title and name_key(_surface(doc, words)) not in places():
                     continue
             if doc.norms[words[-1]] in EVENT_WORDS and not _names_org(doc, words[:-1]):
                 continue  # "U.S.-Africa Leaders Summit", "CHIPS and Science Act"
@@ -743,14 +760,14 @@ def rule_candidates(doc, index, covered):
         if norm in INSTITUTIONS and not doc.sentence_start[i]:
             tally.add(f" {norm} ", _surface(doc, [i]), ORGANIZATION, doc, i)
             continue
+        if f" {norm} " in places():
+            tally.add(f" {norm} ", _surface(doc, [i]), PLACE, doc, i)
+            continue
         if word.isupper() and len(word) > 1:
             if word not in ACRONYM_STOP and len(word) <= 6 and not _common_acronym(doc, i):
                 tally.add(f" {norm} ", word, ORGANIZATION, doc, i)
             continue
-        if f" {norm} " in places():
-            tally.add(f" {norm} ", _surface(doc, [i]), PLACE, doc, i)
-            continue
-        if norm in doc.lower_words:
+        if norm in lower:
             continue
         rest.setdefault(norm, []).append((i, hint))
     for occurrences in rest.values():
