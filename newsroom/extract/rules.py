@@ -90,11 +90,14 @@ OFFICE_WORDS = {"office", "department", "agency", "council", "committee", "commi
 # "Montgomery, Ala.", "Atlanta, GA": abbreviations of US states after a city
 # and a comma, and the state each names.
 STATES = dict(line.split(" = ") for line in word_list("state_abbreviations"))
+STATE_NAMES = set(STATES.values()) - {"District of Columbia"}
 # Heads of names that are places whatever follows: "State of Washington".
 PLACE_HEADS = {"state", "commonwealth", "republic", "kingdom"}
 # A dateline: a paragraph that starts with a place in capitals, then a comma
 # (and a state, checked by the rule) or a dash.
 DATELINE_RE = re.compile(r"^([A-Z][A-Z'’.]+(?: [A-Z][A-Z'’.]+)*)(?=,|\s*(--|-\s|–|—))", re.M)
+# "(D-IL)", "(R-Texas)", "(D-NY-14)": a member of Congress's party and state.
+PARTY_RE = re.compile(r"\((?:D|R|I)-[A-Z][A-Za-z.]*(?:[ -][A-Z0-9][A-Za-z0-9.]*)?\)")
 # Names in e-mail and web addresses are not names: "FEMA-NEWS-DESK@FEMA.DHS.GOV".
 ADDRESS_MARKS = ("@", "://", "www.", ".gov", ".com", ".org", ".net", ".edu")
 ADDRESS_RE = re.compile(r"\S+@\S+|(?:https?://|www\.)\S+|\b\S+\.(?:gov|com|org|net|edu)\b\S*", re.I)
@@ -282,6 +285,23 @@ def _titled(doc, words):
     return None, words[f:]
 
 
+def _before_title(doc, words):
+    """Split the words between two titles at their last "and" when a person's
+    name stands before it and none after it: (the holder's words, the words
+    before the next title)."""
+    ands = [k for k, i in enumerate(words) if doc.norms[i] == "and"]
+    if not ands or ands[-1] in (0, len(words) - 1):
+        return words, []
+    k = ands[-1]
+    names = first_names()
+    after = [doc.norms[i] for i in words[k + 1 :]]
+    # A person after the "and" has a first name and a surname at least.
+    person_after = len(after) >= 2 and any(n in names for n in after[:-1])
+    if not person_after and _person_start(doc, words[:k]) is not None:
+        return words[:k], words[k + 1 :]
+    return words, []
+
+
 def _holder(doc, words, in_title_case):
     """Chunks for the words after a title: the holder, and the office the title
     names. In a title-case headline the words are cut later."""
@@ -307,6 +327,8 @@ def _chunks(doc, run, in_title_case=False, lower=None):
                 and norm not in ORG_PREFIXES
                 # "Evelyn and Joseph Djoumessi"
                 and not (doc.norms[run[1]] == "and" and norm in first_names())
+                # "Secretary of Homeland Security Alejandro N. Mayorkas"
+                and not _title_length(doc, run, 0)
             )
         )
         if not (norm in STOPWORDS or norm in CALENDAR or initial_common):
@@ -326,13 +348,20 @@ def _chunks(doc, run, in_title_case=False, lower=None):
         n = _title_length(doc, run, k)
         if n:
             title = " ".join(doc.norms[j] for j in run[k : k + n])
+            before = []
             if current and titled:
-                # "President Biden and Vice President Harris"
+                # "President Biden and Vice President Harris"; "Secretary …
+                # Alejandro N. Mayorkas and FEMA Administrator …": the holder,
+                # then what stands before the next title.
+                current, before = _before_title(doc, current)
                 chunks += _holder(doc, current, in_title_case)
-            elif current:
+                current = before
+            if current and (before or not titled):
                 # "Justice Department Inspector General …", "Mesa Mayor …"; other
                 # words before a title are part of it ("National Climate Advisor").
-                chunk = _Chunk(current, "civic" if title in CIVIC_TITLES else hint)
+                chunk = _Chunk(
+                    current, "civic" if title in CIVIC_TITLES else None if before else hint
+                )
                 if title in CIVIC_TITLES or _guess_kind(doc, chunk) != PERSON:
                     chunks.append(chunk)
             current, hint, k, titled = [], "person", k + n, True
@@ -463,12 +492,15 @@ class Tally:
 
 
 def _unreadable(doc):
-    """Words that are no part of prose: e-mail and web addresses, and lines
-    in capitals ("FOR FURTHER INFORMATION MEDIA SHOULD CONTACT …")."""
+    """Words that are no part of prose: e-mail and web addresses, a member of
+    Congress's party and state ("(D-IL)"), and lines in capitals ("FOR
+    FURTHER INFORMATION MEDIA SHOULD CONTACT …")."""
     text = doc.text
     spans = []
     if any(mark in text for mark in ADDRESS_MARKS):
         spans = [m.span() for m in ADDRESS_RE.finditer(text)]
+    if "-" in text:
+        spans += [m.span() for m in PARTY_RE.finditer(text)]
     start = 0
     for line in text.split("\n"):
         if line == line.upper() and sum(map(str.isalpha, line)) > 20:
@@ -597,6 +629,16 @@ def _state_after(doc, i):
     return None, 0
 
 
+def _state_name_at(doc, i):
+    """Does a US state's name start at word i ("Kentucky", "New Mexico")?"""
+    for n in (1, 2):
+        if " ".join(doc.words[i : i + n]) in STATE_NAMES and (
+            i + n >= len(doc.words) or not doc.capitalised(i + n) or not doc.joined[i + n]
+        ):
+            return True
+    return False
+
+
 def _dc_after(doc, i):
     """Is word i followed by ", D.C."?"""
     return _state_after(doc, i + 1)[0] == "District of Columbia" and doc.words[i + 1] == "D"
@@ -619,6 +661,8 @@ def _located(doc, skip):
             skip.update(range(i, i + n))
             if doc.text[doc.ends[i] : doc.ends[i] + 1] == "." and state != "District of Columbia":
                 states.append((i, state))  # "Ala.", "N.C.": not a postal code
+        elif doc.capitalised(i - 1) and _state_name_at(doc, i):
+            at_place.add(i - 1)  # "Mayfield, Kentucky"
     for m in DATELINE_RE.finditer(doc.text):
         i = bisect.bisect_left(doc.starts, m.start())
         j = bisect.bisect_left(doc.starts, m.end())
