@@ -387,6 +387,9 @@ def _chunks(doc, run, in_title_case=False, lower=None):
         norms = [doc.norms[i] for i in chunk.words]
         # "Sessions and Rosenstein" and "… Fund and Sakura Electric" are two
         # names; "Centers for Disease Control and Prevention" is one.
+        if "and" not in norms:
+            result.append(chunk)
+            continue
         org = any(n in ORG_WORDS for n in norms) or norms[0] in ORG_PREFIXES
         cuts = {
             k
@@ -604,9 +607,10 @@ def _followed_by_lower(doc, i):
 
 
 def _numbered(doc, i):
-    """Is word i followed by a number, as designations are ("Expedition 70",
-    "Crew-7", "Gate 9")? A year is no designation ("World Games Berlin 2023")."""
-    if i + 1 >= len(doc) or not doc.joined[i + 1] or not doc.words[i + 1].isdigit():
+    """Is word i (not the last) followed by a number, as designations are
+    ("Expedition 70", "Crew-7", "Gate 9")? A year is no designation ("World
+    Games Berlin 2023")."""
+    if not doc.words[i + 1][0].isdigit() or not doc.joined[i + 1] or not doc.words[i + 1].isdigit():
         return False
     return not re.fullmatch(r"(19|20)\d\d", doc.words[i + 1])
 
@@ -671,6 +675,8 @@ def _located(doc, skip):
             datelines.append(list(range(i, j)))
             skip.update(range(i, j))
     for i in itertools.compress(range(n_words), map(PLACE_PREPOSITIONS.__contains__, doc.words)):
+        if i + 1 == n_words or not doc.words[i + 1][0].isupper():
+            continue
         items = _list_items(doc, i, 1, skip)
         if len(items) >= 2 and any(name_key(_surface(doc, it)) in places() for it in items):
             at_place.update(item[0] for item in items)
@@ -710,15 +716,20 @@ def rule_candidates(doc, index, covered):
         if not index.knows(name):
             tally.add(strip_the(name_key(name)), name, PLACE, doc, words[0])
 
+    last_word = len(doc.words) - 1
     for run in _runs(doc, skip):
         in_title_case = title_case and doc.in_title(run[0])
         for chunk in _chunks(doc, run, in_title_case, lower):
             words = chunk.words
-            while words and _numbered(doc, words[-1]):
+            while words and words[-1] < last_word and _numbered(doc, words[-1]):
                 words.pop()  # "Expedition 70", "SpaceX Crew-7"
             if not words:
                 continue
-            if (words[0] in at_place or words[-1] in at_place) and not _names_org(doc, words):
+            if (
+                at_place
+                and (words[0] in at_place or words[-1] in at_place)
+                and not _names_org(doc, words)
+            ):
                 chunk.hint = "place"
             if in_title_case:
                 if chunk.after_title and len(words) > 1:
