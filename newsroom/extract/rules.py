@@ -10,6 +10,7 @@ gender-guesser's dictionary — which are read on first use.
 
 import bisect
 import functools
+import itertools
 import re
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -86,6 +87,17 @@ COUNTY_WORDS = {"county", "counties", "parish", "parishes"}
 # Organisations a person's title names: "Director of the … Office of …".
 OFFICE_WORDS = {"office", "department", "agency", "council", "committee", "commission",
                 "bureau", "administration", "service", "board"}  # fmt: skip
+# "Montgomery, Ala.", "Atlanta, GA": abbreviations of US states after a city
+# and a comma, and the state each names.
+STATES = dict(line.split(" = ") for line in word_list("state_abbreviations"))
+STATE_NAMES = set(STATES.values()) - {"District of Columbia"}
+# Heads of names that are places whatever follows: "State of Washington".
+PLACE_HEADS = {"state", "commonwealth", "republic", "kingdom"}
+# A dateline: a paragraph that starts with a place in capitals, then a comma
+# (and a state, checked by the rule) or a dash.
+DATELINE_RE = re.compile(r"^([A-Z][A-Z'’.]+(?: [A-Z][A-Z'’.]+)*)(?=,|\s*(--|-\s|–|—))", re.M)
+# "(D-IL)", "(R-Texas)", "(D-NY-14)": a member of Congress's party and state.
+PARTY_RE = re.compile(r"\((?:D|R|I)-[A-Z][A-Za-z.]*(?:[ -][A-Z0-9][A-Za-z0-9.]*)?\)")
 # Names in e-mail and web addresses are not names: "FEMA-NEWS-DESK@FEMA.DHS.GOV".
 ADDRESS_MARKS = ("@", "://", "www.", ".gov", ".com", ".org", ".net", ".edu")
 ADDRESS_RE = re.compile(r"\S+@\S+|(?:https?://|www\.)\S+|\b\S+\.(?:gov|com|org|net|edu)\b\S*", re.I)
@@ -126,6 +138,7 @@ class _Chunk:
     hint: str | None = None  # "person", "place" or "civic" (before a civic title)
     suffix: str = ""  # " administration"
     after_title: bool = False  # the words follow a person's title
+    surname: int | None = None  # "Evelyn and Joseph Djoumessi": Evelyn's, word index
 
 
 def _title_length(doc, words, k):
@@ -198,6 +211,29 @@ def _runs(doc, skip):
         yield run
 
 
+def _run_on_people(doc, words):
+    """The people of a list that lost its line breaks: "Marc Andreessen Sergey
+    Brin Safra Catz" → each name, cut where a first name follows a name of two
+    or three words; or [] when the words are not such a list."""
+    names = first_names()
+    norms = [doc.norms[i] for i in words]
+    if len(words) < 4 or norms[0] not in names:
+        return []
+    if any(n in ALL_CONNECTORS or n in ORG_WORDS or n in OFFICIAL_WORDS for n in norms):
+        return []
+    people, person = [], []
+    for i, norm in zip(words, norms, strict=True):
+        if person and len(person) >= 2 and norm in names:
+            people.append(person)
+            person = []
+        person.append(i)
+    people.append(person)
+    if len(people) < 2 or not all(2 <= len(p) <= 4 for p in people):
+        return []
+    # Four words with no first name inside are two people: "Sergey Brin Safra Catz".
+    return [half for p in people for half in ([p[:2], p[2:]] if len(p) == 4 else [p])]
+
+
 def _names_org(doc, run):
     norms = [doc.norms[i] for i in run]
     return bool(norms) and (norms[0] in ORG_PREFIXES or any(n in ORG_WORDS for n in norms))
@@ -230,15 +266,40 @@ def _titled(doc, words):
         words = words[:-1]  # "President Weah for …"
     f = _person_start(doc, words)
     if f is None:
-        if any(doc.norms[i] in ALL_CONNECTORS for i in words):
-            return None, []  # "Secretary of Education"
-        return None, words
+        cut = next((k for k, i in enumerate(words) if doc.norms[i] in ALL_CONNECTORS), None)
+        if cut is None:
+            return None, words
+        if cut and _person_start(doc, words[:cut]) == 0 and doc.norms[words[0]] in first_names():
+            # "U.S. Attorney James R. Klindt for the Middle District of Florida":
+            # the holder, and the office the title names.
+            office = words[cut:]
+            while office and doc.norms[office[0]] in ALL_CONNECTORS:
+                office = office[1:]
+            return office or None, words[:cut]
+        return None, []  # "Secretary of Education"
     office = words[:f]
     while office and doc.norms[office[0]] in CONNECTORS | {"the"}:
         office = office[1:]
     if office and any(doc.norms[i] in OFFICE_WORDS for i in office):
         return office, words[f:]
     return None, words[f:]
+
+
+def _before_title(doc, words):
+    """Split the words between two titles at their last "and" when a person's
+    name stands before it and none after it: (the holder's words, the words
+    before the next title)."""
+    ands = [k for k, i in enumerate(words) if doc.norms[i] == "and"]
+    if not ands or ands[-1] in (0, len(words) - 1):
+        return words, []
+    k = ands[-1]
+    names = first_names()
+    after = [doc.norms[i] for i in words[k + 1 :]]
+    # A person after the "and" has a first name and a surname at least.
+    person_after = len(after) >= 2 and any(n in names for n in after[:-1])
+    if not person_after and _person_start(doc, words[:k]) is not None:
+        return words[:k], words[k + 1 :]
+    return words, []
 
 
 def _holder(doc, words, in_title_case):
@@ -251,16 +312,24 @@ def _holder(doc, words, in_title_case):
     return chunks
 
 
-def _chunks(doc, run, in_title_case=False):
+def _chunks(doc, run, in_title_case=False, lower=None):
     """Split a capitalised run into name chunks, dropping sentence-initial
     noise ("However", "In May", "The") and titles."""
     hint = _context(doc, run[0])
     while run and not _is_newspaper(doc, run):
         i, norm = run[0], doc.norms[run[0]]
         initial_common = doc.sentence_start[i] and (
-            norm in doc.lower_words
+            norm in (doc.lower_words if lower is None else lower)
             # "Shares of Greenleaf": a sentence-initial noun and its "of".
-            or (len(run) > 2 and doc.norms[run[1]] in CONNECTORS and norm not in ORG_PREFIXES)
+            or (
+                len(run) > 2
+                and doc.norms[run[1]] in CONNECTORS
+                and norm not in ORG_PREFIXES
+                # "Evelyn and Joseph Djoumessi"
+                and not (doc.norms[run[1]] == "and" and norm in first_names())
+                # "Secretary of Homeland Security Alejandro N. Mayorkas"
+                and not _title_length(doc, run, 0)
+            )
         )
         if not (norm in STOPWORDS or norm in CALENDAR or initial_common):
             break
@@ -279,13 +348,20 @@ def _chunks(doc, run, in_title_case=False):
         n = _title_length(doc, run, k)
         if n:
             title = " ".join(doc.norms[j] for j in run[k : k + n])
+            before = []
             if current and titled:
-                # "President Biden and Vice President Harris"
+                # "President Biden and Vice President Harris"; "Secretary …
+                # Alejandro N. Mayorkas and FEMA Administrator …": the holder,
+                # then what stands before the next title.
+                current, before = _before_title(doc, current)
                 chunks += _holder(doc, current, in_title_case)
-            elif current:
+                current = before
+            if current and (before or not titled):
                 # "Justice Department Inspector General …", "Mesa Mayor …"; other
                 # words before a title are part of it ("National Climate Advisor").
-                chunk = _Chunk(current, "civic" if title in CIVIC_TITLES else hint)
+                chunk = _Chunk(
+                    current, "civic" if title in CIVIC_TITLES else None if before else hint
+                )
                 if title in CIVIC_TITLES or _guess_kind(doc, chunk) != PERSON:
                     chunks.append(chunk)
             current, hint, k, titled = [], "person", k + n, True
@@ -298,8 +374,11 @@ def _chunks(doc, run, in_title_case=False):
         # "… Office of Intergovernmental Affairs Julie Chavez Rodriguez": an
         # organisation, then the person who speaks for it.
         f = _person_start(doc, current)
+        people = _run_on_people(doc, current)
         if f and f >= 2 and len(current) - f >= 2 and _names_org(doc, current[:f]):
             chunks += [_Chunk(current[:f]), _Chunk(current[f:], "person")]
+        elif people:
+            chunks += [_Chunk(person, "person") for person in people]
         else:
             chunks.append(_Chunk(current, hint, suffix))
 
@@ -308,21 +387,43 @@ def _chunks(doc, run, in_title_case=False):
         norms = [doc.norms[i] for i in chunk.words]
         # "Sessions and Rosenstein" and "… Fund and Sakura Electric" are two
         # names; "Centers for Disease Control and Prevention" is one.
-        if "and" in norms and (
-            not (any(n in ORG_WORDS for n in norms) or norms[0] in ORG_PREFIXES)
-            or norms[norms.index("and") - 1] in ORG_WORDS
-        ):
+        if "and" not in norms:
+            result.append(chunk)
+            continue
+        org = any(n in ORG_WORDS for n in norms) or norms[0] in ORG_PREFIXES
+        cuts = {
+            k
+            for k, n in enumerate(norms)
+            if n == "and"
+            and k > 0
+            and (
+                not org
+                or norms[k - 1] in ORG_WORDS
+                # "… Colville Reservation and the Pine Ridge Reservation"
+                or norms[k + 1 : k + 2] == ["the"]
+            )
+        }
+        if cuts:
             parts, part = [], []
-            for i in chunk.words:
-                if doc.norms[i] == "and":
+            for k, i in enumerate(chunk.words):
+                if k in cuts:
                     parts.append(part)
                     part = []
-                else:
+                elif part or doc.norms[i] != "the":
                     part.append(i)
             parts.append(part)
-            result.extend(
-                _Chunk(p, chunk.hint if n == 0 else None) for n, p in enumerate(parts) if p
-            )
+            split = [_Chunk(p, chunk.hint if n == 0 else None) for n, p in enumerate(parts) if p]
+            names = first_names()
+            if (
+                len(parts) == 2
+                and len(parts[0]) == 1
+                and 2 <= len(parts[1]) <= 3
+                and doc.norms[parts[0][0]] in names
+                and doc.norms[parts[1][0]] in names
+            ):
+                # "Evelyn and Joseph Djoumessi": two people of one surname.
+                split[0].hint, split[0].surname = "person", parts[1][-1]
+            result.extend(split)
         else:
             result.append(chunk)
     for chunk in result:
@@ -339,6 +440,8 @@ def _guess_kind(doc, chunk):
     acronym = any(len(doc.words[i]) > 1 and doc.words[i].isupper() for i in chunk.words)
     if key in places() and not chunk.suffix:
         return PLACE
+    if len(norms) > 2 and norms[0] in PLACE_HEADS and norms[1] == "of":
+        return PLACE  # "State of Washington", "Republic of Liberia"
     if (
         chunk.suffix
         or any(n in ORG_WORDS for n in norms)
@@ -392,12 +495,15 @@ class Tally:
 
 
 def _unreadable(doc):
-    """Words that are no part of prose: e-mail and web addresses, and lines
-    in capitals ("FOR FURTHER INFORMATION MEDIA SHOULD CONTACT …")."""
+    """Words that are no part of prose: e-mail and web addresses, a member of
+    Congress's party and state ("(D-IL)"), and lines in capitals ("FOR
+    FURTHER INFORMATION MEDIA SHOULD CONTACT …")."""
     text = doc.text
     spans = []
     if any(mark in text for mark in ADDRESS_MARKS):
         spans = [m.span() for m in ADDRESS_RE.finditer(text)]
+    if "-" in text:
+        spans += [m.span() for m in PARTY_RE.finditer(text)]
     start = 0
     for line in text.split("\n"):
         if line == line.upper() and sum(map(str.isalpha, line)) > 20:
@@ -455,12 +561,15 @@ def _county_lists(doc, skip):
         if norm not in COUNTY_WORDS:
             continue
         singular = "County" if norm.startswith("count") else "Parish"
-        if norm in ("county", "parish"):
-            continue  # "Maricopa County" is a name like any other
-        if i + 1 < len(doc) and doc.norms[i + 1] == "of":
+        of = i + 1 < len(doc) and doc.norms[i + 1] == "of"
+        if norm in ("county", "parish") and not (of and doc.words[i].islower()):
+            continue  # "Maricopa County" is a name like any other; "the county of Okanogan"
+        if of:
             items = _list_items(doc, i + 1, 1, skip)
         elif i and doc.capitalised(i - 1):
             items = _list_items(doc, i, -1, skip)
+            if items and items[0][0] and doc.words[items[0][0] - 1].isdigit():
+                continue  # "10 Georgia counties": a state's counties, not a list
         else:
             continue
         found += [(item, singular) for item in items]
@@ -488,9 +597,101 @@ def _common_acronym(doc, i):
     return all(w.islower() for w in before) and "".join(w[0] for w in before) == word.lower()
 
 
+def _in_body(doc, i):
+    """Does the body name word i of the title too?"""
+    return re.search(rf"\b{re.escape(doc.words[i])}\b", doc.text[doc.title_end :]) is not None
+
+
+def _followed_by_lower(doc, i):
+    return i + 1 < len(doc) and doc.joined[i + 1] and doc.words[i + 1].islower()
+
+
+def _numbered(doc, i):
+    """Is word i (not the last) followed by a number, as designations are
+    ("Expedition 70", "Crew-7", "Gate 9")? A year is no designation ("World
+    Games Berlin 2023")."""
+    if not doc.words[i + 1][0].isdigit() or not doc.joined[i + 1] or not doc.words[i + 1].isdigit():
+        return False
+    return not re.fullmatch(r"(19|20)\d\d", doc.words[i + 1])
+
+
+def _state_after(doc, i):
+    """The state that word i abbreviates, and how many words the abbreviation
+    takes, when it follows a capitalised word and a comma ("Montgomery, Ala.",
+    "Atlanta, GA", "Raleigh, N.C."); else (None, 0)."""
+    if not (0 < i < len(doc) and doc.after_comma[i] and doc.capitalised(i - 1)):
+        return None, 0
+    word, after = doc.words[i], doc.text[doc.ends[i] : doc.ends[i] + 1]
+    if len(word) == 2 and word.isupper() and word in STATES:
+        return STATES[word], 1
+    if after == "." and f"{word}." in STATES:
+        return STATES[f"{word}."], 1
+    if len(word) == 1 and after == "." and i + 1 < len(doc) and len(doc.words[i + 1]) == 1:
+        pair = f"{word}.{doc.words[i + 1]}."
+        if pair in STATES and doc.text[doc.ends[i + 1] : doc.ends[i + 1] + 1] == ".":
+            return STATES[pair], 2
+    return None, 0
+
+
+def _state_name_at(doc, i):
+    """Does a US state's name start at word i ("Kentucky", "New Mexico")?"""
+    for n in (1, 2):
+        if " ".join(doc.words[i : i + n]) in STATE_NAMES and (
+            i + n >= len(doc.words) or not doc.capitalised(i + n) or not doc.joined[i + n]
+        ):
+            return True
+    return False
+
+
+def _dc_after(doc, i):
+    """Is word i followed by ", D.C."?"""
+    return _state_after(doc, i + 1)[0] == "District of Columbia" and doc.words[i + 1] == "D"
+
+
+def _located(doc, skip):
+    """Words that name places by where they stand: the city before a state's
+    abbreviation (the abbreviation's words are skipped, and the states written
+    the Associated Press's way returned as (word, state) to be proposed: a postal
+    code names no entity of its own), an all-capitals dateline at a paragraph's
+    start ("ATLANTA, Ga. --", "WASHINGTON—"), and the items of a list after
+    "in", "at" … when one of them is in the gazetteer ("in Ahoskie, Bayboro,
+    Beaufort and Windsor")."""
+    at_place, states, datelines = set(), [], []
+    n_words = len(doc.words)
+    for i in itertools.compress(range(n_words), doc.after_comma):
+        state, n = _state_after(doc, i)
+        if state:
+            at_place.add(i - 1)
+            skip.update(range(i, i + n))
+            if doc.text[doc.ends[i] : doc.ends[i] + 1] == "." and state != "District of Columbia":
+                states.append((i, state))  # "Ala.", "N.C.": not a postal code
+        elif doc.capitalised(i - 1) and _state_name_at(doc, i):
+            at_place.add(i - 1)  # "Mayfield, Kentucky"
+    for m in DATELINE_RE.finditer(doc.text):
+        i = bisect.bisect_left(doc.starts, m.start())
+        j = bisect.bisect_left(doc.starts, m.end())
+        # "ATLANTA, Ga. --", "WASHINGTON, D.C. –", "WASHINGTON—"; not "FEMA, the …"
+        if m.group(2) or _state_after(doc, j)[0]:
+            datelines.append(list(range(i, j)))
+            skip.update(range(i, j))
+    for i in itertools.compress(range(n_words), map(PLACE_PREPOSITIONS.__contains__, doc.words)):
+        if i + 1 == n_words or not doc.words[i + 1][0].isupper():
+            continue
+        items = _list_items(doc, i, 1, skip)
+        if len(items) >= 2 and any(name_key(_surface(doc, it)) in places() for it in items):
+            at_place.update(item[0] for item in items)
+    return at_place, states, datelines
+
+
 def rule_candidates(doc, index, covered):
     """New candidates by the form of the words around them."""
-    skip = set(covered) | _unreadable(doc)
+    unreadable = _unreadable(doc)
+    skip = set(covered) | unreadable
+    # Words in lower case in the prose: "faith" in "faith.d.mckie@nasa.gov"
+    # does not make "Faith McKie" a sentence's common first word.
+    lower = doc.lower_words
+    if any(doc.words[i].islower() for i in unreadable):
+        lower = {w for i, w in enumerate(doc.words) if w.islower() and i not in unreadable}
     # In "Governor Signs Water Bill" capitals say little: only a name after a
     # title or a known place counts.
     title_case = doc.title_is_title_case()
@@ -504,30 +705,62 @@ def rule_candidates(doc, index, covered):
             tally.add(strip_the(name_key(name)), name, PLACE, doc, item[0])
         skip.update(item)
 
+    at_place, states, datelines = _located(doc, skip)
+    for i, state in states:
+        if not index.knows(state):
+            tally.add(strip_the(name_key(state)), state, PLACE, doc, i)
+    for words in datelines:
+        name = " ".join(doc.words[i].title() for i in words)
+        if _dc_after(doc, words[-1]):
+            name += ", D.C."
+        if not index.knows(name):
+            tally.add(strip_the(name_key(name)), name, PLACE, doc, words[0])
+
+    last_word = len(doc.words) - 1
     for run in _runs(doc, skip):
         in_title_case = title_case and doc.in_title(run[0])
-        for chunk in _chunks(doc, run, in_title_case):
+        for chunk in _chunks(doc, run, in_title_case, lower):
             words = chunk.words
+            while words and words[-1] < last_word and _numbered(doc, words[-1]):
+                words.pop()  # "Expedition 70", "SpaceX Crew-7"
+            if not words:
+                continue
+            if (
+                at_place
+                and (words[0] in at_place or words[-1] in at_place)
+                and not _names_org(doc, words)
+            ):
+                chunk.hint = "place"
             if in_title_case:
                 if chunk.after_title and len(words) > 1:
                     # "President Joe Biden Congratulating …": a first name and
                     # one more word, initials and hyphens aside.
                     n = 2 if doc.norms[words[0]] in first_names() else 1
+                    if len(words) == 2 and _followed_by_lower(doc, words[-1]):
+                        n = 2  # "Advisor Lael Brainard on Today’s …"
                     while n < len(words) and (
                         _gap(doc, words[n]) == "-" or len(doc.words[words[n - 1]]) == 1
                     ):
                         n += 1  # "Karine Jean-Pierre", "Joseph R. Biden"
                     words = chunk.words = words[:n]
-                elif not chunk.after_title and name_key(_surface(doc, words)) not in places():
+                if chunk.after_title and len(words) == 1 and not _in_body(doc, words[0]):
+                    continue  # "President Declares Disaster …": a verb, not a name
+                if not chunk.after_title and name_key(_surface(doc, words)) not in places():
                     continue
             if doc.norms[words[-1]] in EVENT_WORDS and not _names_org(doc, words[:-1]):
                 continue  # "U.S.-Africa Leaders Summit", "CHIPS and Science Act"
+            if chunk.surname is not None:
+                name = f"{_surface(doc, words)} {doc.words[chunk.surname]}"
+                tally.add(strip_the(name_key(name)), name, PERSON, doc, words[0])
+                continue
             if len(words) == 1 and not chunk.suffix:
                 singles.append((words[0], chunk.hint))
                 continue
             if all(len(doc.words[i]) == 1 for i in words):
                 continue  # "U.S.": initials are aliases, not names
             name = _surface(doc, words, chunk.suffix)
+            if _dc_after(doc, words[-1]):
+                name += ", D.C."
             if index.knows(name):
                 continue
             key = strip_the(name_key(name))
@@ -556,7 +789,8 @@ def rule_candidates(doc, index, covered):
         owners = people.get(norm) or []
         # "in Ohio" is not the Ohio Department of Health; "President Biden" is
         # not the Biden-Harris administration.
-        if hint not in ("place", "civic", "person"):
+        if hint not in ("place", "civic", "person") and not word.isupper():
+            # "NASA" is not the "NASA Marshall Activities Building".
             owners = owners or firsts.get(norm) or []
         if i in defined:
             continue
@@ -581,14 +815,14 @@ def rule_candidates(doc, index, covered):
         if norm in INSTITUTIONS and not doc.sentence_start[i]:
             tally.add(f" {norm} ", _surface(doc, [i]), ORGANIZATION, doc, i)
             continue
+        if f" {norm} " in places():
+            tally.add(f" {norm} ", _surface(doc, [i]), PLACE, doc, i)
+            continue
         if word.isupper() and len(word) > 1:
             if word not in ACRONYM_STOP and len(word) <= 6 and not _common_acronym(doc, i):
                 tally.add(f" {norm} ", word, ORGANIZATION, doc, i)
             continue
-        if f" {norm} " in places():
-            tally.add(f" {norm} ", _surface(doc, [i]), PLACE, doc, i)
-            continue
-        if norm in doc.lower_words:
+        if norm in lower:
             continue
         rest.setdefault(norm, []).append((i, hint))
     for occurrences in rest.values():

@@ -157,3 +157,80 @@ def test_addresses_and_lines_in_capitals_are_not_read():
     )
 
     assert new_names(body) == {}
+
+
+def kinds_of(body, title=""):
+    return {c.name: c.kind for c in extract(title, body, EntityIndex([]), backend="rules").new}
+
+
+def test_a_city_before_a_state_abbreviation_is_a_place_and_the_postal_code_no_name():
+    kinds = kinds_of(
+        "The mayors came from Atlanta, GA Baltimore, MD and Boston. "
+        "A jury in Montgomery, Ala. convicted him. He lives in Mayfield, Kentucky."
+    )
+
+    assert kinds == {
+        "Atlanta": Entity.Kind.PLACE,
+        "Baltimore": Entity.Kind.PLACE,
+        "Boston": Entity.Kind.PLACE,
+        "Montgomery": Entity.Kind.PLACE,
+        "Alabama": Entity.Kind.PLACE,
+        "Mayfield": Entity.Kind.PLACE,
+        "Kentucky": Entity.Kind.PLACE,
+    }
+
+
+def test_a_dateline_in_capitals_is_a_place():
+    kinds = kinds_of(
+        "ATLANTA, Ga. -- Six centers will open.\n\nWASHINGTON, D.C. – The agency said so."
+    )
+
+    assert kinds["Atlanta"] == Entity.Kind.PLACE
+    assert kinds["Georgia"] == Entity.Kind.PLACE
+    assert kinds["Washington, D.C."] == Entity.Kind.PLACE
+
+
+def test_every_item_of_a_list_of_places_is_a_place():
+    kinds = kinds_of("Centers are open in Ahoskie, Bayboro, Kill Devil Hills, Roper and Windsor.")
+
+    assert set(kinds.values()) == {Entity.Kind.PLACE}
+    assert {"Ahoskie", "Kill Devil Hills", "Roper", "Windsor"} <= set(kinds)
+
+
+def test_a_list_of_people_that_lost_its_line_breaks_gives_each_person():
+    kinds = kinds_of(
+        "The council includes:\nMarc Andreessen Sergey Brin Safra Catz Larry Ellison\n"
+    )
+
+    assert kinds == dict.fromkeys(
+        ["Marc Andreessen", "Sergey Brin", "Safra Catz", "Larry Ellison"], Entity.Kind.PERSON
+    )
+
+
+def test_two_people_of_one_surname_and_members_of_congress():
+    kinds = kinds_of(
+        "Evelyn and Joseph Djoumessi were sentenced. Congresswoman Nancy Mace (R-SC) and "
+        "Secretary of Homeland Security Alejandro N. Mayorkas and FEMA Administrator "
+        "Deanne Criswell spoke."
+    )
+
+    assert kinds == {
+        "Evelyn Djoumessi": Entity.Kind.PERSON,
+        "Joseph Djoumessi": Entity.Kind.PERSON,
+        "Nancy Mace": Entity.Kind.PERSON,
+        "Alejandro N. Mayorkas": Entity.Kind.PERSON,
+        "FEMA": Entity.Kind.ORGANIZATION,
+        "Deanne Criswell": Entity.Kind.PERSON,
+    }
+
+
+def test_tribes_are_organisations_and_designations_are_no_names():
+    kinds = kinds_of(
+        "Damage in the county of Okanogan and the Confederated Tribes of the Colville "
+        "Reservation. The Navajo Nation helped. The Expedition 70 crew flew on SpaceX Crew-7."
+    )
+
+    assert kinds["Okanogan County"] == Entity.Kind.PLACE
+    assert kinds["Confederated Tribes of the Colville Reservation"] == Entity.Kind.ORGANIZATION
+    assert kinds["Navajo Nation"] == Entity.Kind.ORGANIZATION
+    assert not {"Expedition", "SpaceX Crew"} & set(kinds)
