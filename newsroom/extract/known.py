@@ -4,6 +4,7 @@ and rebuilt when the Entity table changes.
 """
 
 import threading
+from bisect import bisect_left
 from dataclasses import dataclass
 
 import ahocorasick
@@ -67,11 +68,11 @@ class EntityIndex:
         """Known entities in doc, and the set of word indexes they cover."""
         if not len(self.automaton):
             return [], set()
-        text, word_at = doc.matchable()
+        text, offsets = doc.matchable()
         words = doc.words
         # (first word, -words, names, surnames) of each match, in text order.
         matches = [
-            (word_at[end - length + 2], -n, names, surnames)
+            (bisect_left(offsets, end - length + 2), -n, names, surnames)
             for end, (length, n, names, surnames) in self.automaton.iter(text)
         ]
         # A single lower-case word is a common noun: "sessions", "mesa".
@@ -89,7 +90,8 @@ class EntityIndex:
             named.update(names)
 
         hits, covered = {}, set()
-        starts, leads = doc.starts, doc.leads
+        starts, paragraph, title_end = doc.starts, doc.paragraph, doc.title_end
+        lead = doc.first_paragraph
         for i, minus_n, names, surnames in chosen:
             # A surname of someone named in full beats an alias: in a text
             # about Dr. Marcus Webb, "Webb" is him, not the Webb telescope.
@@ -103,7 +105,8 @@ class EntityIndex:
                 if hit is None:
                     hit = hits[pk] = [0, starts[i], False]
                 hit[0] += 1
-                hit[2] = hit[2] or leads(i)
+                # doc.leads(i): in the title or the first paragraph.
+                hit[2] = hit[2] or starts[i] < title_end or paragraph[i] == lead
             if pks:
                 covered.update(range(i, i - minus_n))
         known = [

@@ -100,6 +100,7 @@ PLACE_HEADS = {"state", "commonwealth", "republic", "kingdom"}
 # A dateline: a paragraph that starts with a place in capitals, then a comma
 # (and a state, checked by the rule) or a dash.
 DATELINE_RE = re.compile(r"^([A-Z][A-Z'’.]+(?: [A-Z][A-Z'’.]+)*)(?=,|\s*(--|-\s|–|—))", re.M)
+LINE_BREAK_RE = re.compile("\n")
 # "(D-IL)", "(R-Texas)", "(D-NY-14)": a member of Congress's party and state.
 PARTY_RE = re.compile(r"\((?:D|R|I)-[A-Z][A-Za-z.]*(?:[ -][A-Z0-9][A-Za-z0-9.]*)?\)")
 # An acronym in brackets after the name it abbreviates.
@@ -329,8 +330,10 @@ def _chunks(doc, run, in_title_case=False, lower=None):
     noise ("However", "In May", "The") and titles."""
     first, after_preposition = run[0], False
     lower = doc.lower_words if lower is None else lower
-    while run and not _is_newspaper(doc, run):
-        i, norm = run[0], doc.norms[run[0]]
+    norm_of = doc.norms
+    # (Not _is_newspaper(doc, run): "The … Times" keeps its "The".)
+    while run and not (norm_of[run[0]] == "the" and norm_of[run[-1]] in NEWSPAPER_WORDS):
+        i, norm = run[0], norm_of[run[0]]
         initial_common = doc.sentence_start[i] and (
             norm in lower
             # "Shares of Greenleaf": a sentence-initial noun and its "of".
@@ -502,7 +505,9 @@ class Tally:
         self.found = {}  # key → [name, kind, count, first, leads, aliases]
 
     def add(self, key, name, kind, doc, i):
-        entry = self.found.setdefault(key, [name, kind, 0, doc.starts[i], False, []])
+        entry = self.found.get(key)
+        if entry is None:
+            entry = self.found[key] = [name, kind, 0, doc.starts[i], False, []]
         entry[2] += 1
         entry[4] = entry[4] or doc.leads(i)
         return entry
@@ -692,7 +697,9 @@ def _located(doc, skip):
                 states.append((i, state))  # "Ala.", "N.C.": not a postal code
         elif doc.capitalised(i - 1) and _state_name_at(doc, i):
             at_place.add(i - 1)  # "Mayfield, Kentucky"
-    for m in DATELINE_RE.finditer(doc.text):
+    # A dateline is at a line's start and within the line: look only there.
+    line_starts = [0, *(m.end() for m in LINE_BREAK_RE.finditer(doc.text))]
+    for m in filter(None, map(DATELINE_RE.match, itertools.repeat(doc.text), line_starts)):
         i = bisect.bisect_left(doc.starts, m.start())
         j = bisect.bisect_left(doc.starts, m.end())
         # "ATLANTA, Ga. --", "WASHINGTON, D.C. –", "WASHINGTON—"; not "FEMA, the …"

@@ -7,7 +7,6 @@ import bisect
 import functools
 import html
 import itertools
-import operator
 import re
 import unicodedata
 
@@ -98,21 +97,20 @@ class Document:
         # ("University of California, Berkeley"); a new name may not.
         self.after_comma = after_comma = [False] * n
         self.sentence_start = sentence_start = [False] * n
-        # Paragraph number; the title is paragraph 0. Word i's is the number
-        # of gaps with a line break before it.
-        breaks = map(operator.contains, itertools.islice(gaps, 1, n), itertools.repeat("\n"))
-        self.paragraph = list(itertools.accumulate(breaks, initial=0)) if n else []
         self.first_paragraph = 0 if not title else 1
-        # Words before which a known name may not go on (not joined, no comma).
+        # Words before which a known name may not go on (not joined, no comma),
+        # and words that start a paragraph.
         self.phrase_breaks = phrase_breaks = []
+        paragraph_starts = [0]
         if n:
             joined[0], sentence_start[0] = False, True
         # Most gaps are one space: the word goes on the phrase, nothing starts.
-        for i in itertools.compress(range(1, n), map(" ".__ne__, itertools.islice(gaps, 1, n))):
+        for i in [i for i in range(1, n) if gaps[i] != " "]:
             line_break, joining, abbreviation, starts, comma = _gap_meaning(gaps[i])
             if line_break:
                 joined[i], sentence_start[i] = False, True
                 phrase_breaks.append(i)
+                paragraph_starts.append(i)
             elif joining or (
                 abbreviation and (len(words[i - 1]) == 1 or words[i - 1].lower() in ABBREVIATIONS)
             ):
@@ -121,7 +119,13 @@ class Document:
                 joined[i], sentence_start[i], after_comma[i] = False, starts, comma
                 if not comma:
                     phrase_breaks.append(i)
-        self.lower_words = set(filter(str.islower, words))
+        # Paragraph number of each word; the title is paragraph 0.
+        self.paragraph = paragraph = [0] * n
+        paragraph_starts.append(n)
+        for number, (a, b) in enumerate(itertools.pairwise(paragraph_starts)):
+            if number:
+                paragraph[a:b] = itertools.repeat(number, b - a)
+        self.lower_words = {w for w in words if w.islower()}
 
     def __len__(self):
         return len(self.words)
@@ -143,18 +147,18 @@ class Document:
 
     def matchable(self):
         """The words as one string for the automaton, "|" between phrases,
-        and a map from each word's offset in it to the word's index."""
+        and each word's offset in it (ascending: bisect finds a word by it)."""
         norms, n = self.norms, len(self.norms)
         if not n:
-            return " ", {}
+            return " ", []
         bounds = [0, *self.phrase_breaks, n]
         phrases = (" ".join(norms[a:b]) for a, b in itertools.pairwise(bounds))
         # Each word takes its length and a space; a phrase break "| " two more.
-        steps = list(map(operator.add, map(len, norms), itertools.repeat(1)))
+        steps = [len(norm) + 1 for norm in norms]
         for i in self.phrase_breaks:
             steps[i - 1] += 2
-        offsets = itertools.accumulate(itertools.islice(steps, n - 1), initial=1)
-        return " " + " | ".join(phrases) + " ", dict(zip(offsets, range(n), strict=True))
+        offsets = list(itertools.accumulate(itertools.islice(steps, n - 1), initial=1))
+        return " " + " | ".join(phrases) + " ", offsets
 
 
 @functools.lru_cache(maxsize=4096)
