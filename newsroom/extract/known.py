@@ -4,6 +4,7 @@ and rebuilt when the Entity table changes.
 """
 
 import threading
+from bisect import bisect_left
 from dataclasses import dataclass
 
 import ahocorasick
@@ -46,49 +47,68 @@ class EntityIndex:
                 entries.setdefault(f" {words[-1]} ", []).append((pk, True))
         self.automaton = ahocorasick.Automaton()
         for key, found in entries.items():
-            self.automaton.add_word(key, (len(key), key.count(" ") - 1, tuple(found)))
+            # What find() needs of a match, worked out once: the key's length
+            # and words, the entities it names in full, and those of whom it
+            # is the surname.
+            names = tuple(pk for pk, surname in found if not surname)
+            surnames = tuple(pk for pk, surname in found if surname)
+            self.automaton.add_word(key, (len(key), key.count(" ") - 1, names, surnames))
         if entries:
             self.automaton.make_automaton()
 
     def knows(self, name):
         """Is this name (or a surname) already an entity's?"""
-        key = name_key(name)
+        return self.knows_key(name_key(name))
+
+    def knows_key(self, key):
+        """knows(), given the name's key."""
         return bool(key) and (key in self.automaton or strip_the(key) in self.automaton)
 
     def find(self, doc):
         """Known entities in doc, and the set of word indexes they cover."""
         if not len(self.automaton):
             return [], set()
-        text, word_at = doc.matchable()
-        matches = []
-        for end, (length, n, found) in self.automaton.iter(text):
-            i = word_at[end - length + 2]
-            # A single lower-case word is a common noun: "sessions", "mesa".
-            if n == 1 and doc.words[i].islower():
-                continue
-            matches.append((i, n, found))
-        # Leftmost-longest: "Harbor Avenue" wins over the alias "Harbor".
-        matches.sort(key=lambda m: (m[0], -m[1]))
+        text, offsets = doc.matchable()
+        words = doc.words
+        # (first word, -words, names, surnames) of each match, in text order.
+        matches = [
+            (bisect_left(offsets, end - length + 2), -n, names, surnames)
+            for end, (length, n, names, surnames) in self.automaton.iter(text)
+        ]
+        # A single lower-case word is a common noun: "sessions", "mesa".
+        matches = [m for m in matches if m[1] != -1 or not words[m[0]].islower()]
+        # Leftmost-longest: "Harbor Avenue" wins over the alias "Harbor". (No
+        # two matches share a first word and a length: they would be one key.)
+        matches.sort()
         chosen, covered_to = [], 0
-        for i, n, found in matches:
-            if i >= covered_to:
-                chosen.append((i, n, found))
-                covered_to = i + n
-        named = {pk for _, _, found in chosen for pk, surname in found if not surname}
+        for match in matches:
+            if match[0] >= covered_to:
+                chosen.append(match)
+                covered_to = match[0] - match[1]
+        named = set()
+        for _, _, names, _ in chosen:
+            named.update(names)
 
         hits, covered = {}, set()
-        for i, n, found in chosen:
-            by_name = [pk for pk, surname in found if not surname]
-            by_surname = [pk for pk, surname in found if surname and pk in named]
+        starts, paragraph, title_end = doc.starts, doc.paragraph, doc.title_end
+        lead = doc.first_paragraph
+        for i, minus_n, names, surnames in chosen:
             # A surname of someone named in full beats an alias: in a text
             # about Dr. Marcus Webb, "Webb" is him, not the Webb telescope.
-            pks = by_surname[:1] or by_name
+            pks = names
+            for pk in surnames:
+                if pk in named:
+                    pks = (pk,)
+                    break
             for pk in pks:
-                hit = hits.setdefault(pk, [0, doc.starts[i], False])
+                hit = hits.get(pk)
+                if hit is None:
+                    hit = hits[pk] = [0, starts[i], False]
                 hit[0] += 1
-                hit[2] = hit[2] or doc.leads(i)
+                # doc.leads(i): in the title or the first paragraph.
+                hit[2] = hit[2] or starts[i] < title_end or paragraph[i] == lead
             if pks:
-                covered.update(range(i, i + n))
+                covered.update(range(i, i - minus_n))
         known = [
             Known(pk, *self.entities[pk], count, first, role(leads, count))
             for pk, (count, first, leads) in hits.items()

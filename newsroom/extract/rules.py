@@ -11,6 +11,7 @@ gender-guesser's dictionary — which are read on first use.
 import bisect
 import functools
 import itertools
+import operator
 import re
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -80,6 +81,9 @@ OFFICIAL_WORDS = word_list("official_words")
 # Last words of the names of laws, events and plans: not people, organisations
 # or places ("CHIPS and Science Act", "U.S.-Africa Leaders Summit").
 EVENT_WORDS = word_list("event_words")
+# Words that are in no person's name, and in no list of people.
+NOT_IN_NAMES = frozenset(CONNECTORS | ORG_WORDS | OFFICIAL_WORDS)
+NOT_IN_LISTS_OF_PEOPLE = frozenset(ALL_CONNECTORS | ORG_WORDS | OFFICIAL_WORDS)
 # Organisations named by one word: "Congress".
 INSTITUTIONS = word_list("institutions")
 # "the counties of Merced, Sacramento, and Santa Cruz", "Apache and Navajo counties".
@@ -96,8 +100,11 @@ PLACE_HEADS = {"state", "commonwealth", "republic", "kingdom"}
 # A dateline: a paragraph that starts with a place in capitals, then a comma
 # (and a state, checked by the rule) or a dash.
 DATELINE_RE = re.compile(r"^([A-Z][A-Z'’.]+(?: [A-Z][A-Z'’.]+)*)(?=,|\s*(--|-\s|–|—))", re.M)
+LINE_BREAK_RE = re.compile("\n")
 # "(D-IL)", "(R-Texas)", "(D-NY-14)": a member of Congress's party and state.
 PARTY_RE = re.compile(r"\((?:D|R|I)-[A-Z][A-Za-z.]*(?:[ -][A-Z0-9][A-Za-z0-9.]*)?\)")
+# An acronym in brackets after the name it abbreviates.
+ACRONYM_AFTER_RE = re.compile(r"\s*\((\w{2,8})\)")
 # Names in e-mail and web addresses are not names: "FEMA-NEWS-DESK@FEMA.DHS.GOV".
 ADDRESS_MARKS = ("@", "://", "www.", ".gov", ".com", ".org", ".net", ".edu")
 ADDRESS_RE = re.compile(r"\S+@\S+|(?:https?://|www\.)\S+|\b\S+\.(?:gov|com|org|net|edu)\b\S*", re.I)
@@ -132,7 +139,7 @@ def places():
     return frozenset(name_key(place) for place in word_list("places") | word_list("regions"))
 
 
-@dataclass
+@dataclass(slots=True)
 class _Chunk:
     words: list  # word indexes
     hint: str | None = None  # "person", "place" or "civic" (before a civic title)
@@ -157,7 +164,7 @@ def _is_newspaper(doc, words):
 
 def _gap(doc, i):
     """The characters between word i-1 and word i."""
-    return doc.text[doc.ends[i - 1] : doc.starts[i]] if i else ""
+    return doc.gaps[i] if i else ""
 
 
 def _possessive(word):
@@ -179,47 +186,54 @@ def _context(doc, i):
 
 
 def _runs(doc, skip):
-    """Maximal runs of capitalised words (and connectors between them)."""
-    run = []
+    """Maximal runs of capitalised words (and connectors between them).
+
+    A run starts at a capitalised word, so only those are visited, and each
+    run is followed word by word from there.
+    """
     words, norms, joined = doc.words, doc.norms, doc.joined
-    for i, word in enumerate(words):
-        capital = word[0].isupper() and word != "I"
-        ok = i not in skip and (
-            capital
-            or (run and norms[i] in CONNECTORS)
-            # "National Council on the Humanities", "Department of the Interior"
-            or (run and norms[i] in ORG_CONNECTORS and _names_org(doc, run))
-            # "University of Texas at Austin"
-            or (run and norms[i] == "at" and norms[run[0]] == "university")
-        )
-        breaks = not joined[i] or (
-            run
-            and (
+    n, taken = len(words), 0  # the words before `taken` are in a run already
+    for start in itertools.compress(range(n), map(str.isupper, map(_first_letter, words))):
+        if start < taken or start in skip or words[start] == "I":
+            continue
+        run, i = [start], start + 1
+        while i < n and joined[i] and i not in skip:
+            word, norm = words[i], norms[i]
+            ok = (
+                (word[0].isupper() and word != "I")
+                or norm in CONNECTORS
+                # "National Council on the Humanities", "Department of the Interior"
+                or (norm in ORG_CONNECTORS and _names_org(doc, run))
+                # "University of Texas at Austin"
+                or (norm == "at" and norms[run[0]] == "university")
+            )
+            if (
+                not ok
                 # "Biden’s Investing in America": a possessive ends a name,
                 # unless an organisation's name goes on ("Attorney’s Office").
-                (_possessive(words[run[-1]]) and norms[i] not in ORG_WORDS)
+                or (_possessive(words[run[-1]]) and norm not in ORG_WORDS)
                 # "Gerard M. Stolar of FEMA": a person is not "of" an acronym.
-                or (norms[i] == "of" and i + 1 < len(words) and words[i + 1].isupper())
-            )
-        )
-        if run and (not ok or breaks):
-            yield run
-            run = []
-        if ok and (run or capital):
+                or (norm == "of" and i + 1 < n and words[i + 1].isupper())
+            ):
+                break
             run.append(i)
-    if run:
+            i += 1
+        taken = i
         yield run
+
+
+_first_letter = operator.itemgetter(0)
 
 
 def _run_on_people(doc, words):
     """The people of a list that lost its line breaks: "Marc Andreessen Sergey
     Brin Safra Catz" → each name, cut where a first name follows a name of two
     or three words; or [] when the words are not such a list."""
+    if len(words) < 4:
+        return []
     names = first_names()
     norms = [doc.norms[i] for i in words]
-    if len(words) < 4 or norms[0] not in names:
-        return []
-    if any(n in ALL_CONNECTORS or n in ORG_WORDS or n in OFFICIAL_WORDS for n in norms):
+    if norms[0] not in names or not NOT_IN_LISTS_OF_PEOPLE.isdisjoint(norms):
         return []
     people, person = [], []
     for i, norm in zip(words, norms, strict=True):
@@ -236,24 +250,23 @@ def _run_on_people(doc, words):
 
 def _names_org(doc, run):
     norms = [doc.norms[i] for i in run]
-    return bool(norms) and (norms[0] in ORG_PREFIXES or any(n in ORG_WORDS for n in norms))
+    return bool(norms) and (norms[0] in ORG_PREFIXES or not ORG_WORDS.isdisjoint(norms))
 
 
 def _person_start(doc, words):
     """Where a person's name starts in the words after a title: at the first
     first name from which the rest is a short run of names ("Secretary of
     Housing and Urban Development Marcia Fudge" → "Marcia Fudge"), or None."""
-    names = first_names()
+    norms = [doc.norms[j] for j in words]
 
     def plain(rest):
-        return len(rest) <= 4 and not any(
-            n in CONNECTORS or n in ORG_WORDS or n in OFFICIAL_WORDS for n in rest
-        )
+        return len(rest) <= 4 and NOT_IN_NAMES.isdisjoint(rest)
 
-    if words and plain([doc.norms[j] for j in words]):
+    if words and plain(norms):
         return 0  # "Attorney General Merrick Garland": all of it
-    for f, i in enumerate(words):
-        if doc.norms[i] in names and plain([doc.norms[j] for j in words[f:]]):
+    names = first_names()
+    for f, norm in enumerate(norms):
+        if norm in names and plain(norms[f:]):
             return f
     return None
 
@@ -315,11 +328,14 @@ def _holder(doc, words, in_title_case):
 def _chunks(doc, run, in_title_case=False, lower=None):
     """Split a capitalised run into name chunks, dropping sentence-initial
     noise ("However", "In May", "The") and titles."""
-    hint = _context(doc, run[0])
-    while run and not _is_newspaper(doc, run):
-        i, norm = run[0], doc.norms[run[0]]
+    first, after_preposition = run[0], False
+    lower = doc.lower_words if lower is None else lower
+    norm_of = doc.norms
+    # (Not _is_newspaper(doc, run): "The … Times" keeps its "The".)
+    while run and not (norm_of[run[0]] == "the" and norm_of[run[-1]] in NEWSPAPER_WORDS):
+        i, norm = run[0], norm_of[run[0]]
         initial_common = doc.sentence_start[i] and (
-            norm in (doc.lower_words if lower is None else lower)
+            norm in lower
             # "Shares of Greenleaf": a sentence-initial noun and its "of".
             or (
                 len(run) > 2
@@ -334,16 +350,21 @@ def _chunks(doc, run, in_title_case=False, lower=None):
         if not (norm in STOPWORDS or norm in CALENDAR or initial_common):
             break
         if norm in PLACE_PREPOSITIONS:
-            hint = "place"
+            after_preposition = True
         run = run[1:]
         while run and doc.norms[run[0]] in CONNECTORS:
             run = run[1:]
+    if not run:
+        return []  # "However", "In May": noise only
+    hint = "place" if after_preposition else _context(doc, first)
     suffix = ""
     after = run[-1] + 1 if run else len(doc)
     if after < len(doc) and doc.joined[after] and doc.words[after] == "administration":
         suffix = " administration"
 
     chunks, current, k, titled = [], [], 0, False
+    if TITLE_STARTS.isdisjoint([doc.norms[i] for i in run]):
+        current, k = list(run), len(run)  # no title in the run: all of it
     while k < len(run):
         n = _title_length(doc, run, k)
         if n:
@@ -373,8 +394,9 @@ def _chunks(doc, run, in_title_case=False, lower=None):
     elif current:
         # "… Office of Intergovernmental Affairs Julie Chavez Rodriguez": an
         # organisation, then the person who speaks for it.
-        f = _person_start(doc, current)
-        people = _run_on_people(doc, current)
+        # (Shorter than four words, it is neither, and one name.)
+        f = _person_start(doc, current) if len(current) >= 4 else None
+        people = _run_on_people(doc, current) if len(current) >= 4 else []
         if f and f >= 2 and len(current) - f >= 2 and _names_org(doc, current[:f]):
             chunks += [_Chunk(current[:f]), _Chunk(current[f:], "person")]
         elif people:
@@ -437,27 +459,28 @@ def _chunks(doc, run, in_title_case=False, lower=None):
 def _guess_kind(doc, chunk):
     norms = [doc.norms[i] for i in chunk.words]
     key = " " + " ".join(norms) + " "
-    acronym = any(len(doc.words[i]) > 1 and doc.words[i].isupper() for i in chunk.words)
     if key in places() and not chunk.suffix:
         return PLACE
     if len(norms) > 2 and norms[0] in PLACE_HEADS and norms[1] == "of":
         return PLACE  # "State of Washington", "Republic of Liberia"
+    words = doc.words
     if (
         chunk.suffix
-        or any(n in ORG_WORDS for n in norms)
+        or not ORG_WORDS.isdisjoint(norms)
         or (norms[-1] == "united" and len(norms) > 1)  # Castleford United
         or norms[0] in ORG_PREFIXES
-        or _is_newspaper(doc, chunk.words)
-        or acronym
+        or (norms[0] == "the" and norms[-1] in NEWSPAPER_WORDS)
         # "Eastern District of California": a federal court's district.
         or ("district" in norms[:-1] and "of" in norms)
         # "Miami Hurricanes": a place and a plural is a team.
         or (
-            len(norms) > 1
-            and " " + " ".join(norms[:-1]) + " " in places()
-            and norms[-1].endswith("s")
+            norms[-1].endswith("s")
+            and len(norms) > 1
             and norms[-1] not in PLACE_WORDS
+            and " " + " ".join(norms[:-1]) + " " in places()
         )
+        # an acronym
+        or any(len(words[i]) > 1 and words[i].isupper() for i in chunk.words)
     ):
         return ORGANIZATION
     if norms[-1] in PLACE_WORDS or chunk.hint in ("place", "civic"):
@@ -473,7 +496,8 @@ def _guess_kind(doc, chunk):
 
 def _surface(doc, words, suffix=""):
     name = doc.text[doc.starts[words[0]] : doc.ends[words[-1]]] + suffix
-    return re.sub(r"['’]s$", "", name) if not suffix else name
+    # A name ends with a word, never a line break, so "$" is its end.
+    return name[:-2] if not suffix and name.endswith(("'s", "’s")) else name
 
 
 class Tally:
@@ -481,7 +505,9 @@ class Tally:
         self.found = {}  # key → [name, kind, count, first, leads, aliases]
 
     def add(self, key, name, kind, doc, i):
-        entry = self.found.setdefault(key, [name, kind, 0, doc.starts[i], False, []])
+        entry = self.found.get(key)
+        if entry is None:
+            entry = self.found[key] = [name, kind, 0, doc.starts[i], False, []]
         entry[2] += 1
         entry[4] = entry[4] or doc.leads(i)
         return entry
@@ -557,9 +583,8 @@ def _county_lists(doc, skip):
     found = []
     if COUNTY_WORDS.isdisjoint(doc.norms):
         return found
-    for i, norm in enumerate(doc.norms):
-        if norm not in COUNTY_WORDS:
-            continue
+    for i in itertools.compress(range(len(doc)), map(COUNTY_WORDS.__contains__, doc.norms)):
+        norm = doc.norms[i]
         singular = "County" if norm.startswith("count") else "Parish"
         of = i + 1 < len(doc) and doc.norms[i + 1] == "of"
         if norm in ("county", "parish") and not (of and doc.words[i].islower()):
@@ -580,7 +605,8 @@ def _acronym_after(doc, words):
     """The acronym a name is given in brackets right after it, when its
     letters are the initials of the name's capitalised words."""
     end = doc.ends[words[-1]]
-    m = re.match(r"\s*\((\w{2,8})\)", doc.text[end : end + 12])
+    after = doc.text[end : end + 12]
+    m = "(" in after and ACRONYM_AFTER_RE.match(after)
     if not m or not m.group(1).isupper():
         return None
     initials = "".join(doc.words[i][0] for i in words if doc.words[i][0].isupper())
@@ -645,7 +671,11 @@ def _state_name_at(doc, i):
 
 def _dc_after(doc, i):
     """Is word i followed by ", D.C."?"""
-    return _state_after(doc, i + 1)[0] == "District of Columbia" and doc.words[i + 1] == "D"
+    return (
+        i + 1 < len(doc.words)
+        and doc.words[i + 1] == "D"
+        and _state_after(doc, i + 1)[0] == "District of Columbia"
+    )
 
 
 def _located(doc, skip):
@@ -667,7 +697,9 @@ def _located(doc, skip):
                 states.append((i, state))  # "Ala.", "N.C.": not a postal code
         elif doc.capitalised(i - 1) and _state_name_at(doc, i):
             at_place.add(i - 1)  # "Mayfield, Kentucky"
-    for m in DATELINE_RE.finditer(doc.text):
+    # A dateline is at a line's start and within the line: look only there.
+    line_starts = [0, *(m.end() for m in LINE_BREAK_RE.finditer(doc.text))]
+    for m in filter(None, map(DATELINE_RE.match, itertools.repeat(doc.text), line_starts)):
         i = bisect.bisect_left(doc.starts, m.start())
         j = bisect.bisect_left(doc.starts, m.end())
         # "ATLANTA, Ga. --", "WASHINGTON, D.C. –", "WASHINGTON—"; not "FEMA, the …"
@@ -756,14 +788,15 @@ def rule_candidates(doc, index, covered):
             if len(words) == 1 and not chunk.suffix:
                 singles.append((words[0], chunk.hint))
                 continue
-            if all(len(doc.words[i]) == 1 for i in words):
+            if len(doc.words[words[0]]) == 1 and all(len(doc.words[i]) == 1 for i in words):
                 continue  # "U.S.": initials are aliases, not names
             name = _surface(doc, words, chunk.suffix)
             if _dc_after(doc, words[-1]):
                 name += ", D.C."
-            if index.knows(name):
+            key = name_key(name)
+            if index.knows_key(key):
                 continue
-            key = strip_the(name_key(name))
+            key = strip_the(key)
             entry = tally.add(key, name, _guess_kind(doc, chunk), doc, words[0])
             acronym = _acronym_after(doc, words)
             if acronym and not index.knows(acronym):

@@ -6,6 +6,7 @@ a sentence or a paragraph starts), and each word normalised for matching.
 import bisect
 import functools
 import html
+import itertools
 import re
 import unicodedata
 
@@ -21,11 +22,14 @@ PLACE = Entity.Kind.PLACE.value
 ABOUT_COUNT = 3
 
 WORD_RE = re.compile(r"\w+(?:['’]\w+)*")
+WORD_SPLIT_RE = re.compile(f"({WORD_RE.pattern})")  # gap, word, gap, word … gap
 # What may stand between two words of one name: spaces, a hyphen (Coca-Cola),
 # a slash (SEO/BirdLife), an ampersand (AT&T) or a plural possessive.
 JOINING_GAP_RE = re.compile(r"[ \t\xa0]+|[-/&]|[ \t\xa0]+&[ \t\xa0]+|['’][ \t\xa0]+")
 COMMA_GAP_RE = re.compile(r",[ \t\xa0]*")
 ABBREVIATION_GAP_RE = re.compile(r"\.[ \t\xa0]*")
+# A gap that ends a sentence.
+SENTENCE_GAP_RE = re.compile(r"[.!?:]")
 ABBREVIATIONS = {
     "mr", "mrs", "ms", "dr", "st", "sen", "rep", "gov", "gen", "lt", "col", "sgt",
     "capt", "jr", "sr", "prof", "mt", "ft", "inc", "co", "corp", "ltd", "no", "vs",
@@ -76,41 +80,52 @@ class Document:
             title = ""  # the loader uses the first sentence as the title
         self.text = f"{title}\n\n{body}" if title else body
         self.title_end = len(title)
-        matches = list(WORD_RE.finditer(self.text))
-        self.words = words = [m.group() for m in matches]
-        self.starts = [m.start() for m in matches]
-        self.ends = [m.end() for m in matches]
-        self.norms = list(map(normalize_word, words))
+        # One pass splits the text into the gaps and the words between them:
+        # gaps[i] stands before word i (gaps[0] before the first, gaps[n]
+        # after the last). Offsets are running sums of the lengths, so no
+        # per-word Python code runs until the gaps that are not one space.
+        parts = WORD_SPLIT_RE.split(self.text)
+        self.words = words = parts[1::2]
+        self.gaps = gaps = parts[0::2]
         n = len(words)
-        self.joined = [True] * n  # word i continues the phrase of word i-1
+        offsets = list(itertools.accumulate(map(len, parts)))
+        self.starts = offsets[0 : 2 * n : 2]
+        self.ends = offsets[1 : 2 * n : 2]
+        self.norms = list(map(normalize_word, words))
+        self.joined = joined = [True] * n  # word i continues the phrase of word i-1
         # Only a comma stands before word i: a known name may go on across it
         # ("University of California, Berkeley"); a new name may not.
-        self.after_comma = [False] * n
-        self.sentence_start = [False] * n
-        self.paragraph = [0] * n  # paragraph number; the title is paragraph 0
+        self.after_comma = after_comma = [False] * n
+        self.sentence_start = sentence_start = [False] * n
         self.first_paragraph = 0 if not title else 1
+        # Words before which a known name may not go on (not joined, no comma),
+        # and words that start a paragraph.
+        self.phrase_breaks = phrase_breaks = []
+        paragraph_starts = [0]
         if n:
-            self.joined[0], self.sentence_start[0] = False, True
-        text, paragraph = self.text, 0
-        for i in range(1, n):
-            gap = text[self.ends[i - 1] : self.starts[i]]
-            if gap == " ":  # most gaps: the fast path
-                self.paragraph[i] = paragraph
-                continue
-            if "\n" in gap:
-                paragraph += 1
-                joined, starts = False, True
-            elif JOINING_GAP_RE.fullmatch(gap) or (
-                ABBREVIATION_GAP_RE.fullmatch(gap)
-                and (len(words[i - 1]) == 1 or words[i - 1].lower() in ABBREVIATIONS)
+            joined[0], sentence_start[0] = False, True
+        # Most gaps are one space: the word goes on the phrase, nothing starts.
+        for i in [i for i in range(1, n) if gaps[i] != " "]:
+            line_break, joining, abbreviation, starts, comma = _gap_meaning(gaps[i])
+            if line_break:
+                joined[i], sentence_start[i] = False, True
+                phrase_breaks.append(i)
+                paragraph_starts.append(i)
+            elif joining or (
+                abbreviation and (len(words[i - 1]) == 1 or words[i - 1].lower() in ABBREVIATIONS)
             ):
-                joined, starts = True, False
+                pass  # joined, and no sentence starts
             else:
-                joined = False
-                starts = bool(re.search(r"[.!?:]", gap)) or _opens_quote(gap)
-                self.after_comma[i] = COMMA_GAP_RE.fullmatch(gap) is not None
-            self.joined[i], self.sentence_start[i], self.paragraph[i] = joined, starts, paragraph
-        self.lower_words = {w for w in self.words if w.islower()}
+                joined[i], sentence_start[i], after_comma[i] = False, starts, comma
+                if not comma:
+                    phrase_breaks.append(i)
+        # Paragraph number of each word; the title is paragraph 0.
+        self.paragraph = paragraph = [0] * n
+        paragraph_starts.append(n)
+        for number, (a, b) in enumerate(itertools.pairwise(paragraph_starts)):
+            if number:
+                paragraph[a:b] = itertools.repeat(number, b - a)
+        self.lower_words = {w for w in words if w.islower()}
 
     def __len__(self):
         return len(self.words)
@@ -132,16 +147,34 @@ class Document:
 
     def matchable(self):
         """The words as one string for the automaton, "|" between phrases,
-        and a map from each word's offset in it to the word's index."""
-        parts, index, pos = [" "], {}, 1
-        for i, norm in enumerate(self.norms):
-            if i and not (self.joined[i] or self.after_comma[i]):
-                parts.append("| ")
-                pos += 2
-            index[pos] = i
-            parts.append(norm + " ")
-            pos += len(norm) + 1
-        return "".join(parts), index
+        and each word's offset in it (ascending: bisect finds a word by it)."""
+        norms, n = self.norms, len(self.norms)
+        if not n:
+            return " ", []
+        bounds = [0, *self.phrase_breaks, n]
+        phrases = (" ".join(norms[a:b]) for a, b in itertools.pairwise(bounds))
+        # Each word takes its length and a space; a phrase break "| " two more.
+        steps = [len(norm) + 1 for norm in norms]
+        for i in self.phrase_breaks:
+            steps[i - 1] += 2
+        offsets = list(itertools.accumulate(itertools.islice(steps, n - 1), initial=1))
+        return " " + " | ".join(phrases) + " ", offsets
+
+
+@functools.lru_cache(maxsize=4096)
+def _gap_meaning(gap):
+    """What a gap between two words says (articles repeat a few gaps, so this
+    is cached): (a line break, a gap within a name, a full stop that joins
+    when it ends an abbreviation, a sentence starts, only a comma)."""
+    if "\n" in gap:
+        return True, False, False, True, False
+    return (
+        False,
+        JOINING_GAP_RE.fullmatch(gap) is not None,
+        ABBREVIATION_GAP_RE.fullmatch(gap) is not None,
+        bool(SENTENCE_GAP_RE.search(gap)) or _opens_quote(gap),
+        COMMA_GAP_RE.fullmatch(gap) is not None,
+    )
 
 
 def _opens_quote(gap):

@@ -5,9 +5,15 @@ to build the automaton and to extract (known pass and candidate pass), the
 median of several runs. No database: the index is built from rows in memory,
 exactly as `entity_index()` builds it from the Entity table.
 
-In `make bench` (`rows()`), the figure is the extraction time, beside one
-regular-expression pass over the same article's words (the least any reading
-of the text costs on this machine), so the ratio travels between machines.
+In `make bench` (`rows()`), the figure is the extraction time (wall clock,
+median of the runs), beside one regular-expression pass over the same
+article's words (the least any reading of the text costs on this machine), so
+the ratio travels between machines. A second row gives the CPU time of the
+same calls (`time.process_time`, median), which other processes on a busy
+machine disturb less than the wall clock; the notes give the fastest run of
+each. Every call extracts from the same article with the same index, as a
+server does for every article; nothing is cached between calls but what a
+server also keeps (the automaton, the word lists, normalised words).
 """
 
 import random
@@ -83,15 +89,34 @@ def timed(fn, runs):
     return statistics.median(times), result
 
 
-def main(entities=10_000, words=5_000, runs=5):
+def timed_both(fn, runs):
+    """Wall-clock and CPU (process) times of each run, in seconds."""
+    wall, cpu = [], []
+    for _ in range(runs):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = fn()
+        cpu.append(time.process_time() - start_cpu)
+        wall.append(time.perf_counter() - start)
+    return wall, cpu, result
+
+
+def benchmark_input(entities=10_000, words=5_000):
+    """The index, title and body every figure here is measured on."""
     rng = random.Random(7)
-    rows = make_entities(entities, rng)
-    body = make_article(rows, words, rng)
-    title = "A report names " + rows[0][1]
+    table = make_entities(entities, rng)
+    body = make_article(table, words, rng)
+    title = "A report names " + table[0][1]
+    assert len(table) == entities and abs(len(body.split()) - words) < 20
+    return table, title, body
+
+
+def main(entities=10_000, words=5_000, runs=5):
+    rows, title, body = benchmark_input(entities, words)
 
     build, index = timed(lambda: EntityIndex(rows), runs)
     extract(title, body, index, backend="rules")  # the first call reads the word lists
-    total, result = timed(lambda: extract(title, body, index, backend="rules"), runs)
+    wall, cpu, result = timed_both(lambda: extract(title, body, index, backend="rules"), runs)
+    total = statistics.median(wall)
     doc = Document(title, body)
     parse, _ = timed(lambda: Document(title, body), runs)
     known, (_, covered) = timed(lambda: index.find(doc), runs)
@@ -99,7 +124,10 @@ def main(entities=10_000, words=5_000, runs=5):
 
     print(f"{len(rows):,} known entities, article of {len(body.split()):,} words")
     print(f"build automaton      {build * 1000:8.1f} ms")
-    print(f"extract (total)      {total * 1000:8.1f} ms")
+    print(f"extract (total)      {total * 1000:8.1f} ms  (fastest {min(wall) * 1000:.1f})")
+    print(
+        f"  CPU time           {statistics.median(cpu) * 1000:8.1f} ms  (fastest {min(cpu) * 1000:.1f})"
+    )
     print(f"  read text          {parse * 1000:8.1f} ms")
     print(f"  known pass         {known * 1000:8.1f} ms  ({len(result.known)} entities)")
     print(f"  candidate pass     {new * 1000:8.1f} ms  ({len(result.new)} candidates)")
@@ -108,17 +136,17 @@ def main(entities=10_000, words=5_000, runs=5):
 
 
 def rows(ctx):
-    rng = random.Random(7)
-    table = make_entities(10_000, rng)
-    body = make_article(table, 5_000, rng)
-    title = "A report names " + table[0][1]
+    table, title, body = benchmark_input()
     index = EntityIndex(table)
-    runs = 3 if ctx.quick else 7
+    runs = 5 if ctx.quick else 21
     extract(title, body, index, backend="rules")  # the first call reads the word lists
-    total, result = timed(lambda: extract(title, body, index, backend="rules"), runs)
+    wall, cpu, result = timed_both(lambda: extract(title, body, index, backend="rules"), runs)
     words = re.compile(r"\w+")
-    scan, _ = timed(lambda: words.findall(body.lower()), runs)
+    scan_wall, scan_cpu, _ = timed_both(lambda: words.findall(body.lower()), runs)
     build, _ = timed(lambda: EntityIndex(table), 3)
+    total, total_cpu = statistics.median(wall), statistics.median(cpu)
+    scan, scan_cpu = statistics.median(scan_wall), statistics.median(scan_cpu)
+    size = f"{len(body.split()):,} words vs {len(table):,} entities"
     return [
         Row(
             "Entity extraction, 5,000 words vs 10,000 entities",
@@ -128,9 +156,33 @@ def rows(ctx):
             reference_label="one regex pass over the words",
             target="< 20 ms",
             met=total * 1000 < 20,
-            notes=f"{len(result.known)} known, {len(result.new)} new; automaton built once in {build * 1000:.0f} ms",
-            raw={"extract_ms": total * 1000, "scan_ms": scan * 1000, "build_ms": build * 1000},
-        )
+            notes=(
+                f"{size}; wall clock, median of {runs} calls (fastest {min(wall) * 1000:.1f} ms); "
+                f"{len(result.known)} known, {len(result.new)} new; "
+                f"automaton built once in {build * 1000:.0f} ms"
+            ),
+            raw={
+                "extract_ms": total * 1000,
+                "scan_ms": scan * 1000,
+                "build_ms": build * 1000,
+                "wall_ms": [t * 1000 for t in wall],
+                "cpu_ms": [t * 1000 for t in cpu],
+            },
+        ),
+        Row(
+            "Entity extraction, CPU time (process_time)",
+            total_cpu * 1000,
+            scan_cpu * 1000,
+            unit="ms",
+            reference_label="one regex pass, CPU time",
+            target="< 20 ms",
+            met=total_cpu * 1000 < 20,
+            notes=(
+                f"{size}; CPU time of the same {runs} calls, median "
+                f"(fastest {min(cpu) * 1000:.1f} ms): less disturbed by other processes"
+            ),
+            raw={"extract_cpu_ms": total_cpu * 1000, "scan_cpu_ms": scan_cpu * 1000},
+        ),
     ]
 
 
