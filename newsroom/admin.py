@@ -11,6 +11,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 import subscriptions
+from subscriptions.admin import send_countdown
 
 from .extract import extract
 from .models import Article, ArticleEntity, Entity, EntityRedirect
@@ -56,6 +57,7 @@ class ArticleAdmin(admin.ModelAdmin):
                     "status",
                     "published_at",
                     "email_subscribers",
+                    "email_send_at",
                     "mailing_progress",
                     "slug",
                     "preview_link",
@@ -93,7 +95,7 @@ class ArticleAdmin(admin.ModelAdmin):
         fields = list(super().get_readonly_fields(request, obj))
         if not self.has_publish_permission(request):
             # Authors write; only editors decide when an article goes live.
-            fields += ["status", "published_at"]
+            fields += ["status", "published_at", "email_send_at"]
         return fields
 
     def has_publish_permission(self, request):
@@ -124,13 +126,15 @@ class ArticleAdmin(admin.ModelAdmin):
             )
         url = reverse("admin:subscriptions_mailing_change", args=[mailing.pk])
         return format_html(
-            '<a href="{}">{}</a>: {} sent, {} failed, {} pending, {} waiting for digests',
+            '<a href="{}">{}</a>: {} sent, {} failed, {} pending, {} waiting for digests<br>{}',
             url,
             mailing.get_status_display(),
             mailing.sent_count,
             mailing.failed_count,
             mailing.pending_count,
             mailing.digest_count,
+            # "sending in 3:41 — Cancel" during the undo window.
+            send_countdown(mailing, script=True),
         )
 
     @admin.display(description="Preview")
