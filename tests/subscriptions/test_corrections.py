@@ -11,6 +11,9 @@ import time_machine
 from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from subscriptions import corrections_for, delivery
 from subscriptions.models import (
@@ -310,3 +313,17 @@ def test_the_corrections_of_a_post_are_exposed_oldest_first(
     for text in ("First fix.", "Second fix."):
         _send_correction(sent, text, django_capture_on_commit_callbacks)
     assert [c.text for c in corrections_for(post)] == ["First fix.", "Second fix."]
+
+
+@given(text=st.text(max_size=1200))
+@hyp_settings(max_examples=200, deadline=None)
+def test_the_correction_form_never_fails_on_any_text(text):
+    from subscriptions.forms import CorrectionForm
+
+    form = CorrectionForm({"text": text})
+    if form.is_valid():
+        cleaned = form.cleaned_data["text"]
+        assert cleaned and len(cleaned) <= 1000
+        assert all(c.isprintable() or c == "\n" for c in cleaned)
+    else:
+        assert form.errors["text"]
