@@ -327,6 +327,14 @@ def send_countdown(mailing, cancel=True, script=False):
     )
 
 
+def _previewed(signer, signed, text):
+    """Whether `signed` is the signature of a preview of exactly `text`."""
+    try:
+        return signer.unsign(signed or "") == text
+    except signing.BadSignature:
+        return False
+
+
 def _back(request, fallback):
     """Where the editor came from (the article or the mailing list), if it
     is this site; else `fallback`."""
@@ -461,8 +469,7 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
         signer = signing.Signer(salt="subscriptions.correction-preview")
         if request.method == "POST" and form.is_valid():
             text = form.cleaned_data["text"]
-            previewed = request.POST.get("previewed", "")
-            if "send" in request.POST and previewed and signer.sign(text) == previewed:
+            if "send" in request.POST and _previewed(signer, request.POST.get("previewed"), text):
                 try:
                     correction, created = delivery.correct(mailing, text, request.user)
                 except delivery.CorrectionRefused as e:

@@ -79,6 +79,7 @@ def test_an_editor_sends_a_correction_and_readers_see_it(
     late = make_subscriber("late@example.com")
 
     _log_in(page, live_server, f"/admin/subscriptions/mailing/{mailing.pk}/change/")
+    screenshot(page, "editor-mailing-sent")
     page.click("text=Send a correction")
     page.fill("#id_text", "He spoke on Tuesday, not Monday.")
     page.click("input[name=preview]")

@@ -255,7 +255,11 @@ def test_an_editor_previews_then_sends_a_correction(
     assert not Correction.objects.exists() and smtp_server.messages == []
     signature = preview.context["preview"]["signature"]
 
-    # Sending a text other than the one previewed shows the preview again.
+    # Sending without a preview, or a text other than the one previewed,
+    # shows the preview instead.
+    unseen = {"csrfmiddlewaretoken": token, "text": text, "send": "1"}
+    assert "srcdoc=" in client.post(_correct_url(sent), unseen).content.decode()
+    assert not Correction.objects.exists()
     changed = {"csrfmiddlewaretoken": token, "text": text + "!", "previewed": signature}
     assert client.post(_correct_url(sent), {**changed, "send": "1"}).status_code == 200
     assert not Correction.objects.exists()
