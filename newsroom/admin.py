@@ -13,6 +13,7 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 
 import subscriptions
+from subscriptions.admin import send_countdown
 
 from .extract import extract
 from .models import Article, ArticleEntity, Entity, EntityRedirect
@@ -66,6 +67,7 @@ class ArticleAdmin(admin.ModelAdmin):
                     "published_at",
                     "email_subscribers",
                     "email_only",
+                    "email_send_at",
                     "mailing_progress",
                     "email_preview_link",
                     "slug",
@@ -109,7 +111,7 @@ class ArticleAdmin(admin.ModelAdmin):
         fields = list(super().get_readonly_fields(request, obj))
         if not self.has_publish_permission(request):
             # Authors write; only editors decide when an article goes live.
-            fields += ["status", "published_at"]
+            fields += ["status", "published_at", "email_send_at"]
         return fields
 
     def has_publish_permission(self, request):
@@ -142,13 +144,15 @@ class ArticleAdmin(admin.ModelAdmin):
             )
         url = reverse("admin:subscriptions_mailing_change", args=[mailing.pk])
         return format_html(
-            '<a href="{}">{}</a>: {} sent, {} failed, {} pending, {} waiting for digests',
+            '<a href="{}">{}</a>: {} sent, {} failed, {} pending, {} waiting for digests<br>{}',
             url,
             mailing.get_status_display(),
             mailing.sent_count,
             mailing.failed_count,
             mailing.pending_count,
             mailing.digest_count,
+            # "sending in 3:41 — Cancel" during the undo window.
+            send_countdown(mailing, script=True),
         )
 
     # The email preview: the article's email as a reader will get it, for a

@@ -361,6 +361,13 @@ class Article(models.Model):
         "the site: not on the home page, entity pages, feeds, search or the sitemap. Its web "
         "version gets a private address; its article address shows nothing.",
     )
+    email_send_at = models.DateTimeField(
+        "send the email at",
+        null=True,
+        blank=True,
+        help_text="Leave empty to email it shortly after it goes live (the mailing can be "
+        "cancelled until then). A later time schedules the email. Used when it goes live.",
+    )
     entities = models.ManyToManyField(Entity, through="ArticleEntity", related_name="articles")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -407,6 +414,10 @@ class Article(models.Model):
             )
         if self.status == self.Status.SCHEDULED and not self.published_at:
             raise ValidationError({"published_at": "Choose when the scheduled article goes live."})
+        if self.email_send_at and self.published_at and self.email_send_at < self.published_at:
+            raise ValidationError(
+                {"email_send_at": "The email cannot go out before the article is live."}
+            )
 
     def save(self, *args, **kwargs):
         self.body = sanitize_html(self.body)
@@ -623,7 +634,7 @@ def announce_article(pk, live_since=None):
     """Hand a live article to the newsletter; see Article.announce()."""
     article = Article.objects.live().with_entities().filter(pk=pk).first()
     if article and article.email_subscribers:
-        subscriptions.announce(article, live_since=live_since)
+        subscriptions.announce(article, live_since=live_since, send_at=article.email_send_at)
 
 
 def subscription_topics():
@@ -668,6 +679,7 @@ def search_subscription_topics(query="", keys=None, limit=20):
 @receiver([post_save, post_delete], sender=Entity)
 @receiver([post_save, post_delete], sender=ArticleEntity)
 @receiver([post_save, post_delete], sender=EntityRedirect)
+@receiver(post_save, sender="subscriptions.Correction")  # shown on the article page
 def _content_changed(**kwargs):
     # Cache invalidation is cross-cutting: every save and delete, the
     # admin's bulk deletes included, makes the cached public pages stale.

@@ -5,19 +5,28 @@ and docs/architecture.md.
 """
 
 
-def announce(post, live_since=None):
+def announce(post, live_since=None, send_at=None):
     """Email `post` to the subscribers who want it, once.
 
     Call it after the post is committed as published. Idempotent: however
     often a post is announced (a double click, republishing, two beat ticks,
     retries), it gets one Mailing, and each reader at most one message.
     The readers are those confirmed when it went live: now, or `live_since`
-    when it is announced late. Returns the Mailing. See README.md for what
-    it reads of a post.
+    when it is announced late. The email goes out SUBSCRIPTIONS_SEND_DELAY
+    seconds from now (the undo window), or at `send_at` if that is later.
+    Returns the Mailing. See README.md for what it reads of a post.
     """
     from .delivery import announce
 
-    return announce(post, live_since)[0]
+    return announce(post, live_since, send_at)[0]
+
+
+def corrections_for(post):
+    """The corrections sent for `post`, oldest first (each has .text and
+    .created_at): for the post's page and the archive. One query."""
+    from .models import Correction, Mailing
+
+    return list(Correction.objects.for_post_key(Mailing.key_for(post)))
 
 
 def mailing_for(post):

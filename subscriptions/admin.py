@@ -2,16 +2,20 @@ import csv
 import io
 
 from django.contrib import admin, messages
-from django.http import StreamingHttpResponse
-from django.shortcuts import redirect, render
+from django.core import signing
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.templatetags.static import static
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
 
-from . import csvio, delivery
+from . import csvio, delivery, emails
 from .conf import conf
-from .forms import ImportForm
-from .models import Delivery, Follow, Mailing, Subscriber
+from .forms import CorrectionForm, ImportForm
+from .models import Correction, Delivery, Follow, Mailing, Subscriber
 
 
 class TopicFilter(admin.SimpleListFilter):
@@ -317,9 +321,75 @@ class SubscriberAdmin(AdminStyles, admin.ModelAdmin):
         return stream_csv(queryset, "subscribers.csv")
 
 
+# The undo window and corrections (delivery.cancel, delivery.correct).
+
+CANCEL_PERMISSION = "subscriptions.change_mailing"
+CORRECT_PERMISSION = "subscriptions.add_correction"
+
+
+def _clock(seconds):
+    """3:41, or 2:05:13 from an hour up."""
+    minutes, secs = divmod(int(seconds + 0.999), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
+def send_countdown(mailing, cancel=True, script=False):
+    """ "sending in 3:41 — Cancel" while a mailing waits for its send time
+    (a live countdown with countdown.js; the time shows without it), and
+    "Cancelled" once cancelled; "" otherwise. The Cancel button posts the
+    form it sits in (a change list's or change form's, which carry the CSRF
+    token) to the cancel view: admin pages cannot nest forms."""
+    if mailing.status == Mailing.Status.CANCELLED:
+        return format_html(
+            '<strong class="send-state cancelled">{}</strong>', "Cancelled: nobody was mailed"
+        )
+    wait = mailing.seconds_to_send()
+    if wait is None:
+        return ""
+    at = timezone.localtime(mailing.send_at)
+    button = ""
+    if cancel:
+        button = format_html(
+            ' — <button type="submit" class="button cancel-send" formaction="{}" '
+            'formmethod="post" formnovalidate>Cancel</button>',
+            reverse("admin:subscriptions_mailing_cancel", args=[mailing.pk]),
+        )
+    return format_html(
+        '<span class="send-state" data-send-at="{}">sending {}<time datetime="{}" title="{}">{}</time>'
+        "{}</span>{}",
+        at.isoformat(),
+        "in " if wait else "",
+        at.isoformat(),
+        at.strftime("%-d %b %Y %H:%M:%S %Z"),
+        _clock(wait) if wait else "now",
+        button,
+        format_html('<script src="{}" defer></script>', static("subscriptions/countdown.js"))
+        if script
+        else "",
+    )
+
+
+def _previewed(signer, signed, text):
+    """Whether `signed` is the signature of a preview of exactly `text`."""
+    try:
+        return signer.unsign(signed or "") == text
+    except signing.BadSignature:
+        return False
+
+
+def _back(request, fallback):
+    """Where the editor came from (the article or the mailing list), if it
+    is this site; else `fallback`."""
+    referer = request.headers.get("referer", "")
+    if url_has_allowed_host_and_scheme(referer, {request.get_host()}, request.is_secure()):
+        return referer
+    return fallback
+
+
 @admin.register(Mailing)
 class MailingAdmin(AdminStyles, admin.ModelAdmin):
-    list_display = ["title", "status", "progress_and_counts", "topic_list"]
+    list_display = ["title", "status", "send_state", "progress_and_counts", "topic_list"]
     list_filter = ["status", "created_at"]
     search_fields = ["title", "post_key"]
     date_hierarchy = "created_at"
@@ -328,6 +398,9 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
         "title",
         "url",
         "status",
+        "send_state",
+        "send_at",
+        "correction_notes",
         "progress",
         "counts",
         "topic_list",
@@ -339,11 +412,145 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
     ]
     readonly_fields = fields
 
+    class Media:
+        css = AdminStyles.Media.css
+        js = ["subscriptions/countdown.js"]
+
     def get_queryset(self, request):
         return super().get_queryset(request).with_progress()
 
     def has_add_permission(self, request):
         return False  # Mailings are made by publishing a post.
+
+    def get_list_display(self, request):
+        if request.user.has_perm(CANCEL_PERMISSION):
+            return self.list_display
+        return [name if name != "send_state" else "send_state_only" for name in self.list_display]
+
+    def get_readonly_fields(self, request, obj=None):
+        if request.user.has_perm(CANCEL_PERMISSION):
+            return self.readonly_fields
+        return [f if f != "send_state" else "send_state_only" for f in self.readonly_fields]
+
+    def get_fields(self, request, obj=None):
+        return self.get_readonly_fields(request, obj)
+
+    @admin.display(description="When")
+    def send_state(self, mailing):
+        return send_countdown(mailing) or _sent_when(mailing)
+
+    @admin.display(description="When")
+    def send_state_only(self, mailing):
+        return send_countdown(mailing, cancel=False) or _sent_when(mailing)
+
+    @admin.display(description="Corrections")
+    def correction_notes(self, mailing):
+        notes = format_html_join(
+            "",
+            "<p>{}: {}</p>",
+            ((f"{c.created_at:%-d %b %Y %H:%M}", c.text) for c in mailing.corrections.all()),
+        )
+        if mailing.status != Mailing.Status.DONE:
+            return notes or "—"
+        url = reverse("admin:subscriptions_mailing_correct", args=[mailing.pk])
+        return format_html('{}<a class="button" href="{}">Send a correction</a>', notes, url)
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/cancel/",
+                self.admin_site.admin_view(self.cancel_view),
+                name="subscriptions_mailing_cancel",
+            ),
+            path(
+                "<int:pk>/correct/",
+                self.admin_site.admin_view(self.correct_view),
+                name="subscriptions_mailing_correct",
+            ),
+            *super().get_urls(),
+        ]
+
+    def cancel_view(self, request, pk):
+        """POST only (CSRF-checked by the middleware), with the permission
+        to change mailings: take back a mailing inside its undo window."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not request.user.has_perm(CANCEL_PERMISSION):
+            raise PermissionDenied
+        mailing = get_object_or_404(Mailing, pk=pk)
+        if delivery.cancel(mailing):
+            self.message_user(
+                request,
+                f"Cancelled the email of “{mailing.title}”: nobody was mailed. "
+                "The post itself stays published.",
+                messages.SUCCESS,
+            )
+        else:
+            mailing.refresh_from_db()
+            self.message_user(
+                request,
+                f"Too late to cancel “{mailing.title}”: it is {mailing.get_status_display().lower()}. "
+                "Pause it to stop what has not gone yet.",
+                messages.WARNING,
+            )
+        return redirect(_back(request, reverse("admin:subscriptions_mailing_changelist")))
+
+    def correct_view(self, request, pk):
+        """Send a correction: write it, preview it, then send it (the send
+        button comes only with a preview of that very text)."""
+        if not request.user.has_perm(CORRECT_PERMISSION):
+            raise PermissionDenied
+        mailing = get_object_or_404(Mailing, pk=pk)
+        change_url = reverse("admin:subscriptions_mailing_change", args=[mailing.pk])
+        if mailing.status != Mailing.Status.DONE:
+            self.message_user(
+                request, "Only a mailing that has gone out can be corrected.", messages.ERROR
+            )
+            return redirect(change_url)
+        form = CorrectionForm(request.POST or None)
+        preview = None
+        signer = signing.Signer(salt="subscriptions.correction-preview")
+        if request.method == "POST" and form.is_valid():
+            text = form.cleaned_data["text"]
+            if "send" in request.POST and _previewed(signer, request.POST.get("previewed"), text):
+                try:
+                    correction, created = delivery.correct(mailing, text, request.user)
+                except delivery.CorrectionRefused as e:
+                    self.message_user(request, str(e), messages.ERROR)
+                    return redirect(change_url)
+                self.message_user(
+                    request,
+                    "Correction queued for every reader who got the post and is still subscribed."
+                    if created
+                    else "This correction was sent already; it was not sent again.",
+                    messages.SUCCESS if created else messages.WARNING,
+                )
+                return redirect(change_url)
+            subject, text_part, html_part = emails.correction_preview(
+                mailing, text, request.user.email
+            )
+            preview = {
+                "subject": subject,
+                "text": text_part,
+                "html": html_part,
+                "signature": signer.sign(text),
+            }
+        recipients = Correction(mailing=mailing, created_at=timezone.now()).recipients().count()
+        return render(
+            request,
+            "admin/subscriptions/mailing/correct.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "original": mailing,
+                "title": f"Send a correction: {mailing.title}",
+                "form": form,
+                "preview": preview,
+                "recipients": recipients,
+                "corrections": mailing.corrections.all(),
+            },
+            status=400 if form.errors else 200,
+        )
 
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)
@@ -375,10 +582,12 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
 
     @admin.display(description="Progress")
     def progress(self, mailing):
-        return progress_bar(mailing)
+        return "—" if mailing.status == Mailing.Status.CANCELLED else progress_bar(mailing)
 
     @admin.display(description="Progress", ordering="pending_count")
     def progress_and_counts(self, mailing):
+        if mailing.status == Mailing.Status.CANCELLED:
+            return "—"
         return format_html(
             '{}<br><span class="help">{} sent · {} failed · {} to send</span>',
             progress_bar(mailing),
@@ -432,6 +641,16 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
         self.message_user(request, f"Sent {len(queryset)} test(s) to {request.user.email}.")
 
 
+def _sent_when(mailing):
+    if mailing.finished_at and mailing.status == Mailing.Status.DONE:
+        return format_html(
+            '<time datetime="{}">sent {}</time>',
+            mailing.finished_at.isoformat(),
+            timezone.localtime(mailing.finished_at).strftime("%-d %b %H:%M"),
+        )
+    return ""
+
+
 def progress_bar(mailing):
     """A bar of sent and failed over everything due to go out now."""
     total = (
@@ -464,4 +683,22 @@ class DeliveryAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Correction)
+class CorrectionAdmin(admin.ModelAdmin):
+    """Corrections sent, for the record; they are made from their mailing's
+    "Send a correction" form."""
+
+    list_display = ["mailing", "text", "status", "created_by", "created_at"]
+    list_filter = ["status"]
+    list_select_related = ["mailing"]
+    fields = ["mailing", "text", "status", "created_by", "created_at", "finished_at", "subject"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False

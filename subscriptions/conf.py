@@ -57,6 +57,9 @@ DEFAULTS = {
     "UNSUBSCRIBE_MAILTO": None,
     # What a post email holds: "summary" (the post's summary and a link) or "full".
     "EMAIL_CONTENT": "summary",
+    # Seconds between a post going live and its email starting to go out:
+    # the undo window, in which an editor can cancel the mailing. 0: at once.
+    "SEND_DELAY": 60,
     # Readers per fan-out chunk, and messages per batch task (one SMTP connection).
     "BATCH_SIZE": 500,
     # A claim older than this belongs to a dead worker: the sweeper takes it back.

@@ -19,15 +19,27 @@ at once: fan-out resumes from its cursor and its rows are unique per
 second run finds nothing to send.
 """
 
+import hashlib
 import logging
+from datetime import timedelta
 
 from django.core.cache import caches
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from . import emails, tasks, transports
 from .conf import conf
-from .models import MAX_ID, Delivery, Digest, Mailing, Subscriber, _due
+from .models import (
+    MAX_ID,
+    Correction,
+    CorrectionDelivery,
+    Delivery,
+    Digest,
+    Mailing,
+    Subscriber,
+    _due,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -192,27 +204,81 @@ def send_data_link(subscriber_id):
 # Posts.
 
 
-def announce(post, live_since=None):
+def announce(post, live_since=None, send_at=None):
     """(mailing, created): the first call for a post snapshots its email
     and queues the fan-out after commit; later calls return the same.
 
     The audience is the readers confirmed when the post went live: now, or
     `live_since` for a post announced late (a host site's sweeper, when the
-    announce after its publication was lost)."""
+    announce after its publication was lost).
+
+    Nobody is mailed before SEND_DELAY seconds from now (the undo window:
+    Mailing.cancel), nor before `send_at` when it is later (a scheduled
+    send)."""
     post_key = Mailing.key_for(post)
     existing = Mailing.objects.filter(post_key=post_key).first()
     if existing:
         return existing, False
     snapshot = emails.post_snapshot(post)
+    now = timezone.now()
     if live_since is not None:
-        snapshot["created_at"] = min(live_since, timezone.now())
+        snapshot["created_at"] = min(live_since, now)
+    snapshot["send_at"] = max(send_at or now, now + timedelta(seconds=conf.SEND_DELAY))
+    armed = _wait(snapshot["send_at"]) <= _longest_countdown()
+    if armed:
+        # A task is waiting for the send time: the sweeper leaves it alone.
+        snapshot["progress_at"] = snapshot["send_at"]
     try:
         with transaction.atomic():
             mailing = Mailing.objects.create(post_key=post_key, **snapshot)
     except IntegrityError:  # Announced at the same moment elsewhere.
         return Mailing.objects.get(post_key=post_key), False
-    enqueue_after_commit(tasks.fan_out, mailing.pk)
+    if armed:
+        _queue_fan_out(mailing)
     return mailing, True
+
+
+def _wait(moment):
+    return max(0.0, (moment - timezone.now()).total_seconds())
+
+
+def _longest_countdown():
+    # As retry_countdown: no task waits longer than CLAIM_TIMEOUT in the
+    # broker (its visibility timeout would deliver it twice).
+    return conf.duration("CLAIM_TIMEOUT").total_seconds()
+
+
+def _queue_fan_out(mailing):
+    wait = min(_wait(mailing.send_at), _longest_countdown())
+    enqueue_after_commit(tasks.fan_out, mailing.pk, countdown=wait + 0.1 if wait else None)
+
+
+def cancel(mailing):
+    """An editor takes back a mailing inside its undo window (or before its
+    scheduled time): nobody is mailed. Returns whether it was cancelled."""
+    return mailing.cancel()
+
+
+def start_scheduled():
+    """Queue the fan-out of each mailing whose send time comes within the
+    longest countdown a task may wait in the broker, and which has no task
+    waiting for it yet (a send scheduled hours ahead). Each is armed once:
+    progress_at moves to its send time with a conditional update, so two
+    sweepers never queue it twice. A task lost after that (a restarted
+    broker) is found by sweep() once the send time is CLAIM_TIMEOUT past.
+    Returns the ids queued."""
+    soon = timezone.now() + timedelta(seconds=_longest_countdown())
+    queued = []
+    for mailing in Mailing.objects.filter(
+        status=Mailing.Status.QUEUED, send_at__lte=soon, progress_at__lt=F("send_at")
+    ):
+        armed = Mailing.objects.filter(pk=mailing.pk, progress_at__lt=F("send_at")).update(
+            progress_at=F("send_at")
+        )
+        if armed:
+            _queue_fan_out(mailing)
+            queued.append(mailing.pk)
+    return queued
 
 
 def fan_out(mailing_id, chunks=None):
@@ -226,8 +292,13 @@ def fan_out(mailing_id, chunks=None):
     """
     mailing = Mailing.objects.sending().filter(pk=mailing_id).first()
     if not mailing:
+        return  # Cancelled, paused, done or deleted.
+    if not mailing.start():
+        if mailing.send_at > timezone.now():
+            # Woken before its send time (another machine's clock, a task
+            # redelivered early): wait again rather than for the sweeper.
+            _queue_fan_out(mailing)
         return
-    mailing.start()
     while chunk := mailing.add_deliveries():
         first, last, any_instant = chunk
         if any_instant:
@@ -365,6 +436,7 @@ def send_digest_batch(first, last):
     def prepare(claimed):
         posts, found = Digest.objects.posts_of(claimed)
         listed.update(found)
+        _attach_notes(posts)
         follows = Digest.objects.follows_of(claimed)
         labels = conf.topic_labels({key for keys in follows.values() for key in keys})
         # A digest with nothing to list is never sent (its posts were erased).
@@ -380,6 +452,104 @@ def send_digest_batch(first, last):
     )
     _queue_rest(rows, tasks.send_digest_batch, first, last)
     return len(outcome.sent)
+
+
+def _attach_notes(posts):
+    """Give each Mailing a digest lists its corrections (`notes`), in one
+    query: a reader whose digest had not gone when a post was corrected
+    reads the note in it instead of getting a correction email."""
+    mailings = {m.pk: m for listed in posts.values() for m in listed}
+    notes = Correction.objects.notes_for(mailings)
+    for pk, mailing in mailings.items():
+        mailing.notes = notes.get(pk, [])
+
+
+# Corrections.
+
+
+class CorrectionRefused(ValueError):
+    """The correction cannot be sent; the message says why, for the editor."""
+
+
+def correct(mailing, text, editor=""):
+    """Email a correction of `mailing` to every reader it was sent to who
+    is still subscribed (Correction.recipients), once. The same note for
+    the same mailing twice (a double click) is one correction. Returns
+    (correction, created); raises CorrectionRefused."""
+    text = (text or "").strip()
+    if mailing.status != Mailing.Status.DONE:
+        raise CorrectionRefused("Only a mailing that has gone out can be corrected.")
+    text_hash = hashlib.sha256(text.encode()).hexdigest()
+    existing = Correction.objects.filter(mailing=mailing, text_hash=text_hash).first()
+    if existing:
+        return existing, False
+    parts = emails.correction_snapshot(mailing, text)
+    try:
+        with transaction.atomic():
+            correction = Correction.objects.create(
+                mailing=mailing,
+                text=text,
+                text_hash=text_hash,
+                created_by=str(editor)[:150],
+                subject=parts.subject[:300],
+                email_text=parts.text,
+                email_html=parts.html,
+            )
+    except IntegrityError:  # The same note, submitted twice at once.
+        return Correction.objects.get(mailing=mailing, text_hash=text_hash), False
+    enqueue_after_commit(tasks.fan_out_correction, correction.pk)
+    return correction, True
+
+
+def fan_out_correction(correction_id, chunks=None):
+    """As fan_out, for a correction: a CorrectionDelivery per recipient and
+    a batch per chunk; with `chunks`, queue itself again to go on."""
+    correction = Correction.objects.sending().filter(pk=correction_id).first()
+    if not correction:
+        return
+    while chunk := correction.add_deliveries():
+        enqueue_after_commit(tasks.send_correction_batch, correction.pk, *chunk)
+        if chunks is not None:
+            chunks -= 1
+            if chunks <= 0:
+                enqueue_after_commit(tasks.fan_out_correction, correction.pk)
+                return
+    correction.finish_if_done()
+
+
+def send_correction_batch(correction_id, first, last):
+    """As send_mailing_batch, for a correction; returns the number sent."""
+    correction = Correction.objects.sending().filter(pk=correction_id).first()
+    if not correction:
+        return 0
+    rows = correction.deliveries_between(first, last)
+    claimed, outcome = _send_batch(
+        rows, "correction", lambda claimed: (emails.correction(correction), [])
+    )
+    if claimed:
+        correction.moved()
+    if not _queue_rest(rows, tasks.send_correction_batch, correction.pk, first, last):
+        correction.finish_if_done()
+    return len(outcome.sent)
+
+
+def _sweep_corrections(before):
+    """sweep() for corrections: stale claims released (the journal says
+    which were sent), and corrections that made no progress since `before`
+    with work due queued again. Returns their ids."""
+    stale = CorrectionDelivery.objects.stale()
+    if stale:
+        CorrectionDelivery.objects.release(stale, transports.journal_sent("correction", stale))
+    requeued = []
+    for correction in Correction.objects.sending().filter(progress_at__lt=before):
+        if correction.finish_if_done() or not correction.has_work_due():
+            continue
+        correction.moved()
+        if not correction.fanout_done:
+            enqueue_after_commit(tasks.fan_out_correction, correction.pk)
+        enqueue_after_commit(tasks.send_correction_batch, correction.pk, 0, MAX_ID)
+        requeued.append(correction.pk)
+    return requeued
 
 
 # Recovery.
@@ -413,4 +583,6 @@ def sweep():
         requeued.append(mailing.pk)
     if Digest.objects.filter(_due(), status=Digest.Status.PENDING, created_at__lt=before).exists():
         enqueue_after_commit(tasks.send_digest_batch, 0, MAX_ID)
+    start_scheduled()
+    _sweep_corrections(before)
     return requeued

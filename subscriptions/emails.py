@@ -331,6 +331,33 @@ def test_post(mailing, address, raw):
     )
 
 
+def correction_snapshot(mailing, note):
+    """Subject, text and HTML of a correction to `mailing`, rendered once
+    (the reader's links are placeholders): "Correction: {title}"."""
+    return render(
+        "correction",
+        {"title": mailing.title, "url": mailing.url, "note": note, **_reader_links()},
+    )
+
+
+def correction(correction):
+    """build(row, raw) for transports.deliver: the correction for the row's reader."""
+    template = MessageTemplate(correction.subject, correction.email_text, correction.email_html)
+    return lambda row, raw: template.for_reader(
+        row.subscriber, message_id(f"c{correction.pk}", row.subscriber_id), raw
+    )
+
+
+def correction_preview(mailing, note, address):
+    """(subject, text, HTML) of a correction as a reader will get it, for
+    the editor's preview; its links lead to the site."""
+    parts = correction_snapshot(mailing, note)
+    message = MessageTemplate(parts.subject, parts.text, parts.html).for_reader(
+        _Editor(address), message_id("preview", mailing.pk), raw=False
+    )
+    return message.subject, message.body, message.alternatives[0][0]
+
+
 def digest(posts, follows=None, labels=None):
     """build(digest, raw) for transports.deliver: the digest listing
     posts[digest.pk] (Mailings) for its reader, grouped by what they follow

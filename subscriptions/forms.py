@@ -1,8 +1,16 @@
+import re
+
 from django import forms
 from django.core.exceptions import ValidationError
 
 from .conf import conf
-from .models import MAX_NAME_LENGTH, Subscriber, clean_name, normalize_email
+from .models import (
+    MAX_CORRECTION_LENGTH,
+    MAX_NAME_LENGTH,
+    Subscriber,
+    clean_name,
+    normalize_email,
+)
 
 
 class FormKind:
@@ -137,3 +145,32 @@ class ImportForm(forms.Form):
         if not upload.name.lower().endswith((".csv", ".txt")):
             raise ValidationError("Choose a .csv file.")
         return upload
+
+
+class CorrectionForm(forms.Form):
+    """An editor's correction of a post that has gone out (the admin's
+    "Send a correction"): a short note, previewed before it is sent."""
+
+    text = forms.CharField(
+        label="Correction",
+        max_length=MAX_CORRECTION_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
+        help_text="What was wrong and what is right, in a sentence or two "
+        f"(at most {MAX_CORRECTION_LENGTH} characters). Readers see it as written.",
+        error_messages={
+            "required": "Write the correction first.",
+            "max_length": "A correction is at most %(limit_value)d characters "
+            "(this one has %(show_value)d): keep it short and link to the post.",
+        },
+    )
+
+    def clean_text(self):
+        # Line breaks stay; other control characters never reach an email.
+        text = "".join(
+            c if c.isprintable() or c == "\n" else " " for c in self.cleaned_data["text"]
+        )
+        text = "\n".join(" ".join(line.split()) for line in text.replace("\r", "").split("\n"))
+        text = re.sub(r"\n{3,}", "\n\n", text).strip()
+        if not text:
+            raise ValidationError("Write the correction first.", code="required")
+        return text

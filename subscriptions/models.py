@@ -453,7 +453,7 @@ class Subscriber(models.Model):
                     status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING]
                 ).values_list("mailing", flat=True)
             )
-            for model in (Delivery, Digest):
+            for model in (Delivery, Digest, CorrectionDelivery):
                 rows = model.objects.filter(subscriber=self)
                 S = model.Status
                 rows.filter(
@@ -703,6 +703,7 @@ class Mailing(models.Model):
         SENDING = "sending", "Sending"
         PAUSED = "paused", "Paused"
         DONE = "done", "Done"
+        CANCELLED = "cancelled", "Cancelled"
 
     post_key = models.CharField(
         max_length=200, unique=True, help_text="Which post this is, e.g. newsroom.article:12."
@@ -723,6 +724,11 @@ class Mailing(models.Model):
     )
     fanout_done = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
+    send_at = models.DateTimeField(
+        "send time",
+        default=timezone.now,
+        help_text="Nobody is mailed before this: until then the mailing can be cancelled.",
+    )
     progress_at = models.DateTimeField(
         default=timezone.now, help_text="The last time a worker moved this mailing forward."
     )
@@ -772,10 +778,35 @@ class Mailing(models.Model):
         )
 
     def start(self):
-        """Queued → sending (the fan-out has begun)."""
-        Mailing.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
-            status=self.Status.SENDING
+        """Queued → sending (the fan-out begins), once its send time has
+        come. Returns whether the mailing is sending: not if it is not due
+        yet, or was cancelled or paused meanwhile. One conditional update,
+        so a cancel and a start racing each other cannot both win."""
+        return bool(
+            Mailing.objects.filter(
+                pk=self.pk,
+                status__in=[self.Status.QUEUED, self.Status.SENDING],
+                send_at__lte=timezone.now(),
+            ).update(status=self.Status.SENDING)
         )
+
+    def cancel(self):
+        """Queued → cancelled: within the undo window, or before a scheduled
+        send time, nobody has been mailed and nobody will be. Returns
+        whether this call cancelled it (not once the fan-out has begun:
+        pause it then)."""
+        return bool(
+            Mailing.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
+                status=self.Status.CANCELLED, finished_at=timezone.now()
+            )
+        )
+
+    def seconds_to_send(self, now=None):
+        """Seconds until the send time while the mailing waits for it (it
+        can be cancelled), else None."""
+        if self.status != self.Status.QUEUED:
+            return None
+        return max(0.0, (self.send_at - (now or timezone.now())).total_seconds())
 
     def add_deliveries(self):
         """Record a Delivery for each of the next BATCH_SIZE matching readers
@@ -830,7 +861,10 @@ class Mailing(models.Model):
 
     def has_work_due(self):
         """Whether something can be done for this mailing now: its fan-out
-        is unfinished, or a delivery is pending and due."""
+        is unfinished (and its send time has come), or a delivery is
+        pending and due."""
+        if self.send_at > timezone.now():
+            return False
         return not self.fanout_done or (
             self.deliveries.filter(_due(), status=Delivery.Status.PENDING).exists()
         )
@@ -1102,3 +1136,170 @@ class Digest(Sendable):
 
     def __str__(self):
         return f"{self.period} → {self.subscriber or 'erased reader'}"
+
+
+# Corrections: a note about a post that has gone out, sent to exactly the
+# readers it reached, through the same ledger (one CorrectionDelivery per
+# reader, claimed like any other row).
+
+MAX_CORRECTION_LENGTH = 1000
+
+
+class CorrectionQuerySet(models.QuerySet):
+    def sending(self):
+        return self.filter(status=Correction.Status.SENDING)
+
+    def for_post_key(self, post_key):
+        """The corrections of one post, oldest first: what the post's page
+        and a digest that lists it show."""
+        return self.filter(mailing__post_key=post_key).order_by("created_at", "pk")
+
+    def notes_for(self, mailing_ids):
+        """{mailing id: [Correction, …]} in one query, oldest first."""
+        notes = {}
+        for correction in self.filter(mailing__in=list(mailing_ids)).order_by("created_at", "pk"):
+            notes.setdefault(correction.mailing_id, []).append(correction)
+        return notes
+
+
+class Correction(models.Model):
+    """A short note correcting a post, emailed once to every reader the
+    post's email reached who is still subscribed, and shown with the post."""
+
+    class Status(models.TextChoices):
+        SENDING = "sending", "Sending"
+        DONE = "done", "Done"
+
+    mailing = models.ForeignKey(Mailing, on_delete=models.CASCADE, related_name="corrections")
+    text = models.TextField(
+        max_length=MAX_CORRECTION_LENGTH,
+        help_text="What was wrong and what is right, in a sentence or two.",
+    )
+    text_hash = models.CharField(max_length=64, editable=False)
+    created_by = models.CharField(max_length=150, blank=True)
+    # The email, rendered once; the reader's links are placeholders.
+    subject = models.CharField(max_length=300)
+    email_text = models.TextField()
+    email_html = models.TextField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.SENDING)
+    fanout_cursor = models.BigIntegerField(default=0)
+    fanout_done = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    progress_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = CorrectionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # The same note twice (a double click, a resubmitted form) is one correction.
+            models.UniqueConstraint(fields=["mailing", "text_hash"], name="unique_correction"),
+        ]
+        indexes = [
+            # delivery.sweep: corrections in flight that made no progress lately.
+            models.Index(fields=["status", "progress_at"], name="correction_inflight_idx"),
+        ]
+
+    def __str__(self):
+        return f"Correction to {self.mailing}"
+
+    def recipients(self):
+        """Readers the post's email reached (sent, by itself or in a digest,
+        before the correction was made) who are still confirmed: not those
+        who subscribed later, left, were erased or suppressed, nor those
+        whose digest had not gone yet (it lists the post with its notes)."""
+        return Delivery.objects.filter(
+            mailing_id=self.mailing_id,
+            status=Delivery.Status.SENT,
+            sent_at__lte=self.created_at,
+            subscriber__status=Subscriber.Status.CONFIRMED,
+        )
+
+    def add_deliveries(self):
+        """As Mailing.add_deliveries: the next BATCH_SIZE recipients after
+        the cursor get a CorrectionDelivery; returns (first, last), or None
+        once everyone has one."""
+        ids = list(
+            self.recipients()
+            .filter(subscriber_id__gt=self.fanout_cursor)
+            .order_by("subscriber_id")
+            .values_list("subscriber_id", flat=True)[: conf.BATCH_SIZE]
+        )
+        now = timezone.now()
+        if not ids:
+            Correction.objects.filter(pk=self.pk).update(fanout_done=True, progress_at=now)
+            self.fanout_done = True
+            return None
+        CorrectionDelivery.objects.bulk_create(
+            [CorrectionDelivery(correction=self, subscriber_id=pk) for pk in ids],
+            ignore_conflicts=True,
+        )
+        Correction.objects.filter(pk=self.pk).update(fanout_cursor=ids[-1], progress_at=now)
+        self.fanout_cursor = ids[-1]
+        return ids[0], ids[-1]
+
+    def deliveries_between(self, first, last):
+        return CorrectionDelivery.objects.filter(
+            correction=self, subscriber_id__gte=first, subscriber_id__lte=last
+        )
+
+    def moved(self):
+        Correction.objects.filter(pk=self.pk).update(progress_at=timezone.now())
+
+    def has_work_due(self):
+        return not self.fanout_done or (
+            self.deliveries.filter(_due(), status=CorrectionDelivery.Status.PENDING).exists()
+        )
+
+    def finish_if_done(self):
+        unfinished = CorrectionDelivery.objects.filter(
+            correction=self,
+            status__in=[CorrectionDelivery.Status.PENDING, CorrectionDelivery.Status.SENDING],
+        )
+        return bool(
+            Correction.objects.filter(pk=self.pk, fanout_done=True, status=self.Status.SENDING)
+            .exclude(Exists(unfinished))
+            .update(status=self.Status.DONE, finished_at=timezone.now())
+        )
+
+
+class CorrectionDelivery(Sendable):
+    """One correction for one reader: exactly once, like a Delivery."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped: left before it was sent"
+
+    correction = models.ForeignKey(Correction, on_delete=models.CASCADE, related_name="deliveries")
+    subscriber = models.ForeignKey(
+        Subscriber, null=True, on_delete=models.SET_NULL, related_name="correction_deliveries"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+
+    objects = SendableQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "correction deliveries"
+        ordering = ["pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["correction", "subscriber"], name="unique_correction_delivery"
+            ),
+        ]
+        indexes = [
+            # delivery.send_correction_batch: pending rows in a reader-id range.
+            models.Index(
+                fields=["correction", "status", "subscriber"], name="correction_batch_idx"
+            ),
+            # SendableQuerySet.stale.
+            models.Index(fields=["status", "claimed_at"], name="correction_stale_idx"),
+            # Sendable.claim.
+            models.Index(fields=["claim"], name="correction_claim_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.correction} → {self.subscriber or 'erased reader'}"

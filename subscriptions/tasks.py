@@ -71,6 +71,16 @@ def send_digest_batch(first, last):
     return delivery.send_digest_batch(first, last)
 
 
+@shared_task(acks_late=True)
+def fan_out_correction(correction_id):
+    delivery.fan_out_correction(correction_id, chunks=1)  # and queues itself again to go on
+
+
+@shared_task(acks_late=True)
+def send_correction_batch(correction_id, first, last):
+    return delivery.send_correction_batch(correction_id, first, last)
+
+
 # The names these two had before they were renamed: a task queued under
 # them before an upgrade, or by a worker not yet upgraded, still runs. Kept
 # for one release.

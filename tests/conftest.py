@@ -119,6 +119,16 @@ def redis_server(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def _send_at_once(settings):
+    """Posts are mailed as soon as they are announced. The production
+    default waits a minute (the undo window); the tests of delivery, digests
+    and the newsroom's publish path are about what is sent, and a worker
+    process cannot be time-travelled, so only the tests of the window itself
+    (tests/subscriptions/test_undo.py, the e2e journeys) set a delay."""
+    settings.SUBSCRIPTIONS_SEND_DELAY = 0
+
+
+@pytest.fixture(autouse=True)
 def _empty_cache(redis_server):
     # Rate-limit counters must not leak from one test into the next.
     from django.core.cache import cache
@@ -283,6 +293,9 @@ class CeleryWorker:
 WORKER_SETTINGS = {
     "SUBSCRIPTIONS_RETRY_BACKOFF": "0.2",
     "SUBSCRIPTIONS_BATCH_SIZE": "100",
+    # As in this process (_send_at_once): a publication in the worker (beat's
+    # publish_due_articles) is mailed at once.
+    "SUBSCRIPTIONS_SEND_DELAY": "0",
 }
 
 

@@ -53,6 +53,14 @@ def _role(name):
         group.permissions.set(
             Permission.objects.filter(content_type__app_label="newsroom", codename__in=codenames)
         )
+        if name == "Editors":
+            newsletter = importlib.import_module("newsroom.migrations.0006_editor_email_send_at")
+            group.permissions.add(
+                *Permission.objects.filter(
+                    content_type__app_label="subscriptions",
+                    codename__in=newsletter.EDITOR_NEWSLETTER_PERMISSIONS,
+                )
+            )
     return group
 
 

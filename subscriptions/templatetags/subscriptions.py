@@ -9,6 +9,15 @@ from ..forms import FormKind, wording
 register = template.Library()
 
 
+@register.inclusion_tag("subscriptions/corrections.html")
+def post_corrections(post):
+    """The corrections sent for `post`, as a note for its page:
+    `{% post_corrections article %}` (nothing when there are none)."""
+    from .. import corrections_for
+
+    return {"corrections": corrections_for(post)}
+
+
 @register.inclusion_tag("subscriptions/subscribe_form.html", takes_context=True)
 def subscribe_form(context, topic="", label=""):
     """The subscribe form: `{% subscribe_form %}` for everything the site
