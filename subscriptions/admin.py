@@ -8,7 +8,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import csvio, delivery
+from . import csvio, delivery, stats
 from .conf import conf
 from .forms import ImportForm
 from .models import Delivery, Follow, Mailing, Subscriber
@@ -177,6 +177,7 @@ class SubscriberAdmin(AdminStyles, admin.ModelAdmin):
         extra_context = {
             **(extra_context or {}),
             "status_counts": [(status.label, counts[status]) for status in Subscriber.Status],
+            "growth_chart": stats.growth_chart(),
         }
         response = super().changelist_view(request, extra_context)
         return _with_topic_labels(response, lambda obj: [f.topic for f in obj.follows.all()])
@@ -422,3 +423,6 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+from . import stats_admin  # noqa: E402, F401  (the engagement pages)
