@@ -4,6 +4,7 @@ links and a chart of its first 48 hours. Each takes a constant number of
 queries, whatever the number of mailings, links or events."""
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Min
 from django.template.response import TemplateResponse
 
@@ -86,8 +87,10 @@ class EngagementAdmin(admin.ModelAdmin):
         return response
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         mailing = self.get_object(request, object_id)
-        if mailing is None or not self.has_view_permission(request, mailing):
+        if mailing is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         summary = stats.summaries([mailing])[mailing.pk]
         first_sent = Delivery.objects.filter(mailing=mailing).aggregate(at=Min("sent_at"))["at"]

@@ -644,3 +644,18 @@ def test_validly_signed_nonsense_never_fails(client, stats_on, index, sent, key)
         assert response.status_code == 404
     response = client.get(f"/subscribe/o/{stats.open_token(mailing.pk)}/{message}/")
     assert response.status_code == 200
+
+
+def test_only_staff_who_may_see_mailings_see_their_engagement(client, stats_on):
+    from django.contrib.auth.models import Permission
+
+    from tests.factories import make_staff
+
+    mailing = announce()
+    author = make_staff("author", role="Authors")
+    client.force_login(author)
+    assert client.get("/admin/subscriptions/engagement/").status_code == 403
+    assert client.get(f"/admin/subscriptions/engagement/{mailing.pk}/change/").status_code == 403
+    author.user_permissions.add(Permission.objects.get(codename="view_mailing"))
+    client.force_login(author)
+    assert client.get(f"/admin/subscriptions/engagement/{mailing.pk}/change/").status_code == 200
