@@ -509,10 +509,11 @@ COLOURS = {
 
 
 def _nice_max(value):
-    """The smallest of 1, 2, 2.5, 5 × 10^n at or above `value` (at least 4)."""
+    """The smallest of 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 × 10^n at or above
+    `value` (at least 4): a chart's top with little empty room."""
     value = max(value, 4)
     step = 10 ** (len(str(int(value))) - 1)
-    for factor in (1, 2, 2.5, 5, 10):
+    for factor in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
         if factor * step >= value:
             return int(factor * step) if factor * step == int(factor * step) else factor * step
     return 10 * step

@@ -659,3 +659,8 @@ def test_only_staff_who_may_see_mailings_see_their_engagement(client, stats_on):
     author.user_permissions.add(Permission.objects.get(codename="view_mailing"))
     client.force_login(author)
     assert client.get(f"/admin/subscriptions/engagement/{mailing.pk}/change/").status_code == 200
+
+
+def test_a_charts_top_leaves_little_empty_room():
+    tops = {v: stats._nice_max(v) for v in (0, 7, 37, 101, 527, 1000)}
+    assert tops == {0: 4, 7: 8, 37: 40, 101: 150, 527: 600, 1000: 1000}
