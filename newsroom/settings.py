@@ -301,3 +301,6 @@ SUBSCRIPTIONS_REMIND_AFTER = (
 SUBSCRIPTIONS_PENDING_MAX_AGE = (
     timedelta(days=env.float("SUBSCRIPTIONS_PENDING_MAX_AGE_DAYS", default=30)) or None
 )
+# Engagement stats: off unless asked for; per-reader only when also asked for.
+SUBSCRIPTIONS_STATS = env.bool("SUBSCRIPTIONS_STATS", default=False)
+SUBSCRIPTIONS_STATS_PER_READER = env.bool("SUBSCRIPTIONS_STATS_PER_READER", default=False)

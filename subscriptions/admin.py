@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from . import csvio, delivery, emails
+from . import csvio, delivery, emails, stats
 from .conf import conf
 from .forms import CorrectionForm, ImportForm
 from .models import Correction, Delivery, Follow, Mailing, Subscriber
@@ -224,6 +224,7 @@ class SubscriberAdmin(AdminStyles, admin.ModelAdmin):
             **(extra_context or {}),
             "status_counts": [(status.label, counts[status]) for status in Subscriber.Status],
             "pending_policy": pending_policy(),
+            "growth_chart": stats.growth_chart(),
         }
         response = super().changelist_view(request, extra_context)
         return _with_topic_labels(response, lambda obj: [f.topic for f in obj.follows.all()])
@@ -702,3 +703,6 @@ class CorrectionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+from . import stats_admin  # noqa: E402, F401  (the engagement pages)

@@ -80,6 +80,23 @@ DEFAULTS = {
     # this weekday (0 = Monday).
     "DIGEST_HOUR": 7,
     "DIGEST_WEEKDAY": 0,
+    # Engagement stats (stats.py). Off: emails carry no pixel and no
+    # rewritten links, and nothing is recorded.
+    "STATS": False,
+    # With STATS on: count each reader's opens and clicks (a row per event,
+    # with the reader) unless they opt out on their preferences page. Off:
+    # hourly counters per mailing and link only, with no reader in them.
+    "STATS_PER_READER": False,
+    # An open or click this soon after the message was sent is a machine's
+    # (mail security scanners fetch every link on arrival).
+    "STATS_MACHINE_SECONDS": 10,
+    # This many different links of one message clicked within
+    # STATS_BURST_SECONDS (or all of them, when it has fewer) is a machine.
+    "STATS_BURST_LINKS": 3,
+    "STATS_BURST_SECONDS": 5,
+    # Pixel and redirect requests recorded per client IP (django-ratelimit
+    # rate); past it they still work but are not counted. None: no limit.
+    "STATS_RATELIMIT": "300/h",
 }
 
 

@@ -167,6 +167,8 @@ def post_snapshot(post):
         **_reader_links(),
     }
     parts = render("post", context)
+    from .stats import links_in  # stats.py renders with this module's placeholders
+
     return {
         "title": post.title[:300],
         "url": url[:500],
@@ -177,6 +179,8 @@ def post_snapshot(post):
         "text": parts.text,
         "html": parts.html,
         "web_key": web_key,
+        # What a reader's copy may link to through the click redirect (stats.py).
+        "links": links_in(parts.html, parts.text),
     }
 
 
@@ -315,10 +319,20 @@ class _Editor:
 
 def post(mailing):
     """build(delivery, raw) for transports.deliver: the mailing's email for
-    the delivery's reader."""
-    template = MessageTemplate(mailing.subject, mailing.text, mailing.html)
+    the delivery's reader. With SUBSCRIPTIONS_STATS on, and only then, the
+    reader's copy (never the stored snapshot) gets the tracking pixel and
+    its links go through the click redirect (stats.tracked)."""
+    text, html, extra = mailing.text, mailing.html, lambda subscriber: {}
+    if conf.STATS:
+        from . import stats
+
+        (text, html), extra = stats.tracked(mailing), stats.reader_values
+    template = MessageTemplate(mailing.subject, text, html)
     return lambda delivery, raw: template.for_reader(
-        delivery.subscriber, message_id(f"m{mailing.pk}", delivery.subscriber_id), raw
+        delivery.subscriber,
+        message_id(f"m{mailing.pk}", delivery.subscriber_id),
+        raw,
+        **extra(delivery.subscriber),
     )
 
 

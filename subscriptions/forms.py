@@ -122,6 +122,17 @@ class PreferencesForm(forms.Form):
     name = forms.CharField(max_length=MAX_NAME_LENGTH, required=False)
     frequency = forms.ChoiceField(choices=Subscriber.Frequency.choices, widget=forms.RadioSelect)
     topics = TopicsField(required=False, help_text="Tick nothing to get every post.")
+    stats_opt_out = forms.BooleanField(
+        required=False,
+        label="Do not count my opens and clicks individually",
+        help_text="We would still count them, with nobody's name on them, in each post's totals.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Only asked when the site records each reader's opens and clicks.
+        if not (conf.STATS and conf.STATS_PER_READER):
+            del self.fields["stats_opt_out"]
 
     def clean_name(self):
         return clean_name(self.cleaned_data["name"])

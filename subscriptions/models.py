@@ -14,8 +14,8 @@ from datetime import datetime, time, timedelta
 from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import models, transaction
-from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery
+from django.db import IntegrityError, models, transaction
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -118,7 +118,7 @@ class SubscriberQuerySet(models.QuerySet):
         return (
             self.filter(pk__in=ids)
             .exclude(status=Subscriber.Status.SUPPRESSED)
-            .update(status=Subscriber.Status.SUPPRESSED)
+            .update(status=Subscriber.Status.SUPPRESSED, suppressed_at=timezone.now())
         )
 
     # Confirmation reminders and the clean-up of old pending addresses
@@ -290,6 +290,13 @@ class Subscriber(models.Model):
     )
     confirmed_at = models.DateTimeField(null=True, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
+    suppressed_at = models.DateTimeField(null=True, blank=True)
+    stats_opt_out = models.BooleanField(
+        "not counted individually",
+        default=False,
+        help_text="The reader asked that their opens and clicks not be recorded as theirs "
+        "(they still count, anonymously, in each mailing's totals).",
+    )
 
     objects = SubscriberQuerySet.as_manager()
 
@@ -424,13 +431,16 @@ class Subscriber(models.Model):
         done = (
             Subscriber.objects.filter(pk=self.pk)
             .exclude(status=self.Status.SUPPRESSED)
-            .update(status=self.Status.SUPPRESSED)
+            .update(status=self.Status.SUPPRESSED, suppressed_at=timezone.now())
         )
         self.refresh_from_db()
         return bool(done)
 
-    def update_preferences(self, *, name, frequency, topics):
-        Subscriber.objects.filter(pk=self.pk).update(name=clean_name(name), frequency=frequency)
+    def update_preferences(self, *, name, frequency, topics, stats_opt_out=None):
+        fields = {"name": clean_name(name), "frequency": frequency}
+        if stats_opt_out is not None:  # Only asked when per-reader stats are on.
+            fields["stats_opt_out"] = stats_opt_out
+        Subscriber.objects.filter(pk=self.pk).update(**fields)
         self.set_follows(topics)
         self.refresh_from_db()
 
@@ -497,6 +507,20 @@ class Subscriber(models.Model):
             "confirmation_sent_at": iso(self.confirmation_sent_at),
             "confirmed_at": iso(self.confirmed_at),
             "unsubscribed_at": iso(self.unsubscribed_at),
+            "suppressed_at": iso(self.suppressed_at),
+            "not_counted_individually": self.stats_opt_out,
+            # Per-reader engagement stats, when the site records them.
+            "opens_and_clicks": [
+                {
+                    "mailing": title,
+                    "kind": kind,
+                    "link": links[link] if 0 <= link < len(links) else None,
+                    "at": iso(at),
+                }
+                for title, links, kind, link, at in self.stat_events.values_list(
+                    "mailing__title", "mailing__links", "kind", "link", "at"
+                )
+            ],
         }
 
 
@@ -718,6 +742,12 @@ class Mailing(models.Model):
     subject = models.CharField(max_length=300)
     text = models.TextField()
     html = models.TextField()
+    links = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The web addresses the email links to, in order: a tracked link names "
+        "one by its place here, so it can lead nowhere else.",
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     fanout_cursor = models.BigIntegerField(
         default=0, help_text="Readers up to this id have their deliveries recorded."
@@ -1303,3 +1333,110 @@ class CorrectionDelivery(Sendable):
 
     def __str__(self):
         return f"{self.correction} → {self.subscriber or 'erased reader'}"
+
+
+# Engagement stats (stats.py classifies; these store). Counters always; an
+# event row with its reader only in per-reader mode.
+
+
+class StatKind(models.TextChoices):
+    OPEN = "open", "Opened (a person)"
+    OPEN_MACHINE = "open-machine", "Opened by a machine"
+    OPEN_MPP = "open-mpp", "Fetched by Apple Mail Privacy Protection"
+    CLICK = "click", "Clicked (a person)"
+    CLICK_MACHINE = "click-machine", "Clicked by a machine"
+
+
+def _hour(at):
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+class StatCountQuerySet(models.QuerySet):
+    def add(self, mailing_id, kind, link=-1, at=None, n=1):
+        """Count `n` more of `kind` in the hour of `at` (now): one update, or
+        one insert for the hour's first."""
+        key = {
+            "mailing_id": mailing_id,
+            "kind": kind,
+            "link": link,
+            "hour": _hour(at or timezone.now()),
+        }
+        if self.filter(**key).update(count=F("count") + n):
+            return
+        try:
+            with transaction.atomic():
+                self.create(count=n, **key)
+        except IntegrityError:  # Another request made the row a moment ago.
+            self.filter(**key).update(count=F("count") + n)
+
+    def move(self, mailing_id, link, at, old, new):
+        """One count of `old` in that hour was a `new` after all."""
+        key = {"mailing_id": mailing_id, "link": link, "hour": _hour(at)}
+        if self.filter(kind=old, count__gt=0, **key).update(count=F("count") - 1):
+            self.add(mailing_id, new, link, at)
+
+    def totals(self, mailings):
+        """{mailing id: {kind: count}} in one query."""
+        out = {}
+        rows = (
+            self.filter(mailing__in=mailings)
+            .values_list("mailing", "kind")
+            .annotate(n=Sum("count"))
+        )
+        for mailing, kind, n in rows:
+            out.setdefault(mailing, {})[kind] = n
+        return out
+
+
+class StatCount(models.Model):
+    """How many opens or clicks of one kind a mailing (or one of its links)
+    had in one hour. Holds no reader: this is all aggregate mode stores."""
+
+    mailing = models.ForeignKey(Mailing, on_delete=models.CASCADE, related_name="stat_counts")
+    kind = models.CharField(max_length=20, choices=StatKind.choices)
+    link = models.IntegerField(default=-1, help_text="Place in the mailing's links; -1: opens.")
+    hour = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+
+    objects = StatCountQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            # StatCountQuerySet.add finds its row by these (and the stats page reads by mailing).
+            models.UniqueConstraint(
+                fields=["mailing", "kind", "link", "hour"], name="unique_stat_count"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.mailing_id} {self.kind} {self.link} {self.hour:%Y-%m-%d %H}h: {self.count}"
+
+
+class StatEvent(models.Model):
+    """One open or click by one reader: per-reader mode only, never for a
+    reader who opted out. Erasing the reader deletes their events."""
+
+    mailing = models.ForeignKey(Mailing, on_delete=models.CASCADE, related_name="stat_events")
+    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="stat_events")
+    kind = models.CharField(max_length=20, choices=StatKind.choices)
+    link = models.IntegerField(default=-1)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [
+            # The stats page: a mailing's distinct readers per kind.
+            models.Index(fields=["mailing", "kind", "subscriber"], name="stat_event_mailing_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.subscriber_id} {self.kind} {self.link} {self.at:%Y-%m-%d %H:%M}"
+
+
+class Engagement(Mailing):
+    """Mailings as the stats pages show them (admin: "Engagement")."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "mailing engagement"
+        verbose_name_plural = "engagement"

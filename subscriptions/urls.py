@@ -15,6 +15,9 @@ urlpatterns = [
     path("subscribe/data/<str:token>/data.json", views.download_data, name="download_data"),
     path("subscribe/unsubscribe/<str:token>/", views.unsubscribe, name="unsubscribe"),
     path("subscribe/one-click/<str:token>/", views.one_click, name="one_click"),
+    # Engagement stats (stats.py): the pixel and the click redirect.
+    path("subscribe/o/<str:mailing>/<str:message>/", views.stats_open, name="stats_open"),
+    path("subscribe/c/<str:link>/<str:message>/", views.stats_click, name="stats_click"),
 ]
 
 # The public archive of what was emailed, and each email's web version.

@@ -1,12 +1,12 @@
 from django.core.paginator import Paginator
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse, HttpResponseNotFound, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django_ratelimit.core import is_ratelimited
 
-from . import delivery, emails
+from . import delivery, emails, stats
 from .conf import conf
 from .forms import FormKind, PreferencesForm, SubscribeForm, wording
 from .models import Consent, Mailing, Subscriber
@@ -220,6 +220,7 @@ def preferences(request, token):
                 "name": subscriber.name,
                 "frequency": subscriber.frequency,
                 "topics": subscriber.topics(),
+                "stats_opt_out": subscriber.stats_opt_out,
             }
         )
     return render(
@@ -319,3 +320,45 @@ def web_version(request, key):
     )
     response["X-Robots-Tag"] = "noindex"
     return response
+
+
+# Engagement stats (stats.py). Public and hit by every kind of machine:
+# a bad or forged link gets a plain 404, the same whoever it names; a good
+# one always gets its pixel or redirect, whether or not it is counted.
+
+# The smallest transparent GIF.
+PIXEL = bytes.fromhex(
+    "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
+)
+
+
+def _untracked(response):
+    response["Cache-Control"] = "no-store, private"
+    response["Referrer-Policy"] = "no-referrer"
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    return response
+
+
+@csrf_exempt
+@require_safe
+def stats_open(request, mailing, message):
+    try:
+        stats.opened(request, mailing, message)
+    except stats.BadLink:
+        return _untracked(HttpResponseNotFound("Not found.", content_type="text/plain"))
+    return _untracked(HttpResponse(PIXEL, content_type="image/gif"))
+
+
+@csrf_exempt
+@require_safe
+def stats_click(request, link, message):
+    try:
+        url = stats.clicked(request, link, message)
+    except stats.BadLink:
+        return _untracked(
+            HttpResponseNotFound(
+                "This link is not valid. Please use the link in the email.",
+                content_type="text/plain",
+            )
+        )
+    return _untracked(HttpResponseRedirect(url))

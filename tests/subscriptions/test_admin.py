@@ -20,8 +20,9 @@ def make_many(n):
 
 
 # The session, the user, the status counts, the paginator's count, the page of
-# rows, the follows of those rows (one prefetch), and the date hierarchy (2).
-LIST_QUERIES = 8
+# rows, the follows of those rows (one prefetch), the date hierarchy (2), and
+# the subscribers-over-time chart (3: stats.subscriber_growth).
+LIST_QUERIES = 11
 
 
 @pytest.mark.parametrize("rows", [3, 60])
