@@ -230,7 +230,7 @@ class MessageTemplate:
         return self._raw
 
     def for_reader(self, subscriber, message_id, raw=True, **extra):
-        values = {"MESSAGEID": message_id, **subscriber.email_links(), **extra}
+        values = self.values(subscriber, message_id, **extra)
         if raw:
             values["TO"] = email.utils.formataddr(
                 (subscriber.name, subscriber.email), charset="utf-8"
@@ -251,6 +251,59 @@ class MessageTemplate:
         message = EmailMultiAlternatives(self.subject, text, conf.from_email, [to], headers=headers)
         message.attach_alternative(html, "text/html")
         return message
+
+    # A provider's batch call (django-anymail's batch sending): one message
+    # for many readers, each reader's parts written in the provider's merge
+    # syntax, which the provider fills in per recipient.
+
+    def values(self, subscriber, message_id, **extra):
+        """{placeholder name: this reader's value}."""
+        return {"MESSAGEID": message_id, **subscriber.email_links(), **extra}
+
+    def for_readers(self, readers, field, metadata=None):
+        """One EmailMultiAlternatives for many readers, for a provider's
+        batch send: `readers` is [(subscriber, values)], `field(name, html)`
+        the provider's merge syntax for the value `name` (in the HTML part
+        or elsewhere); each reader's values go in merge_data, their
+        Message-ID and List-Unsubscribe in merge_headers, and
+        metadata[address] in merge_metadata."""
+        text, html = self.text, self.html
+        names = {name for _, values in readers for name in values}
+        used = {name for name in names if placeholder(name) in text + html}
+        for name in sorted(used):
+            text = text.replace(placeholder(name), field(name, False))
+            html = html.replace(placeholder(name), field(name, True))
+        static = list_headers("")
+        del static["List-Unsubscribe"]
+        message = EmailMultiAlternatives(
+            self.subject,
+            text,
+            conf.from_email,
+            [email.utils.formataddr((s.name, s.email)) for s, _ in readers],
+            headers=static,
+        )
+        message.attach_alternative(html, "text/html")
+        message.merge_data = {
+            s.email: {name: value for name, value in values.items() if name in used}
+            for s, values in readers
+        }
+        message.merge_headers = {
+            s.email: {
+                "Message-ID": f"<{values['MESSAGEID']}>",
+                "List-Unsubscribe": list_headers(values["ONECLICK"])["List-Unsubscribe"],
+            }
+            for s, values in readers
+        }
+        if metadata:
+            message.merge_metadata = metadata
+        return message
+
+
+def fill(text, values):
+    """`text` with each placeholder replaced by its value in `values`."""
+    for name, value in values.items():
+        text = text.replace(placeholder(name), value)
+    return text
 
 
 def message_id(kind, pk):
@@ -296,11 +349,20 @@ class _Editor:
 
 def post(mailing):
     """build(delivery, raw) for transports.deliver: the mailing's email for
-    the delivery's reader."""
+    the delivery's reader. build.template and build.values(delivery) (that
+    reader's placeholder values) let a provider's batch call carry many
+    readers in one message (MessageTemplate.for_readers)."""
     template = MessageTemplate(mailing.subject, mailing.text, mailing.html)
-    return lambda delivery, raw: template.for_reader(
-        delivery.subscriber, message_id(f"m{mailing.pk}", delivery.subscriber_id), raw
-    )
+
+    def build(delivery, raw):
+        return template.for_reader(delivery.subscriber, message_id_of(delivery), raw)
+
+    def message_id_of(delivery):
+        return message_id(f"m{mailing.pk}", delivery.subscriber_id)
+
+    build.template = template
+    build.values = lambda delivery: template.values(delivery.subscriber, message_id_of(delivery))
+    return build
 
 
 def test_post(mailing, address, raw):
