@@ -306,11 +306,12 @@ def fill(text, values):
     return text
 
 
-def message_id(kind, pk):
+def message_id(kind, pk, domain=None):
     """Stable for one (mailing, reader) or digest, so a resent message is
-    recognisably the same; unguessable, so it reveals no id."""
+    recognisably the same; unguessable, so it reveals no id. `domain`:
+    conf.list_id, when the caller has it already."""
     digest = salted_hmac("subscriptions.message-id", f"{kind}:{pk}").hexdigest()
-    return f"{kind}.{digest[:24]}@{conf.list_id}"
+    return f"{kind}.{digest[:24]}@{domain or conf.list_id}"
 
 
 class PrebuiltEmail(EmailMessage):
@@ -357,8 +358,10 @@ def post(mailing):
     def build(delivery, raw):
         return template.for_reader(delivery.subscriber, message_id_of(delivery), raw)
 
+    kind, domain = f"m{mailing.pk}", conf.list_id
+
     def message_id_of(delivery):
-        return message_id(f"m{mailing.pk}", delivery.subscriber_id)
+        return message_id(kind, delivery.subscriber_id, domain)
 
     build.template = template
     build.values = lambda delivery: template.values(delivery.subscriber, message_id_of(delivery))

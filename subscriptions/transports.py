@@ -150,7 +150,9 @@ class ProviderTransport(Transport):
     def __init__(self, connection, provider, deadline=None):
         super().__init__(provider.connection(connection), deadline)
         self.provider = provider
-        self.batch_size = max(1, min(conf.RECIPIENTS_PER_CALL or provider.per_call, 10_000))
+        self.batch_size = max(
+            1, min(conf.RECIPIENTS_PER_CALL or provider.per_call, provider.per_call)
+        )
         self.calls = 0  # API calls made
         # Called before each extra call of a split call (the calls-per-second
         # pace); False: no time left for it.
@@ -446,7 +448,7 @@ def _handle(outcome, journal, kind, sender, chunk, results, streak, rest):
                     logger.error("Unexpected error sending %s %s", kind, item.pk, exc_info=result)
             # Whoever was in a call that may have gone through is flagged.
             item.ambiguous = item.ambiguous or failures[id(result)].ambiguous
-    held, held_text, untried = None, "", []
+    held, held_text, untried, accepted = None, "", [], []
     reset = reconnect = False
     for item, result in zip(chunk, results, strict=True):
         if result is NOT_TRIED:
@@ -454,19 +456,19 @@ def _handle(outcome, journal, kind, sender, chunk, results, streak, rest):
             continue
         if held is not None:  # after a hold: accepted still count, the rest wait
             if result is None or failures[id(result)].sent:
-                _sent(outcome, journal, kind, item)
+                accepted.append(item)
             else:
                 held.append(item)
             continue
         if result is None:
             _flush(outcome, streak)
-            _sent(outcome, journal, kind, item)
+            accepted.append(item)
             continue
         # Errors name the recipient; the row already says who it is.
         failure = dataclasses.replace(failures[id(result)])
         failure.text = _without(failure.text, item.subscriber.email)
         if failure.sent:
-            _sent(outcome, journal, kind, item)
+            accepted.append(item)
             continue
         if failure.refused:  # about this address: this reader's alone
             _flush(outcome, streak)
@@ -480,6 +482,7 @@ def _handle(outcome, journal, kind, sender, chunk, results, streak, rest):
                 continue
         reset = reset or failure.reset
         reconnect = reconnect or failure.reconnect
+    _sent(outcome, journal, kind, *accepted)
     if held is not None:
         _hold(outcome, held + untried + rest, held_text)
         return True, streak
@@ -497,15 +500,25 @@ def _handle(outcome, journal, kind, sender, chunk, results, streak, rest):
     return False, streak
 
 
-def _sent(outcome, journal, kind, item):
-    outcome.sent.append(item)
+def _sent(outcome, journal, kind, *items):
+    """These readers' messages were accepted: noted in the journal at once,
+    in one round trip however many."""
+    outcome.sent.extend(items)
+    if not items:
+        return
     try:
-        journal.set(journal_key(kind, item.pk), 1, timeout=7 * 24 * 3600)
+        if len(items) == 1:
+            journal.set(journal_key(kind, items[0].pk), 1, timeout=JOURNAL_SECONDS)
+        else:
+            journal.set_many({journal_key(kind, i.pk): 1 for i in items}, timeout=JOURNAL_SECONDS)
     except Exception:  # noqa: BLE001 - any cache backend's error
         # The cache is down (Redis restarting): the batch still records this
         # send in the database when it ends; only a crash before then would
         # repeat it.
-        logger.warning("Send journal unavailable for %s %s", kind, item.pk)
+        logger.warning("Send journal unavailable for %s %s", kind, [i.pk for i in items][:10])
+
+
+JOURNAL_SECONDS = 7 * 24 * 3600
 
 
 def _without(text, address):

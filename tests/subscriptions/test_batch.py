@@ -393,3 +393,19 @@ def test_a_worker_killed_mid_call_loses_nobody_and_repeats_at_most_one_call(
     assert set(counts) == {r.email for r in group}
     assert sum(counts.values()) - len(group) <= per_call
     assert set(_status(mailing).values()) == {Delivery.Status.SENT}
+
+
+def test_a_batch_smaller_than_the_providers_calls_is_reported(settings):
+    from subscriptions import checks
+
+    settings.EMAIL_BACKEND = "anymail.backends.mailgun.EmailBackend"
+    settings.SUBSCRIPTIONS_BATCH_SIZE = 500
+    (warning,) = checks.batch_size_fills_provider_calls(None)
+    assert warning.id == "subscriptions.W002" and "1,000" in warning.msg
+    settings.SUBSCRIPTIONS_BATCH_SIZE = 1000
+    assert checks.batch_size_fills_provider_calls(None) == []
+    settings.SUBSCRIPTIONS_RECIPIENTS_PER_CALL = 100
+    settings.SUBSCRIPTIONS_BATCH_SIZE = 500
+    assert checks.batch_size_fills_provider_calls(None) == []
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    assert checks.batch_size_fills_provider_calls(None) == []
