@@ -232,6 +232,41 @@ def test_a_call_answered_429_or_503_is_tried_again_and_everyone_gets_one(
 
 
 @pytest.mark.django_db
+def test_a_call_never_answered_is_retried_for_all_its_readers_flagged_ambiguous(
+    use, provider, settings, django_capture_on_commit_callbacks
+):
+    use("mailgun", timeout=1)
+    settings.SUBSCRIPTIONS_RECIPIENTS_PER_CALL = 3
+    group = [make_subscriber(f"r{i}@example.com") for i in range(5)]
+    provider.hanging.add(group[1].email)
+    mailing = _send(Post(), django_capture_on_commit_callbacks)
+    rows = {d.subscriber_id: d for d in Delivery.objects.filter(mailing=mailing)}
+    for reader in group[:3]:  # the call may have gone through: nobody knows
+        row = rows[reader.pk]
+        assert (row.status, row.attempts, row.ambiguous) == (Delivery.Status.PENDING, 1, True)
+        assert "no answer" in row.error
+    for reader in group[3:]:  # the next call went
+        assert rows[reader.pk].status == Delivery.Status.SENT and not rows[reader.pk].ambiguous
+    provider.hanging.clear()
+    _again(mailing, django_capture_on_commit_callbacks)
+    assert provider.recipients() == Counter({r.email: 1 for r in group})
+    mailing.refresh_from_db()
+    assert mailing.status == Mailing.Status.DONE
+
+
+@pytest.mark.django_db
+def test_a_call_never_carries_more_readers_than_a_second_of_max_rate(
+    use, provider, settings, django_capture_on_commit_callbacks
+):
+    use("mailgun")
+    settings.SUBSCRIPTIONS_MAX_RATE = 5
+    group = [make_subscriber(f"r{i}@example.com") for i in range(12)]
+    _send(Post(), django_capture_on_commit_callbacks)
+    assert [n for _, n in provider.batches] == [5, 5, 2]
+    assert provider.recipients() == Counter({r.email: 1 for r in group})
+
+
+@pytest.mark.django_db
 def test_digests_go_one_message_per_reader_through_a_batch_provider(
     use, provider, django_capture_on_commit_callbacks
 ):
