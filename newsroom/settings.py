@@ -285,6 +285,14 @@ SUBSCRIPTIONS_MAX_RATE = env.float("SUBSCRIPTIONS_MAX_RATE", default=0) or None
 # The undo window: seconds between publishing and the email going out.
 SUBSCRIPTIONS_SEND_DELAY = env.float("SUBSCRIPTIONS_SEND_DELAY", default=60)
 SUBSCRIPTIONS_BATCH_SIZE = env.int("SUBSCRIPTIONS_BATCH_SIZE", default=500)
+# A provider's batch API: readers per call (0: the provider's limit), API
+# calls per second (0: no limit), a daily cap (0: none) and a warm-up
+# ("500,1000,2000" from SUBSCRIPTIONS_WARMUP_START, "YYYY-MM-DD").
+SUBSCRIPTIONS_RECIPIENTS_PER_CALL = env.int("SUBSCRIPTIONS_RECIPIENTS_PER_CALL", default=0) or None
+SUBSCRIPTIONS_CALLS_PER_SECOND = env.float("SUBSCRIPTIONS_CALLS_PER_SECOND", default=0) or None
+SUBSCRIPTIONS_DAILY_CAP = env.int("SUBSCRIPTIONS_DAILY_CAP", default=0) or None
+SUBSCRIPTIONS_WARMUP = env.str("SUBSCRIPTIONS_WARMUP", default="") or None
+SUBSCRIPTIONS_WARMUP_START = env.str("SUBSCRIPTIONS_WARMUP_START", default="") or None
 SUBSCRIPTIONS_CLAIM_TIMEOUT = env.float("SUBSCRIPTIONS_CLAIM_TIMEOUT", default=300)  # seconds
 SUBSCRIPTIONS_RETRY_BACKOFF = env.float("SUBSCRIPTIONS_RETRY_BACKOFF", default=30)  # seconds
 SUBSCRIPTIONS_RETRY_BACKOFF_MAX = env.float("SUBSCRIPTIONS_RETRY_BACKOFF_MAX", default=3600)  # s

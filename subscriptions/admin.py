@@ -4,6 +4,7 @@ import io
 from django.contrib import admin, messages
 from django.core import signing
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count
 from django.http import HttpResponseNotAllowed, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
@@ -16,6 +17,7 @@ from . import csvio, delivery, emails, stats
 from .conf import conf
 from .forms import CorrectionForm, ImportForm
 from .models import Correction, Delivery, Follow, Mailing, Subscriber
+from .transports import QUOTA_WAIT
 
 
 class TopicFilter(admin.SimpleListFilter):
@@ -555,7 +557,13 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)
-        return _with_topic_labels(response, lambda mailing: mailing.topics)
+        response = _with_topic_labels(response, lambda mailing: mailing.topics)
+        changelist = getattr(response, "context_data", None) and response.context_data.get("cl")
+        if changelist is not None:  # one query for the page's rows
+            waiting = _quota_waiting([m.pk for m in changelist.result_list])
+            for mailing in changelist.result_list:
+                mailing.quota_waiting = waiting.get(mailing.pk, 0)
+        return response
 
     @admin.display(description="Topics")
     def topic_list(self, mailing):
@@ -589,12 +597,14 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
     def progress_and_counts(self, mailing):
         if mailing.status == Mailing.Status.CANCELLED:
             return "—"
+        waiting = getattr(mailing, "quota_waiting", 0)
         return format_html(
-            '{}<br><span class="help">{} sent · {} failed · {} to send</span>',
+            '{}<br><span class="help">{} sent · {} failed · {} to send{}</span>',
             progress_bar(mailing),
             mailing.sent_count,
             mailing.failed_count,
             mailing.pending_count,
+            f" · {waiting} waiting for tomorrow's quota" if waiting else "",
         )
 
     @admin.display(description="Counts")
@@ -608,6 +618,9 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
                 f"; {mailing.ambiguous_count} ambiguous (the connection was lost after the "
                 "message was sent: the retry may have delivered it twice)"
             )
+        waiting = _quota_waiting([mailing.pk]).get(mailing.pk)
+        if waiting:
+            counts += f"; {waiting} waiting for tomorrow's quota (the daily cap is reached)"
         return counts
 
     @admin.display(description="Recipients")
@@ -650,6 +663,20 @@ def _sent_when(mailing):
             timezone.localtime(mailing.finished_at).strftime("%-d %b %H:%M"),
         )
     return ""
+
+
+def _quota_waiting(mailing_ids):
+    """{mailing id: deliveries waiting for the next day's quota}."""
+    if not mailing_ids:
+        return {}
+    rows = (
+        Delivery.objects.filter(
+            mailing_id__in=mailing_ids, status=Delivery.Status.PENDING, error=QUOTA_WAIT
+        )
+        .values("mailing_id")
+        .annotate(n=Count("pk"))
+    )
+    return {row["mailing_id"]: row["n"] for row in rows}
 
 
 def progress_bar(mailing):

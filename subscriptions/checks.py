@@ -25,3 +25,27 @@ def webhook_secret(app_configs, **kwargs):
             id="subscriptions.W001",
         )
     ]
+
+
+@register()
+def batch_size_fills_provider_calls(app_configs, **kwargs):
+    """A batch's readers are what one provider call can carry: a batch
+    smaller than the provider's per-call limit sends calls half full."""
+    from .conf import conf
+    from .providers import PROVIDERS
+
+    provider = PROVIDERS.get(getattr(settings, "EMAIL_BACKEND", ""))
+    if provider is None:
+        return []
+    per_call = min(conf.RECIPIENTS_PER_CALL or provider.per_call, provider.per_call)
+    if conf.BATCH_SIZE >= per_call:
+        return []
+    return [
+        Warning(
+            f"EMAIL_BACKEND sends through {provider.name}'s batch API, up to {per_call:,} "
+            f"readers per call, but SUBSCRIPTIONS_BATCH_SIZE is {conf.BATCH_SIZE:,}: each "
+            f"call carries at most {conf.BATCH_SIZE:,} readers.",
+            hint=f"Set SUBSCRIPTIONS_BATCH_SIZE to {per_call} (or a multiple of it).",
+            id="subscriptions.W002",
+        )
+    ]

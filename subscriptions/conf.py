@@ -74,6 +74,21 @@ DEFAULTS = {
     # A ceiling in messages per second across all workers (a provider's
     # quota); None: as fast as the mail server takes them.
     "MAX_RATE": None,
+    # An email provider's batch API (providers.py: Mailgun, Postmark,
+    # SparkPost): readers per API call; None: the provider's own limit
+    # (Mailgun 1,000, Postmark 500, SparkPost 1,000); 1: one call per reader.
+    "RECIPIENTS_PER_CALL": None,
+    # A ceiling in API calls (or SMTP messages) per second across all
+    # workers; None: none.
+    "CALLS_PER_SECOND": None,
+    # Messages per day (UTC) across all workers; None: no cap. What does not
+    # fit waits, pending, for the next day.
+    "DAILY_CAP": None,
+    # A new sending domain's warm-up: the daily cap of each day from
+    # WARMUP_START (a date, "YYYY-MM-DD"), e.g. [500, 1000, 2000, 5000];
+    # after the last day, DAILY_CAP. None: no warm-up.
+    "WARMUP": None,
+    "WARMUP_START": None,
     # The shared cache (Redis) holding the send journal and the pace counter.
     "CACHE": "default",
     # Digests go out at this hour of the site's time zone; weekly ones on

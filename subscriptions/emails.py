@@ -253,7 +253,7 @@ class MessageTemplate:
         return self._raw
 
     def for_reader(self, subscriber, message_id, raw=True, **extra):
-        values = {"MESSAGEID": message_id, **subscriber.email_links(), **extra}
+        values = self.values(subscriber, message_id, **extra)
         if raw:
             values["TO"] = email.utils.formataddr(
                 (subscriber.name, subscriber.email), charset="utf-8"
@@ -275,12 +275,66 @@ class MessageTemplate:
         message.attach_alternative(html, "text/html")
         return message
 
+    # A provider's batch call (django-anymail's batch sending): one message
+    # for many readers, each reader's parts written in the provider's merge
+    # syntax, which the provider fills in per recipient.
 
-def message_id(kind, pk):
+    def values(self, subscriber, message_id, **extra):
+        """{placeholder name: this reader's value}."""
+        return {"MESSAGEID": message_id, **subscriber.email_links(), **extra}
+
+    def for_readers(self, readers, field, metadata=None):
+        """One EmailMultiAlternatives for many readers, for a provider's
+        batch send: `readers` is [(subscriber, values)], `field(name, html)`
+        the provider's merge syntax for the value `name` (in the HTML part
+        or elsewhere); each reader's values go in merge_data, their
+        Message-ID and List-Unsubscribe in merge_headers, and
+        metadata[address] in merge_metadata."""
+        text, html = self.text, self.html
+        names = {name for _, values in readers for name in values}
+        used = {name for name in names if placeholder(name) in text + html}
+        for name in sorted(used):
+            text = text.replace(placeholder(name), field(name, False))
+            html = html.replace(placeholder(name), field(name, True))
+        static = list_headers("")
+        del static["List-Unsubscribe"]
+        message = EmailMultiAlternatives(
+            self.subject,
+            text,
+            conf.from_email,
+            [email.utils.formataddr((s.name, s.email)) for s, _ in readers],
+            headers=static,
+        )
+        message.attach_alternative(html, "text/html")
+        message.merge_data = {
+            s.email: {name: value for name, value in values.items() if name in used}
+            for s, values in readers
+        }
+        message.merge_headers = {
+            s.email: {
+                "Message-ID": f"<{values['MESSAGEID']}>",
+                "List-Unsubscribe": list_headers(values["ONECLICK"])["List-Unsubscribe"],
+            }
+            for s, values in readers
+        }
+        if metadata:
+            message.merge_metadata = metadata
+        return message
+
+
+def fill(text, values):
+    """`text` with each placeholder replaced by its value in `values`."""
+    for name, value in values.items():
+        text = text.replace(placeholder(name), value)
+    return text
+
+
+def message_id(kind, pk, domain=None):
     """Stable for one (mailing, reader) or digest, so a resent message is
-    recognisably the same; unguessable, so it reveals no id."""
+    recognisably the same; unguessable, so it reveals no id. `domain`:
+    conf.list_id, when the caller has it already."""
     digest = salted_hmac("subscriptions.message-id", f"{kind}:{pk}").hexdigest()
-    return f"{kind}.{digest[:24]}@{conf.list_id}"
+    return f"{kind}.{digest[:24]}@{domain or conf.list_id}"
 
 
 class PrebuiltEmail(EmailMessage):
@@ -321,19 +375,31 @@ def post(mailing):
     """build(delivery, raw) for transports.deliver: the mailing's email for
     the delivery's reader. With SUBSCRIPTIONS_STATS on, and only then, the
     reader's copy (never the stored snapshot) gets the tracking pixel and
-    its links go through the click redirect (stats.tracked)."""
+    its links go through the click redirect (stats.tracked).
+    build.template and build.values(delivery) (that reader's placeholder
+    values) let a provider's batch call carry many readers in one message
+    (MessageTemplate.for_readers)."""
     text, html, extra = mailing.text, mailing.html, lambda subscriber: {}
     if conf.STATS:
         from . import stats
 
         (text, html), extra = stats.tracked(mailing), stats.reader_values
     template = MessageTemplate(mailing.subject, text, html)
-    return lambda delivery, raw: template.for_reader(
-        delivery.subscriber,
-        message_id(f"m{mailing.pk}", delivery.subscriber_id),
-        raw,
-        **extra(delivery.subscriber),
+    kind, domain = f"m{mailing.pk}", conf.list_id
+
+    def message_id_of(delivery):
+        return message_id(kind, delivery.subscriber_id, domain)
+
+    def build(delivery, raw):
+        return template.for_reader(
+            delivery.subscriber, message_id_of(delivery), raw, **extra(delivery.subscriber)
+        )
+
+    build.template = template
+    build.values = lambda delivery: template.values(
+        delivery.subscriber, message_id_of(delivery), **extra(delivery.subscriber)
     )
+    return build
 
 
 def test_post(mailing, address, raw):

@@ -11,13 +11,15 @@ part that differs: how a connection opens, sends one message and closes.
 """
 
 import contextlib
+import dataclasses
 import logging
 import random
 import re
 import smtplib
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from datetime import time as day_start
 
 from django.core.cache import caches
 from django.core.mail import get_connection
@@ -26,11 +28,15 @@ from django.core.mail.message import sanitize_address
 from django.utils import timezone
 
 from .conf import conf
+from .providers import provider_of
 
 try:
     from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 except ImportError:  # django-anymail is optional
     AnymailError = AnymailRecipientsRefused = None
+
+# Every reader of a call refused, each for their own address: no split helps.
+ProviderRefusedAll = AnymailRecipientsRefused or type("ProviderRefusedAll", (Exception,), {})
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +63,9 @@ class Transport:
     past `deadline` (time.monotonic()): a hung server cannot keep a batch
     beyond its claim.
     """
+
+    # Readers one send_many() call may take.
+    batch_size = 1
 
     def __init__(self, connection, deadline=None):
         self.connection = connection
@@ -85,11 +94,122 @@ class Transport:
         self._bound()
         self.connection.send_messages([message])
 
+    def send_many(self, pairs, build):
+        """Send build(item, raw) to each (address, item) of `pairs`; one
+        result per pair, in order: None (accepted), the exception send()
+        raised, or NOT_TRIED for a reader not attempted (after a failure
+        that holds the batch or loses the connection)."""
+        results = []
+        for address, item in pairs:
+            try:
+                self.send(address, build(item, self.raw))
+            except Exception as error:  # noqa: BLE001 - the caller classifies it
+                results.append(error)
+                failure = classify(error)
+                if failure.hold or failure.reconnect:
+                    break
+            else:
+                results.append(None)
+        return results + [NOT_TRIED] * (len(pairs) - len(results))
+
     def reset(self):
         """Make the connection usable again after a refused message."""
 
     def close(self):
         self.connection.close()
+
+
+class _NotTried:
+    def __repr__(self):
+        return "NOT_TRIED"
+
+
+# send_many()'s result for a reader it did not attempt.
+NOT_TRIED = _NotTried()
+
+
+class ProviderAnswer(Exception):  # noqa: N818 - an answer, not always an error
+    """A provider's answer about one reader of a batch call that was not a
+    plain acceptance: `refused` (the address is invalid or inactive there),
+    `sent` (accepted, but the answer does not say so for this reader), or
+    neither (this reader's message failed; try again later)."""
+
+    def __init__(self, text, refused=False, sent=False):
+        super().__init__(text)
+        self.refused, self.sent = refused, sent
+
+
+class ProviderTransport(Transport):
+    """A first-class provider's batch API through django-anymail
+    (providers.py): send_many() sends one API call for all its readers,
+    each reader's links and headers filled in by the provider. A call the
+    provider refuses whole because of one invalid address is split in two,
+    and again, until that address is found; the other readers still go. A
+    build without a template (digests) goes one message per reader."""
+
+    def __init__(self, connection, provider, deadline=None):
+        super().__init__(provider.connection(connection), deadline)
+        self.provider = provider
+        self.batch_size = max(
+            1, min(conf.RECIPIENTS_PER_CALL or provider.per_call, provider.per_call)
+        )
+        self.calls = 0  # API calls made
+        # Called before each extra call of a split call (the calls-per-second
+        # pace); False: no time left for it.
+        self.before_call = None
+
+    def send_many(self, pairs, build):
+        if not (hasattr(build, "template") and hasattr(build, "values")):
+            return super().send_many(pairs, build)
+        return self._call(pairs, build, first=True)
+
+    def _call(self, pairs, build, first=False):
+        if not first and self.before_call and not self.before_call():
+            return [NOT_TRIED] * len(pairs)
+        readers = [(item.subscriber, build.values(item)) for _, item in pairs]
+        metadata = {
+            item.subscriber.email: {"row": f"{type(item).__name__.lower()}:{item.pk}"}
+            for _, item in pairs
+        }
+        message = self.provider.prepare(
+            build.template.for_readers(readers, self.provider.field, metadata)
+        )
+        self.calls += 1
+        try:
+            self._bound()
+            self.connection.send_messages([message])
+        except Exception as error:  # noqa: BLE001 - classified by the caller
+            failure = classify(error)
+            if len(pairs) > 1 and failure.invalid and not isinstance(error, ProviderRefusedAll):
+                # One address spoils the whole call (Mailgun's 400): find it.
+                half = len(pairs) // 2
+                results = self._call(pairs[:half], build)
+                if any(r is NOT_TRIED or _holds(r) for r in results):
+                    return results + [NOT_TRIED] * (len(pairs) - half)
+                return results + self._call(pairs[half:], build)
+            return [error] * len(pairs)
+        statuses = {
+            address.lower(): status.status
+            for address, status in (message.anymail_status.recipients or {}).items()
+        }
+        errors = getattr(message, "recipient_errors", {})
+        results = []
+        for address, _ in pairs:
+            status = statuses.get(address.lower(), "unknown")
+            text = errors.get(address) or f"{status} by the provider"
+            if status in ("sent", "queued", "scheduled"):
+                results.append(None)
+            elif status in ("invalid", "rejected"):
+                results.append(ProviderAnswer(text, refused=True))
+            elif status == "failed":
+                results.append(ProviderAnswer(text))
+            else:  # the answer does not say for this reader: it went in the call
+                results.append(ProviderAnswer(f"accepted, {text}", sent=True))
+        return results
+
+
+def _holds(result):
+    return isinstance(result, Exception) and classify(result).hold
 
 
 class SMTPTransport(Transport):
@@ -173,6 +293,9 @@ def transport(deadline=None):
     connection = get_connection()
     if type(connection) is smtp.EmailBackend:
         return SMTPTransport(connection, deadline)
+    provider = provider_of(connection)
+    if provider is not None:
+        return ProviderTransport(connection, provider, deadline)
     return Transport(connection, deadline)
 
 
@@ -201,11 +324,15 @@ def deliver(kind, items, build, recheck=None):
     """Send build(item, raw) to each item's reader over one connection; an
     Outcome.
 
+    The readers go to the transport in chunks of its batch_size (one for
+    SMTP and most backends; up to a provider's per-call limit for a
+    provider's batch API, providers.py), each chunk in one send_many().
     Readers no longer confirmed are skipped: as claimed, and, every
     RECHECK_SECONDS while the batch runs, as recheck(subscriber ids) — the
     ids still confirmed — says. Each accepted message is noted in the
     shared cache at once (the journal), so a worker killed mid-batch
-    re-sends at most the message in flight.
+    re-sends at most the chunk in flight (one message, or one API call's
+    readers).
 
     What goes wrong for one reader stays on that reader's row (classify()):
     a refusal of their address fails it, other failures are retried with
@@ -216,6 +343,10 @@ def deliver(kind, items, build, recheck=None):
     holds the batch: its unsent rows go back to pending for a later try
     without spending any reader's attempts, so an outage or a
     misconfiguration never fails, or suppresses, a list.
+
+    The pace (MAX_RATE messages and CALLS_PER_SECOND calls a second) and
+    the daily cap (DAILY_CAP, WARMUP) hold across all workers; readers
+    past today's cap wait, pending, for tomorrow (QUOTA_WAIT).
     """
     outcome = Outcome()
     journal = caches[conf.CACHE]
@@ -231,6 +362,11 @@ def deliver(kind, items, build, recheck=None):
     deadline = started + claim_timeout / 2
     sender = transport(deadline=started + claim_timeout * 0.8)
     pace = Pace()
+    calls = Pace(conf.CALLS_PER_SECOND, "calls")
+    quota = Quota()
+    # A chunk never needs more than a second of the pace.
+    size = max(1, min(int(sender.batch_size), pace.rate or sender.batch_size))
+    sender.before_call = lambda: calls.wait(deadline)
     checked_at, gone = time.monotonic(), set()
     streak = []  # (item, Failure): consecutive failures that are not about the address
     try:
@@ -239,7 +375,8 @@ def deliver(kind, items, build, recheck=None):
         _hold(outcome, items, f"could not connect: {error}")
         return outcome
     try:
-        for index, item in enumerate(items):
+        index = 0
+        while index < len(items):
             if time.monotonic() > deadline:
                 _flush(outcome, streak)
                 outcome.unsent.extend(items[index:])
@@ -248,56 +385,49 @@ def deliver(kind, items, build, recheck=None):
                 rest = {i.subscriber_id for i in items[index:] if i.subscriber_id}
                 gone = rest - set(recheck(rest))
                 checked_at = time.monotonic()
-            subscriber = item.subscriber
-            if (
-                subscriber is None
-                or subscriber.status != subscriber.Status.CONFIRMED
-                or subscriber.pk in gone
-            ):
-                outcome.skipped.append(item)
-                continue
-            try:
-                if not pace.wait(deadline):
-                    _flush(outcome, streak)
-                    outcome.unsent.extend(items[index:])
-                    break
-                sender.send(subscriber.email, build(item, sender.raw))
-            except Exception as error:  # noqa: BLE001 - classified below
-                failure = classify(error)
-                # Errors name the recipient; the row already says who it is.
-                failure.text = _without(failure.text, subscriber.email)
-                if failure.unexpected:
-                    logger.exception("Unexpected error sending %s %s", kind, item.pk)
-                item.ambiguous = item.ambiguous or failure.ambiguous
-                if failure.sent:
-                    _sent(outcome, journal, kind, item)
-                    continue
-                if failure.refused:  # about this address: this reader's alone
-                    _flush(outcome, streak)
-                    _fail(outcome, item, failure)
+            chunk = []
+            while index < len(items) and len(chunk) < size:
+                item = items[index]
+                index += 1
+                subscriber = item.subscriber
+                if (
+                    subscriber is None
+                    or subscriber.status != subscriber.Status.CONFIRMED
+                    or subscriber.pk in gone
+                ):
+                    outcome.skipped.append(item)
                 else:
-                    streak.append((item, failure))
-                    if failure.hold or len(streak) >= BREAKER:
-                        logger.warning("Holding a %s batch: %s", kind, failure.text)
-                        held = [i for i, _ in streak] + items[index + 1 :]
-                        streak = []
-                        _hold(outcome, held, failure.text)
+                    chunk.append(item)
+            if not chunk:
+                continue
+            rest = items[index:]
+            try:
+                results = None
+                granted = quota.take(len(chunk))
+                if granted < len(chunk):
+                    # Today's cap is reached: the rest wait for tomorrow.
+                    _flush(outcome, streak)
+                    _wait_for_quota(outcome, chunk[granted:] + rest, quota.tomorrow())
+                    chunk, rest, index = chunk[:granted], [], len(items)
+                    if not chunk:
                         break
-                if failure.reset:
-                    sender.reset()
-                if failure.reconnect:
-                    try:
-                        with contextlib.suppress(Exception):
-                            sender.close()
-                        sender.open()
-                    except Exception as reconnect_error:  # noqa: BLE001
-                        held = [i for i, _ in streak] + items[index + 1 :]
-                        streak = []
-                        _hold(outcome, held, f"could not connect: {reconnect_error}")
-                        break
-            else:
+                ready = pace.wait(deadline, len(chunk)) and calls.wait(deadline)
+            except Exception as error:  # noqa: BLE001 - the shared cache is down: classified below
+                quota.give(len(chunk))
+                results, ready = [error] * len(chunk), True
+            if not ready:
+                quota.give(len(chunk))
                 _flush(outcome, streak)
-                _sent(outcome, journal, kind, item)
+                outcome.unsent.extend(chunk + rest)
+                break
+            if results is None:
+                try:
+                    results = sender.send_many([(i.subscriber.email, i) for i in chunk], build)
+                except Exception as error:  # noqa: BLE001 - classified below
+                    results = [error] * len(chunk)
+            stop, streak = _handle(outcome, journal, kind, sender, chunk, results, streak, rest)
+            if stop:
+                break
         _flush(outcome, streak)
     finally:
         try:
@@ -307,15 +437,88 @@ def deliver(kind, items, build, recheck=None):
     return outcome
 
 
-def _sent(outcome, journal, kind, item):
-    outcome.sent.append(item)
+def _handle(outcome, journal, kind, sender, chunk, results, streak, rest):
+    """Record one send_many()'s results; (whether the batch stops, streak)."""
+    failures = {}  # one classification per exception: a whole call's refusal is one
+    for item, result in zip(chunk, results, strict=True):
+        if isinstance(result, BaseException):
+            if id(result) not in failures:
+                failures[id(result)] = classify(result)
+                if failures[id(result)].unexpected:
+                    logger.error("Unexpected error sending %s %s", kind, item.pk, exc_info=result)
+            # Whoever was in a call that may have gone through is flagged.
+            item.ambiguous = item.ambiguous or failures[id(result)].ambiguous
+    held, held_text, untried, accepted = None, "", [], []
+    reset = reconnect = False
+    for item, result in zip(chunk, results, strict=True):
+        if result is NOT_TRIED:
+            untried.append(item)
+            continue
+        if held is not None:  # after a hold: accepted still count, the rest wait
+            if result is None or failures[id(result)].sent:
+                accepted.append(item)
+            else:
+                held.append(item)
+            continue
+        if result is None:
+            _flush(outcome, streak)
+            accepted.append(item)
+            continue
+        # Errors name the recipient; the row already says who it is.
+        failure = dataclasses.replace(failures[id(result)])
+        failure.text = _without(failure.text, item.subscriber.email)
+        if failure.sent:
+            accepted.append(item)
+            continue
+        if failure.refused:  # about this address: this reader's alone
+            _flush(outcome, streak)
+            _fail(outcome, item, failure)
+        else:
+            streak.append((item, failure))
+            if failure.hold or len(streak) >= BREAKER:
+                logger.warning("Holding a %s batch: %s", kind, failure.text)
+                held, held_text = [i for i, _ in streak], failure.text
+                streak = []
+                continue
+        reset = reset or failure.reset
+        reconnect = reconnect or failure.reconnect
+    _sent(outcome, journal, kind, *accepted)
+    if held is not None:
+        _hold(outcome, held + untried + rest, held_text)
+        return True, streak
+    outcome.unsent.extend(untried)
+    if reset:
+        sender.reset()
+    if reconnect:
+        try:
+            with contextlib.suppress(Exception):
+                sender.close()
+            sender.open()
+        except Exception as reconnect_error:  # noqa: BLE001
+            _hold(outcome, [i for i, _ in streak] + rest, f"could not connect: {reconnect_error}")
+            return True, []
+    return False, streak
+
+
+def _sent(outcome, journal, kind, *items):
+    """These readers' messages were accepted: noted in the journal at once,
+    in one round trip however many."""
+    outcome.sent.extend(items)
+    if not items:
+        return
     try:
-        journal.set(journal_key(kind, item.pk), 1, timeout=7 * 24 * 3600)
+        if len(items) == 1:
+            journal.set(journal_key(kind, items[0].pk), 1, timeout=JOURNAL_SECONDS)
+        else:
+            journal.set_many({journal_key(kind, i.pk): 1 for i in items}, timeout=JOURNAL_SECONDS)
     except Exception:  # noqa: BLE001 - any cache backend's error
         # The cache is down (Redis restarting): the batch still records this
         # send in the database when it ends; only a crash before then would
         # repeat it.
-        logger.warning("Send journal unavailable for %s %s", kind, item.pk)
+        logger.warning("Send journal unavailable for %s %s", kind, [i.pk for i in items][:10])
+
+
+JOURNAL_SECONDS = 7 * 24 * 3600
 
 
 def _without(text, address):
@@ -374,8 +577,11 @@ def _smtp_reply(code, text, at_recipient):
 
 
 # Mailgun answers 400 for a whole call when a 'to' address is invalid:
-# "'to' parameter is not a valid address. please check documentation".
-_INVALID_ADDRESS = re.compile(r"\bto\b.{0,40}not a valid address", re.IGNORECASE)
+# "'to' parameter is not a valid address. please check documentation";
+# SparkPost 422: "Invalid recipient address.email: …".
+_INVALID_ADDRESS = re.compile(
+    r"\bto\b.{0,40}not a valid address|invalid recipient address", re.IGNORECASE
+)
 
 
 def classify(error):
@@ -397,6 +603,15 @@ def classify(error):
     """
     if isinstance(error, AmbiguousSend):
         return Failure(f"ambiguous: {error}", reconnect=True, ambiguous=True)
+    if isinstance(error, ProviderAnswer):
+        text = " ".join(str(error).split())
+        if error.refused:
+            return Failure(
+                f"refused by the provider: {text}", final=True, refused=True, invalid=True
+            )
+        if error.sent:
+            return Failure(text, sent=True, ambiguous=True)
+        return Failure(f"failed at the provider: {text}")
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         code, text = next(iter(error.recipients.values()))
         return _smtp_reply(code, text, at_recipient=True)
@@ -482,25 +697,98 @@ def _retry(outcome, item, error):
 
 
 class Pace:
-    """At most SUBSCRIPTIONS_MAX_RATE messages a second across all workers
-    (an email provider's quota), counted per second in the shared cache."""
+    """At most `rate` (default SUBSCRIPTIONS_MAX_RATE) a second across all
+    workers — messages, or with name="calls" API calls — counted per second
+    in the shared cache."""
 
-    def __init__(self):
+    def __init__(self, rate=None, name="pace"):
+        rate = conf.MAX_RATE if rate is None and name == "pace" else rate
         # At least one a second: the counter is per second.
-        self.rate = max(1, int(conf.MAX_RATE)) if conf.MAX_RATE else None
+        self.rate = max(1, int(rate)) if rate else None
+        self.name = name
         self.cache = caches[conf.CACHE]
 
-    def wait(self, deadline=None):
-        """Take a slot; False if none comes before `deadline` (monotonic)."""
+    def wait(self, deadline=None, n=1):
+        """Take n slots (at most a second's worth); False if they do not
+        come before `deadline` (monotonic)."""
         if not self.rate:
             return True
+        n = min(max(1, n), self.rate)
         while True:
             now = time.time()
-            key = f"subscriptions:pace:{int(now)}"
+            key = f"subscriptions:{self.name}:{int(now)}"
             self.cache.add(key, 0, timeout=5)
-            if self.cache.incr(key) <= self.rate:
+            taken = self.cache.incr(key, n)
+            if taken <= self.rate:
                 return True
+            self.cache.decr(key, n)  # not ours: leave the count as it was
             pause = int(now) + 1 - now
             if deadline is not None and time.monotonic() + pause > deadline:
                 return False
             time.sleep(pause)
+
+
+# A row's error while it waits for the next day's quota (the admin counts them).
+QUOTA_WAIT = "quota: waiting for tomorrow's daily cap"
+
+
+def daily_cap(day):
+    """Messages that may go out on `day` (a UTC date), across all workers:
+    on the warm-up's days (SUBSCRIPTIONS_WARMUP, from WARMUP_START) that
+    day's figure, else DAILY_CAP; None for no cap."""
+    schedule = conf.WARMUP or []
+    if isinstance(schedule, str):
+        schedule = [int(part) for part in schedule.replace(",", " ").split()]
+    start = conf.WARMUP_START
+    if schedule and start:
+        if isinstance(start, str):
+            start = datetime.fromisoformat(start).date()
+        elif isinstance(start, datetime):
+            start = start.date()
+        age = (day - start).days
+        if age < len(schedule):
+            return int(schedule[max(0, age)])
+    return int(conf.DAILY_CAP) if conf.DAILY_CAP else None
+
+
+class Quota:
+    """Today's (UTC) share of the daily cap, counted in the shared cache
+    across all workers. A count that races past the cap is given back, so
+    the cap is never exceeded."""
+
+    def __init__(self):
+        self.cache = caches[conf.CACHE]
+        self.day = timezone.now().astimezone(UTC).date()
+        self.cap = daily_cap(self.day)
+        self.key = f"subscriptions:quota:{self.day.isoformat()}"
+
+    def take(self, n):
+        """How many of n messages may go today (they are counted)."""
+        if self.cap is None:
+            return n
+        self.cache.add(self.key, 0, timeout=3 * 24 * 3600)
+        total = self.cache.incr(self.key, n)
+        granted = max(0, min(n, self.cap - (total - n)))
+        if granted < n:
+            self.cache.decr(self.key, n - granted)
+        return granted
+
+    def give(self, n):
+        """Messages counted but not sent after all."""
+        if self.cap is not None and n:
+            with contextlib.suppress(Exception):
+                self.cache.decr(self.key, n)
+
+    def used(self):
+        return int(self.cache.get(self.key) or 0)
+
+    def tomorrow(self):
+        return datetime.combine(self.day + timedelta(days=1), day_start(), tzinfo=UTC)
+
+
+def _wait_for_quota(outcome, items, at):
+    """Back to pending until `at` (the next day), without spending an attempt."""
+    for item in items:
+        item.next_attempt_at = at + timedelta(seconds=random.uniform(0, 60))
+        item.error = QUOTA_WAIT
+        outcome.retry.append(item)

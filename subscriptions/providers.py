@@ -1,0 +1,158 @@
+"""Email providers whose APIs take many readers in one call, through
+django-anymail's batch sending (merge_data / merge_headers / merge_metadata).
+
+A provider listed here is first-class: transports.ProviderTransport sends
+a post to up to `per_call` readers in one API call, each reader's links,
+Message-ID and List-Unsubscribe filled in by the provider (or, for
+Postmark, in each message of its batch call). Every other Django email
+backend, and any other anymail provider, sends one message per reader.
+
+What anymail 15.2 does for each (checked in its source):
+- Mailgun: `to` lists every reader; merge_data becomes `recipient-variables`
+  and the body says %recipient.NAME%; merge_headers become h:Name headers
+  with %recipient.h:Name% values; merge_metadata v:name. Up to 1,000
+  recipients per call (Mailgun's documented limit for batch sending). One
+  invalid `to` fails the whole call with 400.
+- Postmark: /email/batch, up to 500 messages per call, one per reader, with
+  its own headers and metadata; anymail does not fill merge_data into an
+  inline body (only into stored templates), so each message's body is
+  filled here, in a payload derived from anymail's. Postmark answers each
+  message with its own ErrorCode.
+- SparkPost: one transmission with a recipient per reader, merge_data as
+  each recipient's substitution_data ({{name}}; {{{name}}} unescaped in
+  the HTML part, as our own path inserts links), merge_headers through
+  substitution_data too. It answers only how many it accepted and
+  rejected: a mixed answer cannot say who, so those readers count as sent,
+  flagged ambiguous (a rejected address comes back through the webhook).
+Not batched: Resend (anymail refuses merge_data), Amazon SES (bulk sends
+need a stored template), SendGrid (anymail 15 dropped its support), and
+the rest.
+"""
+
+from dataclasses import dataclass
+
+from . import emails
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    per_call: int  # recipients one API call may carry (the provider's limit)
+
+    def field(self, name, html):
+        """The provider's merge syntax for the value `name`."""
+        raise NotImplementedError
+
+    def prepare(self, message):
+        """Last touches to the batch message for this provider."""
+        return message
+
+    def connection(self, connection):
+        """The backend to send the batch message with."""
+        return connection
+
+
+class Mailgun(Provider):
+    def field(self, name, html):
+        return f"%recipient.{name}%"
+
+
+class SparkPost(Provider):
+    def field(self, name, html):
+        return "{{{" + name + "}}}" if html else "{{" + name + "}}"
+
+
+class Postmark(Provider):
+    def field(self, name, html):
+        return emails.placeholder(name)  # filled in here, message by message
+
+    def prepare(self, message):
+        # anymail refuses merge_data without a stored template.
+        message.reader_values = message.merge_data
+        del message.merge_data
+        return message
+
+    def connection(self, connection):
+        backend = _postmark_backend()
+        if isinstance(connection, backend):
+            return connection
+        batch = backend.__new__(backend)
+        batch.__dict__.update(connection.__dict__)
+        return batch
+
+
+PROVIDERS = {
+    "anymail.backends.mailgun.EmailBackend": Mailgun("mailgun", 1000),
+    "anymail.backends.postmark.EmailBackend": Postmark("postmark", 500),
+    "anymail.backends.sparkpost.EmailBackend": SparkPost("sparkpost", 1000),
+}
+
+
+def provider_of(connection):
+    """The first-class Provider behind this email backend, or None."""
+    cls = type(connection)
+    for klass in cls.__mro__:
+        found = PROVIDERS.get(f"{klass.__module__}.{klass.__name__}")
+        if found:
+            return found
+    return None
+
+
+# Postmark answers a batch call with one {ErrorCode, Message} per message, in
+# order: 0 accepted, 300 an invalid address, 406 an inactive (bounced or
+# complaining) one; anything else is that message's own failure.
+POSTMARK_REFUSED = {300: "invalid", 406: "rejected"}
+
+_postmark = None
+
+
+def _postmark_backend():
+    """anymail's Postmark backend, filling each message's body with its
+    reader's values and reading each message's answer of a batch call."""
+    global _postmark
+    if _postmark is not None:
+        return _postmark
+    from anymail.backends.postmark import EmailBackend, PostmarkPayload
+    from anymail.exceptions import AnymailRequestsAPIError
+    from anymail.message import AnymailRecipientStatus
+
+    class Payload(PostmarkPayload):
+        def data_for_recipient(self, to):
+            data = super().data_for_recipient(to)
+            values = getattr(self.message, "reader_values", {}).get(to.addr_spec)
+            if values:
+                for key in ("TextBody", "HtmlBody"):
+                    if key in data:
+                        data[key] = emails.fill(data[key], values)
+            return data
+
+    class Backend(EmailBackend):
+        def build_message_payload(self, message, defaults):
+            return Payload(message, defaults, self)
+
+        def parse_recipient_status(self, response, payload, message):
+            answers = self.deserialize_json_response(response, payload, message)
+            if not isinstance(answers, list) or len(answers) != len(payload.to_emails):
+                return super().parse_recipient_status(response, payload, message)
+            statuses, errors = {}, {}
+            for to, answer in zip(payload.to_emails, answers, strict=True):
+                if not isinstance(answer, dict) or "ErrorCode" not in answer:
+                    raise AnymailRequestsAPIError(
+                        "Invalid Postmark API response format",
+                        email_message=message,
+                        payload=payload,
+                        response=response,
+                        backend=self,
+                    )
+                code = answer["ErrorCode"]
+                if code == 0:
+                    status = AnymailRecipientStatus(answer.get("MessageID"), "sent")
+                else:
+                    status = AnymailRecipientStatus(None, POSTMARK_REFUSED.get(code, "failed"))
+                    errors[to.addr_spec] = f"ErrorCode {code}: {answer.get('Message', '')}"
+                statuses[to.addr_spec] = status
+            message.recipient_errors = errors
+            return statuses
+
+    _postmark = Backend
+    return Backend
