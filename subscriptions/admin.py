@@ -556,12 +556,14 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
 
     @admin.display(description="Progress")
     def progress(self, mailing):
-        return "—" if mailing.status == Mailing.Status.CANCELLED else progress_bar(mailing)
+        if mailing.status in (Mailing.Status.QUEUED, Mailing.Status.CANCELLED):
+            return "—"
+        return progress_bar(mailing)
 
     @admin.display(description="Progress", ordering="pending_count")
     def progress_and_counts(self, mailing):
-        if mailing.status == Mailing.Status.CANCELLED:
-            return "—"
+        if mailing.status in (Mailing.Status.QUEUED, Mailing.Status.CANCELLED):
+            return "—"  # nothing sent, nor due to be yet
         return format_html(
             '{}<br><span class="help">{} sent · {} failed · {} to send</span>',
             progress_bar(mailing),
