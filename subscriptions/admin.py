@@ -392,7 +392,7 @@ def _back(request, fallback):
 
 @admin.register(Mailing)
 class MailingAdmin(AdminStyles, admin.ModelAdmin):
-    list_display = ["title", "status", "send_state", "progress_and_counts", "topic_list"]
+    list_display = ["title", "status_and_when", "progress_and_counts", "topic_list"]
     list_filter = ["status", "created_at"]
     search_fields = ["title", "post_key"]
     date_hierarchy = "created_at"
@@ -428,7 +428,10 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
     def get_list_display(self, request):
         if request.user.has_perm(CANCEL_PERMISSION):
             return self.list_display
-        return [name if name != "send_state" else "send_state_only" for name in self.list_display]
+        return [
+            name if name != "status_and_when" else "status_and_when_only"
+            for name in self.list_display
+        ]
 
     def get_readonly_fields(self, request, obj=None):
         if request.user.has_perm(CANCEL_PERMISSION):
@@ -437,6 +440,20 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         return self.get_readonly_fields(request, obj)
+
+    @admin.display(description="Status", ordering="status")
+    def status_and_when(self, mailing, cancel=True):
+        """The status, and when it goes ("sending in 3:41 — Cancel") or went."""
+        if mailing.status == Mailing.Status.CANCELLED:
+            return send_countdown(mailing)
+        when = send_countdown(mailing, cancel=cancel) or _sent_when(mailing)
+        if not when:
+            return mailing.get_status_display()
+        return format_html('{}<br><span class="help">{}</span>', mailing.get_status_display(), when)
+
+    @admin.display(description="Status", ordering="status")
+    def status_and_when_only(self, mailing):
+        return self.status_and_when(mailing, cancel=False)
 
     @admin.display(description="When")
     def send_state(self, mailing):
@@ -591,12 +608,14 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
 
     @admin.display(description="Progress")
     def progress(self, mailing):
-        return "—" if mailing.status == Mailing.Status.CANCELLED else progress_bar(mailing)
+        if mailing.status in (Mailing.Status.QUEUED, Mailing.Status.CANCELLED):
+            return "—"
+        return progress_bar(mailing)
 
     @admin.display(description="Progress", ordering="pending_count")
     def progress_and_counts(self, mailing):
-        if mailing.status == Mailing.Status.CANCELLED:
-            return "—"
+        if mailing.status in (Mailing.Status.QUEUED, Mailing.Status.CANCELLED):
+            return "—"  # nothing sent, nor due to be yet
         waiting = getattr(mailing, "quota_waiting", 0)
         return format_html(
             '{}<br><span class="help">{} sent · {} failed · {} to send{}</span>',
