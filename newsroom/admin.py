@@ -6,8 +6,10 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Count
-from django.http import HttpResponseNotAllowed, JsonResponse
+from django.http import Http404, HttpResponseNotAllowed, JsonResponse
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 
 import subscriptions
@@ -33,6 +35,7 @@ class ArticleAdmin(admin.ModelAdmin):
     list_display = ["title", "status", "published_at", "byline", "entity_list", "preview_link"]
     list_filter = [
         "status",
+        "email_only",
         ("entities", admin.RelatedOnlyFieldListFilter),
         ("entities__kind", admin.ChoicesFieldListFilter),
         "published_at",
@@ -42,7 +45,13 @@ class ArticleAdmin(admin.ModelAdmin):
     list_select_related = ["author"]
     inlines = [ArticleEntityInline]
     actions = ["publish", "unpublish"]
-    readonly_fields = ["preview_link", "mailing_progress", "created_at", "updated_at"]
+    readonly_fields = [
+        "preview_link",
+        "mailing_progress",
+        "email_preview_link",
+        "created_at",
+        "updated_at",
+    ]
     formfield_overrides = {
         models.TextField: {"widget": forms.Textarea(attrs={"rows": 3, "cols": 80})}
     }
@@ -56,7 +65,9 @@ class ArticleAdmin(admin.ModelAdmin):
                     "status",
                     "published_at",
                     "email_subscribers",
+                    "email_only",
                     "mailing_progress",
+                    "email_preview_link",
                     "slug",
                     "preview_link",
                 ]
@@ -74,7 +85,12 @@ class ArticleAdmin(admin.ModelAdmin):
             self.admin_site.admin_view(self.suggest_entities),
             name="newsroom_article_suggest_entities",
         )
-        return [suggest, *super().get_urls()]
+        email_preview = path(
+            "<path:object_id>/email-preview/",
+            self.admin_site.admin_view(self.email_preview),
+            name="newsroom_article_email_preview",
+        )
+        return [suggest, email_preview, *super().get_urls()]
 
     def suggest_entities(self, request):
         """The "Suggested entities" panel (static/newsroom/suggest.js): the
@@ -102,7 +118,9 @@ class ArticleAdmin(admin.ModelAdmin):
     def get_view_on_site_url(self, obj=None):
         if obj is None:
             return None
-        return obj.get_absolute_url() if obj.is_public else obj.get_preview_url()
+        if obj.is_public and not obj.email_only:
+            return obj.get_absolute_url()
+        return obj.get_preview_url()
 
     def save_model(self, request, obj, form, change):
         if obj.author_id is None:
@@ -131,6 +149,40 @@ class ArticleAdmin(admin.ModelAdmin):
             mailing.failed_count,
             mailing.pending_count,
             mailing.digest_count,
+        )
+
+    # The email preview: the article's email as a reader will get it, for a
+    # sample reader (subscriptions.preview), before it is published.
+
+    def email_preview(self, request, object_id):
+        article = self.get_object(request, object_id)
+        if article is None:
+            raise Http404
+        if not self.has_view_permission(request, article):
+            raise PermissionDenied
+        email = subscriptions.preview(article)
+        response = TemplateResponse(
+            request,
+            "admin/newsroom/article/email_preview.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "original": article,
+                "title": f"Email preview: {article.title}",
+                "email": email,
+            },
+        )
+        add_never_cache_headers(response)
+        return response
+
+    @admin.display(description="Email preview")
+    def email_preview_link(self, obj):
+        if not obj.pk:
+            return "Save the article to preview its email."
+        return format_html(
+            '<a href="{}" target="_blank" class="email-preview-link">Preview email</a> '
+            '<span class="help">as a subscriber will get it, HTML and text</span>',
+            reverse("admin:newsroom_article_email_preview", args=[obj.pk]),
         )
 
     @admin.display(description="Preview")

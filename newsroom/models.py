@@ -239,10 +239,16 @@ class EntityRedirect(models.Model):
 
 
 class ArticleQuerySet(models.QuerySet):
-    def published(self):
-        """What readers may see: the one rule every public page, feed and
-        sitemap goes through."""
+    def live(self):
+        """Published and due, email-only articles included: what may be
+        announced (emailed). Never for a public page: see published()."""
         return self.filter(status=Article.Status.PUBLISHED, published_at__lte=timezone.now())
+
+    def published(self):
+        """What readers may see: the one rule every public page, feed, sitemap
+        and search goes through. Email-only articles are live but never
+        listed; their one address is their email's web version."""
+        return self.live().filter(email_only=False)
 
     def due(self):
         """Scheduled articles whose publish time has come."""
@@ -348,6 +354,13 @@ class Article(models.Model):
         help_text="Email it to subscribers when it goes live. Untick for corrections and "
         "minor updates. An article is never emailed twice.",
     )
+    email_only = models.BooleanField(
+        "email only",
+        default=False,
+        help_text="Send it by email and list it in the newsletter archive, but keep it off "
+        "the site: not on the home page, entity pages, feeds, search or the sitemap. Its web "
+        "version gets a private address; its article address shows nothing.",
+    )
     entities = models.ManyToManyField(Entity, through="ArticleEntity", related_name="articles")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -384,6 +397,13 @@ class Article(models.Model):
         if self.lead_image and not self.lead_image_alt.strip():
             raise ValidationError(
                 {"lead_image_alt": "Describe the lead image for readers who cannot see it."}
+            )
+        if self.email_only and not self.email_subscribers:
+            raise ValidationError(
+                {
+                    "email_only": "An email-only article reaches readers only by email: "
+                    "tick “Email this post” too."
+                }
             )
         if self.status == self.Status.SCHEDULED and not self.published_at:
             raise ValidationError({"published_at": "Choose when the scheduled article goes live."})
@@ -462,7 +482,7 @@ class Article(models.Model):
         after-commit announce is not raced; within MISSED_ANNOUNCE_WINDOW.
         Returns the ids announced."""
         now = now or timezone.now()
-        recent = cls.objects.published().filter(
+        recent = cls.objects.live().filter(
             email_subscribers=True,
             published_at__gte=now - cls.MISSED_ANNOUNCE_WINDOW,
             published_at__lte=now - timedelta(minutes=1),
@@ -601,7 +621,7 @@ class ArticleEntity(models.Model):
 
 def announce_article(pk, live_since=None):
     """Hand a live article to the newsletter; see Article.announce()."""
-    article = Article.objects.published().with_entities().filter(pk=pk).first()
+    article = Article.objects.live().with_entities().filter(pk=pk).first()
     if article and article.email_subscribers:
         subscriptions.announce(article, live_since=live_since)
 

@@ -1,7 +1,7 @@
 """Seed articles: parse a seed file and load it as a published article.
 
 A seed file is UTF-8 text with optional YAML front matter between `---` lines
-(title, date, summary, byline, slug, entities), then the body. Paragraphs are
+(title, date, summary, byline, slug, entities, email_only), then the body. Paragraphs are
 separated by blank lines, or, when the body has none, one paragraph a line.
 The site's subscribe footer ("Discover more from …" / "Subscribe to get the
 latest posts …") is stripped from the end: the site renders its own.
@@ -58,6 +58,7 @@ class Seed:
     slug: str = ""
     entities: list = field(default_factory=list)
     has_front_matter: bool = False
+    email_only: bool = False
 
     @property
     def body_html(self):
@@ -118,6 +119,14 @@ def _text(value, path, line, name, required=False):
     value = str(value).strip()
     if required and not value:
         raise SeedError(path, line, f"{name} is required")
+    return value
+
+
+def _flag(value, path, line, name):
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise SeedError(path, line, f"{name} must be true or false, not {value!r}")
     return value
 
 
@@ -221,6 +230,7 @@ def parse_seed(path):
         slug=slugify(_text(meta.get("slug"), path, line_of("slug"), "slug")),
         entities=_parse_entities(meta.get("entities"), entities_node, path),
         has_front_matter=meta_node is not None,
+        email_only=_flag(meta.get("email_only"), path, line_of("email_only"), "email_only"),
     )
 
 
@@ -284,6 +294,7 @@ def load_seed(seed, email=True, create_entities=False):
         status=Article.Status.PUBLISHED,
         published_at=seed.published_at,
         email_subscribers=email,
+        email_only=seed.email_only,
     )
     for seed_entity in seed.entities:
         entity, _ = _entity_for(seed_entity)

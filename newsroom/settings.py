@@ -5,6 +5,7 @@ Defaults run the whole site on one machine: SQLite and a private Redis under
 var/, emails written to var/mail/.
 """
 
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -170,6 +171,13 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-deliveries": {"task": "subscriptions.tasks.sweep", "schedule": 60.0},
     # Make the daily and weekly digests once their send time has come.
     "make-digests": {"task": "subscriptions.tasks.make_digests", "schedule": 300.0},
+    # One reminder to addresses pending for SUBSCRIPTIONS_REMIND_AFTER; delete
+    # those pending for SUBSCRIPTIONS_PENDING_MAX_AGE.
+    "remind-pending": {"task": "subscriptions.tasks.remind_pending", "schedule": 3600.0},
+    "delete-stale-pending": {
+        "task": "subscriptions.tasks.delete_stale_pending",
+        "schedule": 3600.0,
+    },
 }
 
 # Email. Without EMAIL_URL every message is written as a file under
@@ -283,3 +291,11 @@ SUBSCRIPTIONS_HARD_BOUNCE_LIMIT = env.int("SUBSCRIPTIONS_HARD_BOUNCE_LIMIT", def
 SUBSCRIPTIONS_CACHE = env.str("SUBSCRIPTIONS_CACHE", default="default")
 SUBSCRIPTIONS_DIGEST_HOUR = env.int("SUBSCRIPTIONS_DIGEST_HOUR", default=7)
 SUBSCRIPTIONS_DIGEST_WEEKDAY = env.int("SUBSCRIPTIONS_DIGEST_WEEKDAY", default=0)
+# Days after its confirmation email that a pending address gets its one
+# reminder, and after which it is deleted; 0: never.
+SUBSCRIPTIONS_REMIND_AFTER = (
+    timedelta(days=env.float("SUBSCRIPTIONS_REMIND_AFTER_DAYS", default=3)) or None
+)
+SUBSCRIPTIONS_PENDING_MAX_AGE = (
+    timedelta(days=env.float("SUBSCRIPTIONS_PENDING_MAX_AGE_DAYS", default=30)) or None
+)

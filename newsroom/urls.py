@@ -6,6 +6,7 @@ from django.urls import include, path, re_path, register_converter
 from django.views.generic import RedirectView
 from django.views.static import serve
 
+import subscriptions.urls
 from subscriptions import webhooks
 
 from . import feeds, views
@@ -50,6 +51,8 @@ urlpatterns = [
     # nobody can forge a bounce. Read once, when the URLconf loads.
     path("anymail/", include((webhooks.tracking_urls(), "anymail"))),
     path("", include("subscriptions.urls")),
+    # The newsletter archive (/newsletter/) and each email's web version.
+    path("", include(subscriptions.urls.archive)),
 ]
 
 if settings.SERVE_MEDIA:

@@ -42,6 +42,16 @@ def unannounced(posts):
     return [post for key, post in by_key.items() if key not in announced]
 
 
+def preview(post):
+    """The email `post` would send if announced now, as a sample reader
+    would get it (its links lead to the site, not to anyone's preferences):
+    an object with subject, text and html. Renders only: stores and sends
+    nothing, so an editor can look before publishing."""
+    from .emails import preview
+
+    return preview(post)
+
+
 def withdraw(post):
     """Stop mailing `post` (it was unpublished): its mailing is paused and no
     digest will list it. An editor can resume the mailing from the admin."""

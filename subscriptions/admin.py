@@ -36,6 +36,19 @@ class TopicFilter(admin.SimpleListFilter):
         return queryset
 
 
+class RemindedFilter(admin.SimpleListFilter):
+    title = "reminded to confirm"
+    parameter_name = "reminded"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Reminded"), ("no", "Not reminded")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(reminded_at__isnull=self.value() == "no")
+        return queryset
+
+
 class _Echo:
     """A file-like object whose write() returns the line: lets csv.writer
     feed a StreamingHttpResponse."""
@@ -87,10 +100,30 @@ def truncated(value, css_class="truncate"):
     return format_html('<span class="{}" title="{}">{}</span>', css_class, value, value)
 
 
+def pending_policy():
+    """What happens to pending addresses, and what the last runs did."""
+    remind, max_age = conf.REMIND_AFTER, conf.PENDING_MAX_AGE
+    parts = [
+        f"Pending addresses get one reminder {conf.duration('REMIND_AFTER').days} days after "
+        "their confirmation email"
+        if remind
+        else "Pending addresses get no reminder",
+        f"and are deleted after {conf.duration('PENDING_MAX_AGE').days} days."
+        if max_age
+        else "and are kept.",
+    ]
+    notes = delivery.housekeeping()
+    for what, label in (("reminded", "reminded"), ("deleted", "deleted")):
+        if what in notes:
+            when, count = notes[what]
+            parts.append(f"Last run {when:%Y-%m-%d %H:%M}: {count} {label}.")
+    return " ".join(parts)
+
+
 @admin.register(Subscriber)
 class SubscriberAdmin(AdminStyles, admin.ModelAdmin):
     list_display = ["address", "status", "how_often", "follows", "joined"]
-    list_filter = ["status", "frequency", TopicFilter, "created_at"]
+    list_filter = ["status", "frequency", TopicFilter, RemindedFilter, "created_at"]
     search_fields = ["email", "name"]
     date_hierarchy = "created_at"
     list_per_page = 100
@@ -108,6 +141,7 @@ class SubscriberAdmin(AdminStyles, admin.ModelAdmin):
         "consent_wording",
         "created_at",
         "confirmation_sent_at",
+        "reminded_at",
         "confirmed_at",
         "unsubscribed_at",
     ]
@@ -128,7 +162,15 @@ class SubscriberAdmin(AdminStyles, admin.ModelAdmin):
         ),
         (
             "History",
-            {"fields": ["created_at", "confirmation_sent_at", "confirmed_at", "unsubscribed_at"]},
+            {
+                "fields": [
+                    "created_at",
+                    "confirmation_sent_at",
+                    "reminded_at",
+                    "confirmed_at",
+                    "unsubscribed_at",
+                ]
+            },
         ),
     ]
 
@@ -177,6 +219,7 @@ class SubscriberAdmin(AdminStyles, admin.ModelAdmin):
         extra_context = {
             **(extra_context or {}),
             "status_counts": [(status.label, counts[status]) for status in Subscriber.Status],
+            "pending_policy": pending_policy(),
         }
         response = super().changelist_view(request, extra_context)
         return _with_topic_labels(response, lambda obj: [f.topic for f in obj.follows.all()])

@@ -31,6 +31,14 @@ DEFAULTS = {
     "DATA_LINK_MAX_AGE": timedelta(hours=1),
     # A pending address gets at most one confirmation email per window (a timedelta).
     "CONFIRMATION_WINDOW": timedelta(hours=1),
+    # A pending address gets one reminder to confirm this long after its
+    # confirmation email (timedelta or seconds), then nothing; never one that
+    # asked more than twice this long ago (a backlog is not mailed out of the
+    # blue). None: no reminders.
+    "REMIND_AFTER": timedelta(days=3),
+    # Pending addresses whose confirmation email is older than this are
+    # deleted (data minimisation; timedelta or seconds). None: kept.
+    "PENDING_MAX_AGE": timedelta(days=30),
     # django-ratelimit rates for POST /subscribe/ ("count/period"); None: off.
     "RATELIMIT_IP": "20/h",
     "RATELIMIT_EMAIL": "5/h",

@@ -19,12 +19,17 @@ at once: fan-out resumes from its cursor and its rows are unique per
 second run finds nothing to send.
 """
 
+import logging
+
+from django.core.cache import caches
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import emails, tasks, transports
 from .conf import conf
 from .models import MAX_ID, Delivery, Digest, Mailing, Subscriber, _due
+
+logger = logging.getLogger(__name__)
 
 
 def enqueue_after_commit(task, *args, countdown=None):
@@ -98,6 +103,76 @@ def send_confirmation(subscriber_id):
 
 def send_welcome(subscriber_id):
     _email_reader(subscriber_id, emails.welcome, status=Subscriber.Status.CONFIRMED)
+
+
+# Pending addresses: one reminder, then, after PENDING_MAX_AGE, deletion.
+# Beat runs both every hour.
+
+REMINDERS_PER_RUN = 10_000
+
+
+def remind_pending(now=None):
+    """Queue a reminder to each pending address whose confirmation email went
+    out REMIND_AFTER ago (but not twice that: a backlog from before is left
+    alone) and that was never reminded; returns how many. Each address is
+    marked reminded before its task is queued, so it gets one reminder at
+    most, however often this runs."""
+    if not conf.REMIND_AFTER:
+        return 0
+    now = now or timezone.now()
+    after = conf.duration("REMIND_AFTER")
+    ids = Subscriber.objects.claim_reminders(now - after, now - 2 * after, REMINDERS_PER_RUN)
+    for pk in ids:
+        enqueue_after_commit(tasks.send_reminder, pk)
+    if ids:
+        logger.info("Reminded %d pending addresses to confirm", len(ids))
+    _note_housekeeping("reminded", len(ids))
+    return len(ids)
+
+
+def send_reminder(subscriber_id):
+    _email_reader(subscriber_id, emails.reminder, status=Subscriber.Status.PENDING)
+
+
+def delete_stale_pending(now=None):
+    """Delete the addresses still pending PENDING_MAX_AGE after their
+    confirmation email (data minimisation); returns how many, and logs it."""
+    if not conf.PENDING_MAX_AGE:
+        return 0
+    before = (now or timezone.now()) - conf.duration("PENDING_MAX_AGE")
+    deleted = 0
+    while count := Subscriber.objects.delete_pending(before):
+        deleted += count
+    if deleted:
+        logger.info(
+            "Deleted %d addresses pending since before %s (never confirmed)",
+            deleted,
+            before.isoformat(timespec="minutes"),
+        )
+    _note_housekeeping("deleted", deleted)
+    return deleted
+
+
+HOUSEKEEPING_KEY = "subscriptions:housekeeping"
+
+
+def _note_housekeeping(what, count):
+    """Keep the last run's count in the shared cache, for the admin."""
+    try:
+        cache = caches[conf.CACHE]
+        notes = cache.get(HOUSEKEEPING_KEY) or {}
+        notes[what] = (timezone.now(), count)
+        cache.set(HOUSEKEEPING_KEY, notes, None)
+    except Exception:  # noqa: BLE001 - a note for the admin is not worth failing the job
+        logger.warning("Could not note the %s count", what, exc_info=True)
+
+
+def housekeeping():
+    """{"reminded"|"deleted": (when, count)} of the last runs, for the admin."""
+    try:
+        return caches[conf.CACHE].get(HOUSEKEEPING_KEY) or {}
+    except Exception:  # noqa: BLE001 - the cache is down: say nothing
+        return {}
 
 
 # Readers' data: the download and the erasure open only from a short-lived

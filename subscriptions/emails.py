@@ -9,13 +9,16 @@ Rendering only: each function returns messages; transports.py sends them.
 import email.message
 import email.policy
 import email.utils
+import re
 import time
+import uuid
 from dataclasses import dataclass
 
 import css_inline
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.template import Context
 from django.template.loader import get_template, render_to_string
+from django.urls import reverse
 from django.utils.crypto import salted_hmac
 
 from . import tokens
@@ -65,14 +68,24 @@ def build(kind, to, context, headers=None):
     return message
 
 
-def confirmation(subscriber):
+def confirmation(subscriber, kind="confirmation"):
     # Carries nothing the form's sender typed but the address itself, so it
     # cannot be used to mail chosen words to a stranger.
+    remind = conf.REMIND_AFTER and kind == "confirmation"
     return build(
-        "confirmation",
+        kind,
         subscriber.email,
-        {"confirm_url": subscriber.confirm_url(), "max_age_days": conf.confirm_max_age.days},
+        {
+            "confirm_url": subscriber.confirm_url(),
+            "max_age_days": conf.confirm_max_age.days,
+            "remind_days": conf.duration("REMIND_AFTER").days if remind else None,
+        },
     )
+
+
+def reminder(subscriber):
+    """The one reminder to a pending address: the confirmation, a fresh link."""
+    return confirmation(subscriber, kind="reminder")
 
 
 def data_link(subscriber):
@@ -130,8 +143,13 @@ def post_snapshot(post):
     email_summary() (plain text), email_html() (sanitised HTML, used when
     SUBSCRIPTIONS_EMAIL_CONTENT is "full"), topic_keys(), topic_links()
     ([(label, absolute URL)]), byline and email_image() ((absolute URL, alt)).
+    A post with a true `email_only` has no public page: its address, in the
+    email and the digests, is its web version's (random, unguessable).
     """
+    web_key = uuid.uuid4()
     url = post.get_absolute_url()
+    if getattr(post, "email_only", False):
+        url = reverse("newsletter:web_version", args=[web_key])
     if url.startswith("/"):
         url = conf.absolute_url(url)
     summary = _call(post, "email_summary", "")
@@ -158,6 +176,7 @@ def post_snapshot(post):
         "subject": parts.subject[:300],
         "text": parts.text,
         "html": parts.html,
+        "web_key": web_key,
     }
 
 
@@ -384,3 +403,50 @@ def digest(posts, follows=None, labels=None):
         )
 
     return for_reader
+
+
+# The web version (the archive) and the editor's preview: the email as
+# readers get it, without any reader's links.
+
+# Templates put what belongs only in a reader's inbox (their preferences and
+# unsubscribe links, "View in browser") between <!--inbox--> and
+# <!--/inbox-->; the web version drops it.
+_INBOX_ONLY = re.compile(r"<!--\s*inbox\s*-->.*?<!--\s*/inbox\s*-->", re.DOTALL)
+_BODY = re.compile(r"<body[^>]*>(.*)</body>", re.DOTALL | re.IGNORECASE)
+
+
+def _without_reader_parts(html):
+    """`html` with no trace of a reader: the marked blocks go, and, in case
+    an override forgot the marks, any link carrying a reader's placeholder
+    loses its address, any other element carrying one goes, and a
+    placeholder left in the text is blanked."""
+    html = _INBOX_ONLY.sub("", html)
+    # A link's words stay, its address goes.
+    html = re.sub(rf"<a\b[^>]*{_MARK}[^>]*>", "<a>", html, flags=re.IGNORECASE)
+    html = re.sub(rf"<[a-z][^>]*{_MARK}[^>]*>", "", html, flags=re.IGNORECASE)
+    return re.sub(rf"{_MARK}\w*?{_MARK}", "", html)
+
+
+def web_version(mailing):
+    """The HTML inside the <body> of the mailing's email, as readers got it
+    but without any reader's links: for the archive's web version page."""
+    html = _without_reader_parts(mailing.html)
+    found = _BODY.search(html)
+    return found.group(1) if found else html
+
+
+class _SampleReader(_Editor):
+    """A reader who does not exist, for the preview: links lead to the site."""
+
+    def __init__(self):
+        super().__init__("reader@example.com")
+        self.name = "A Reader"
+
+
+def preview(post):
+    """The email `post` would get if announced now, for a sample reader: a
+    Parts of subject, text and HTML. Renders only; stores nothing."""
+    snapshot = post_snapshot(post)
+    template = MessageTemplate(snapshot["subject"], snapshot["text"], snapshot["html"])
+    message = template.for_reader(_SampleReader(), message_id("preview", 0), raw=False)
+    return Parts(subject=message.subject, text=message.body, html=message.alternatives[0][0])

@@ -6,6 +6,7 @@ Nothing here queues work or sends email: delivery.py does, calling these.
 
 import re
 import secrets
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -15,6 +16,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import models, transaction
 from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
+from django.urls import reverse
 from django.utils import timezone
 
 from . import tokens
@@ -118,6 +121,67 @@ class SubscriberQuerySet(models.QuerySet):
             .update(status=Subscriber.Status.SUPPRESSED)
         )
 
+    # Confirmation reminders and the clean-up of old pending addresses
+    # (delivery.remind_pending, delivery.delete_stale_pending).
+
+    def pending_since(self, before, after=None):
+        """Pending addresses whose confirmation email (or, without one, the
+        row) dates from before `before` (and from `after` on)."""
+        rows = self.filter(status=Subscriber.Status.PENDING).alias(
+            since=Coalesce("confirmation_sent_at", "created_at")
+        )
+        rows = rows.filter(since__lt=before)
+        return rows.filter(since__gte=after) if after else rows
+
+    def claim_reminders(self, before, after, limit):
+        """Mark up to `limit` pending addresses not yet reminded, whose
+        confirmation email went out between `after` and `before`, as
+        reminded now; returns their ids. A conditional update: two runs at
+        once never remind one address twice, and an address is reminded once
+        for good."""
+        ids = list(
+            self.pending_since(before, after)
+            .filter(reminded_at__isnull=True)
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not ids:
+            return []
+        stamp = timezone.now()
+        self.filter(pk__in=ids, status=Subscriber.Status.PENDING, reminded_at__isnull=True).update(
+            reminded_at=stamp
+        )
+        return list(self.filter(pk__in=ids, reminded_at=stamp).values_list("pk", flat=True))
+
+    def delete_pending(self, before, limit=1000):
+        """Delete up to `limit` addresses still pending whose confirmation
+        email is older than `before`; returns how many. They never
+        confirmed, so nothing was sent to them but that email: the row, its
+        follows and the admin history naming it go. The rare one with
+        deliveries (confirmed once, left, signed up again) is erased as a
+        reader asking for it would be (Subscriber.erase)."""
+        ids = list(self.pending_since(before).values_list("pk", flat=True)[:limit])
+        if not ids:
+            return 0
+        with_history = set(
+            Delivery.objects.filter(subscriber__in=ids).values_list("subscriber", flat=True)
+        ) | set(Digest.objects.filter(subscriber__in=ids).values_list("subscriber", flat=True))
+        erased = 0
+        for subscriber in self.filter(pk__in=with_history).pending_since(before):
+            subscriber.erase()
+            erased += 1
+        plain = [pk for pk in ids if pk not in with_history]
+        with transaction.atomic():
+            # Locked and re-checked: an address confirmed a moment ago is kept.
+            plain = list(
+                self.filter(pk__in=plain)
+                .pending_since(before)
+                .select_for_update()
+                .values_list("pk", flat=True)
+            )
+            _delete_admin_history(plain)
+            deleted = Subscriber.objects.filter(pk__in=plain).delete()[1]
+        return deleted.get(Subscriber._meta.label, 0) + erased
+
     def counts_by_status(self):
         """{status: count} for every status, in one query."""
         counts = self.aggregate(
@@ -219,6 +283,11 @@ class Subscriber(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     confirmation_sent_at = models.DateTimeField(null=True, blank=True)
+    reminded_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the one reminder to confirm was sent (pending addresses only).",
+    )
     confirmed_at = models.DateTimeField(null=True, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
 
@@ -378,14 +447,7 @@ class Subscriber(models.Model):
         re-checks its readers as it goes (transports.deliver).
         """
         with transaction.atomic():
-            if apps.is_installed("django.contrib.admin"):
-                from django.contrib.admin.models import LogEntry
-                from django.contrib.contenttypes.models import ContentType
-
-                LogEntry.objects.filter(
-                    content_type=ContentType.objects.get_for_model(Subscriber),
-                    object_id=str(self.pk),
-                ).delete()
+            _delete_admin_history([self.pk])
             mailings = set(
                 self.deliveries.filter(
                     status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING]
@@ -436,6 +498,19 @@ class Subscriber(models.Model):
             "confirmed_at": iso(self.confirmed_at),
             "unsubscribed_at": iso(self.unsubscribed_at),
         }
+
+
+def _delete_admin_history(subscriber_ids):
+    """The admin's history entries of these subscribers: their titles hold
+    the address."""
+    if subscriber_ids and apps.is_installed("django.contrib.admin"):
+        from django.contrib.admin.models import LogEntry
+        from django.contrib.contenttypes.models import ContentType
+
+        LogEntry.objects.filter(
+            content_type=ContentType.objects.get_for_model(Subscriber),
+            object_id__in=[str(pk) for pk in subscriber_ids],
+        ).delete()
 
 
 class Follow(models.Model):
@@ -608,6 +683,15 @@ class MailingQuerySet(models.QuerySet):
             ambiguous_count=Count("deliveries", filter=Q(deliveries__ambiguous=True)),
         )
 
+    def archived(self):
+        """The public archive (/newsletter/): mailings that went out — sending
+        or done — newest first. Not those still queued (an editor may cancel
+        them) or paused (withdrawn: the post was taken down). Without the
+        email's bodies, which only the web version reads."""
+        return self.filter(status__in=[Mailing.Status.SENDING, Mailing.Status.DONE]).defer(
+            "text", "html"
+        )
+
 
 class Mailing(models.Model):
     """The email of one post: a frozen snapshot, sent to each matching
@@ -643,6 +727,13 @@ class Mailing(models.Model):
         default=timezone.now, help_text="The last time a worker moved this mailing forward."
     )
     finished_at = models.DateTimeField(null=True, blank=True)
+    web_key = models.UUIDField(
+        default=uuid.uuid4,
+        unique=True,
+        editable=False,
+        help_text="Random: the address of the email's web version (/email/<key>/), "
+        "which cannot be guessed from the post's id or slug.",
+    )
 
     objects = MailingQuerySet.as_manager()
 
@@ -651,10 +742,16 @@ class Mailing(models.Model):
         indexes = [
             # delivery.sweep: mailings in flight that made no progress lately.
             models.Index(fields=["status", "progress_at"], name="mailing_inflight_idx"),
+            # MailingQuerySet.archived(): the archive page and its feed, newest first.
+            models.Index(fields=["status", "-created_at", "-id"], name="mailing_archive_idx"),
         ]
 
     def __str__(self):
         return self.title
+
+    def get_absolute_url(self):
+        """The email's web version, as readers got it (views.web_version)."""
+        return reverse("newsletter:web_version", args=[self.web_key])
 
     @staticmethod
     def key_for(post):

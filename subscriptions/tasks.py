@@ -39,6 +39,23 @@ def send_data_link(subscriber_id):
     delivery.send_data_link(subscriber_id)
 
 
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def send_reminder(subscriber_id):
+    delivery.send_reminder(subscriber_id)
+
+
+@shared_task
+def remind_pending():
+    """Beat, hourly: one reminder to addresses pending for REMIND_AFTER."""
+    return delivery.remind_pending()
+
+
+@shared_task
+def delete_stale_pending():
+    """Beat, hourly: delete addresses pending for PENDING_MAX_AGE."""
+    return delivery.delete_stale_pending()
+
+
 @shared_task(acks_late=True)
 def fan_out(mailing_id):
     delivery.fan_out(mailing_id, chunks=1)  # and queues itself again to go on

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import feeds, views
 
 app_name = "subscriptions"
 
@@ -16,3 +16,16 @@ urlpatterns = [
     path("subscribe/unsubscribe/<str:token>/", views.unsubscribe, name="unsubscribe"),
     path("subscribe/one-click/<str:token>/", views.one_click, name="one_click"),
 ]
+
+# The public archive of what was emailed, and each email's web version.
+# Opt-in: the host site mounts it, e.g. path("", include(subscriptions.urls.archive)).
+# Email-only posts need it (their only address is their web version's).
+archive = (
+    [
+        path("newsletter/", views.archive, name="archive"),
+        path("newsletter/feed/", feeds.ArchiveFeed(), name="archive_feed"),
+        path("newsletter/feed/atom/", feeds.ArchiveAtomFeed(), name="archive_feed_atom"),
+        path("email/<uuid:key>/", views.web_version, name="web_version"),
+    ],
+    "newsletter",
+)

@@ -1,14 +1,15 @@
+from django.core.paginator import Paginator
 from django.http import HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django_ratelimit.core import is_ratelimited
 
-from . import delivery
+from . import delivery, emails
 from .conf import conf
 from .forms import FormKind, PreferencesForm, SubscribeForm, wording
-from .models import Consent, Subscriber
+from .models import Consent, Mailing, Subscriber
 from .tokens import DATA, BadToken
 
 
@@ -290,3 +291,31 @@ def erase(request, token):
             "preferences_url": subscriber.preferences_path(),
         },
     )
+
+
+# The public archive (mounted by the host site from urls.archive): what was
+# emailed, and each email's web version, never with a reader's links.
+
+ARCHIVE_PER_PAGE = 20
+
+
+@require_safe
+def archive(request):
+    """Every post that was emailed, newest first (two queries a page)."""
+    page = Paginator(Mailing.objects.archived(), ARCHIVE_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "subscriptions/archive.html", {"page": page})
+
+
+@require_safe
+def web_version(request, key):
+    """The email of one mailing as readers got it, without any reader's
+    links, at an address made of a random key (an email-only post has no
+    other). Gone once the mailing is withdrawn (its post unpublished)."""
+    mailing = get_object_or_404(Mailing.objects.archived().defer(None), web_key=key)
+    response = render(
+        request,
+        "subscriptions/web_version.html",
+        {"mailing": mailing, "email_html": emails.web_version(mailing)},
+    )
+    response["X-Robots-Tag"] = "noindex"
+    return response
