@@ -3,14 +3,17 @@ web version (/email/<key>/): what was sent, never with a reader's links."""
 
 import uuid
 from datetime import timedelta
+from urllib.parse import quote
 
 import feedparser
+import hypothesis
 import pytest
 import time_machine
 from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from hypothesis import strategies as st
 
 from subscriptions import delivery, emails
 from subscriptions.models import MAX_ID, Digest, Mailing
@@ -205,3 +208,22 @@ def test_digests_link_each_posts_web_version(smtp_server, django_capture_on_comm
     html = message.get_body(("html",)).get_content()
     for url in urls:
         assert url in text and f'href="{url}"' in html
+
+
+FUZZ = hypothesis.settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+
+
+@FUZZ
+@hypothesis.given(
+    page=st.one_of(st.text(max_size=30), st.integers().map(str)),
+    key=st.one_of(st.text(max_size=40), st.uuids().map(str)),
+)
+def test_any_page_number_or_key_answers_without_an_error(client, page, key):
+    response = client.get("/newsletter/", {"page": page})
+    assert response.status_code == 200
+    path = "/email/" + quote(key, safe="") + "/"
+    assert client.get(path).status_code == 404
