@@ -518,7 +518,7 @@ class SendableQuerySet(models.QuerySet):
         ):
             return []
         return list(
-            self.model.objects.filter(claim=token)
+            self.model.objects.filter(claim=token, status=Status.SENDING)
             .select_related("subscriber")
             # A batch needs the reader's address, name, status and key: not
             # the consent record and dates (a third of the cost of loading
@@ -887,7 +887,12 @@ class Delivery(Sendable):
         Subscriber, null=True, on_delete=models.SET_NULL, related_name="deliveries"
     )
     digest = models.ForeignKey(
-        "Digest", null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+        "Digest",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="deliveries",
+        db_index=False,  # delivery_digest_idx, partial
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
 
@@ -905,8 +910,10 @@ class Delivery(Sendable):
             # SendableQuerySet.stale: old claims. Partial: only rows being sent
             # are in it, so a fan-out's inserts and a batch's outcomes leave it
             # alone, and PostgreSQL cannot take it for the claim's index.
+            # (status leads, though constant, so that SQLite's planner, which
+            # keeps no statistics here, sees an equality and takes it.)
             models.Index(
-                fields=["claimed_at"],
+                fields=["status", "claimed_at"],
                 condition=Q(status="sending"),
                 name="delivery_sending_idx",
             ),
@@ -917,8 +924,16 @@ class Delivery(Sendable):
                 condition=Q(status="digest"),
                 name="delivery_waiting_idx",
             ),
-            # Sendable.claim: rows this worker claimed.
-            models.Index(fields=["claim"], name="delivery_claim_idx"),
+            # Sendable.claim: rows this worker claimed. Partial, as above: only
+            # rows being sent have a claim.
+            models.Index(
+                fields=["claim"], condition=Q(status="sending"), name="delivery_claimed_idx"
+            ),
+            # DigestQuerySet.posts_of and friends: a digest's deliveries. Partial:
+            # an instant reader's delivery never has one.
+            models.Index(
+                fields=["digest"], condition=Q(digest__isnull=False), name="delivery_in_digest_idx"
+            ),
         ]
 
     def __str__(self):
