@@ -144,9 +144,7 @@ def test_a_fan_out_chunk_costs_the_same_queries_whatever_its_size(
         for i in range(size):
             make_subscriber(f"r{size}-{i}@example.com")
             if i % 2:
-                make_subscriber(
-                    f"t{size}-{i}@example.com", topics=["sessions"], frequency=F.DAILY
-                )
+                make_subscriber(f"t{size}-{i}@example.com", topics=["sessions"], frequency=F.DAILY)
         mailing = announce(Post(topics=["sessions"]), django_capture_on_commit_callbacks)
         with CaptureQueriesContext(connection) as queries:
             first, last, _ = mailing.add_deliveries()
@@ -272,3 +270,31 @@ def test_seeded_benchmark_readers_are_an_audience_like_any_other(
     assert sum(1 for e in statuses if e.startswith("t")) == 3
     assert {statuses[f"d{i}@example.com"] for i in range(1, 5)} == {D.DIGEST}
     assert topical[1] - topical[0] == 8 and daily[1] - daily[0] == 3
+
+
+@pytest.mark.django_db
+def test_progress_counts_each_status_of_each_mailing(django_capture_on_commit_callbacks):
+    everyone = [make_subscriber(f"r{i}@example.com") for i in range(9)]
+    busy = announce(Post(), django_capture_on_commit_callbacks)
+    idle = announce(Post(), django_capture_on_commit_callbacks)  # no deliveries yet
+    statuses = [D.SENT, D.SENT, D.SENT, D.FAILED, D.PENDING, D.SENDING, D.DIGEST, D.SKIPPED]
+    Delivery.objects.bulk_create(
+        Delivery(mailing=busy, subscriber=reader, status=status, ambiguous=index < 2)
+        for index, (reader, status) in enumerate(zip(everyone, statuses, strict=False))
+    )
+
+    counts = {
+        m.pk: (
+            m.sent_count,
+            m.failed_count,
+            m.pending_count,
+            m.digest_count,
+            m.skipped_count,
+            m.ambiguous_count,
+        )
+        for m in Mailing.objects.with_progress().order_by("pending_count")
+    }
+    assert counts == {busy.pk: (3, 1, 2, 1, 1, 2), idle.pk: (0, 0, 0, 0, 0, 0)}
+    assert list(
+        Mailing.objects.with_progress().order_by("-pending_count").values_list("pk", flat=True)
+    ) == [busy.pk, idle.pk]
