@@ -14,10 +14,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+import subscriptions
 from subscriptions import delivery
 from subscriptions.models import Delivery, Mailing, Subscriber
 from tests.factories import make_subscriber
-from tests.subscriptions.test_delivery import Post
+from tests.subscriptions.test_delivery import Post, readers, received, wait_for_done, worker
+from tests.support import wait_until
 
 S = Subscriber.Status
 F = Subscriber.Frequency
@@ -232,6 +234,39 @@ def test_a_fan_out_that_dies_mid_way_resumes_with_no_gap_and_no_duplicate(
     assert set(ledger(mailing)) == expected
     mailing.refresh_from_db()
     assert mailing.fanout_done
+
+
+@worker
+def test_a_worker_killed_during_the_fan_out_leaves_no_gap_and_no_duplicate(
+    celery_worker, smtp_server, start_worker_process, settings
+):
+    """The same, with a real process: SIGKILL the only worker while the
+    fan-out still has chunks to list (it lists one chunk per task, between
+    batches); the sweeper queues the fan-out again and a new worker lists
+    the rest."""
+    import signal
+
+    settings.SUBSCRIPTIONS_CLAIM_TIMEOUT = 15  # the sweep runs here
+    chunked = {"SUBSCRIPTIONS_BATCH_SIZE": "100", "SUBSCRIPTIONS_CLAIM_TIMEOUT": "15"}
+    group = readers(600)
+    celery_worker.stop()
+    try:
+        doomed = start_worker_process("doomed", **chunked)
+        smtp_server.delay = 0.005  # batches take long enough to kill one mid-way
+        mailing = subscriptions.announce(Post())
+        wait_until(lambda: len(smtp_server.messages) >= 150, timeout=60, message="sending")
+        doomed.stop(signal.SIGKILL)
+        smtp_server.delay = 0
+        mailing.refresh_from_db()
+        assert not mailing.fanout_done  # killed with readers still to list
+        start_worker_process("replacement", **chunked)
+        wait_for_done(mailing, timeout=180, sweep=True)
+    finally:
+        celery_worker.start()
+    assert set(ledger(mailing)) == {r.email for r in group}
+    counts = received(smtp_server)
+    assert set(counts) == {r.email for r in group}
+    assert sum(counts.values()) - len(group) <= 1
 
 
 @pytest.mark.django_db
