@@ -905,7 +905,7 @@ class Delivery(Sendable):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="deliveries",
-        db_index=False,  # delivery_digest_idx, partial
+        db_index=False,  # delivery_in_digest_idx, partial
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
 
