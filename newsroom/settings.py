@@ -284,7 +284,7 @@ SUBSCRIPTIONS_EMAIL_CONTENT = env.str("SUBSCRIPTIONS_EMAIL_CONTENT", default="su
 SUBSCRIPTIONS_MAX_RATE = env.float("SUBSCRIPTIONS_MAX_RATE", default=0) or None
 # The undo window: seconds between publishing and the email going out.
 SUBSCRIPTIONS_SEND_DELAY = env.float("SUBSCRIPTIONS_SEND_DELAY", default=60)
-SUBSCRIPTIONS_BATCH_SIZE = env.int("SUBSCRIPTIONS_BATCH_SIZE", default=500)
+SUBSCRIPTIONS_BATCH_SIZE = env.int("SUBSCRIPTIONS_BATCH_SIZE", default=1000)
 # A provider's batch API: readers per call (0: the provider's limit), API
 # calls per second (0: no limit), a daily cap (0: none) and a warm-up
 # ("500,1000,2000" from SUBSCRIPTIONS_WARMUP_START, "YYYY-MM-DD").
