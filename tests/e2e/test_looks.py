@@ -5,7 +5,6 @@ docs/screenshots/ with `make screenshots`), and the subscribe paths work.
 """
 
 import re
-import time
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -141,8 +140,13 @@ def test_subscribing_from_the_home_page_records_that_page(newsroom, live_server,
     assert cy.consent_wording.startswith("Discover more from")
 
 
+# Queries the preferences and subscribe pages may make, whatever the number
+# of topics on the site.
+PAGE_QUERIES = 12
+
+
 def test_preferences_with_10000_topics_show_what_the_reader_follows_and_find_more(
-    newsroom, live_server, page, browser, screenshot
+    newsroom, live_server, page, browser, screenshot, client, django_assert_max_num_queries
 ):
     Entity.objects.bulk_create(
         [Entity(name=f"Person {i:05d}", slug=f"person-{i:05d}") for i in range(10_000)]
@@ -151,10 +155,12 @@ def test_preferences_with_10000_topics_show_what_the_reader_follows_and_find_mor
     key["jeff-sessions"] = Entity.objects.get(slug="jeff-sessions").topic_key
     reader = make_subscriber("dee@example.com", topics=[key["jeff-sessions"], key["person-04242"]])
     url = live_server.url + reader.preferences_path()
-    started = time.perf_counter()
+    # The page's work does not grow with the topics: the same few queries
+    # as with a handful (no timing here: this machine is noisy; the page's
+    # speed is in the web benchmark).
+    with django_assert_max_num_queries(PAGE_QUERIES):
+        assert client.get(reader.preferences_path()).status_code == 200
     page.goto(url)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 1, f"the preferences page took {elapsed:.2f}s"
     boxes = page.locator("input[name=topics]")
     assert boxes.count() <= 2 + 12  # what they follow and a few suggestions, never 10,000
     assert page.get_by_role("checkbox", name="Person 04242").is_checked()
@@ -191,9 +197,9 @@ def test_preferences_with_10000_topics_show_what_the_reader_follows_and_find_mor
     )
 
     # The subscribe page is the same at that scale.
-    started = time.perf_counter()
+    with django_assert_max_num_queries(PAGE_QUERIES):
+        assert client.get("/subscribe/").status_code == 200
     page.goto(live_server.url + "/subscribe/")
-    assert time.perf_counter() - started < 1
     assert page.locator("input[name=topics]").count() <= 12
     screenshot(page, "subscribe-10000-topics")
 
