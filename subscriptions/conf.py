@@ -63,6 +63,9 @@ DEFAULTS = {
     # A ceiling in messages per second across all workers (a provider's
     # quota); None: as fast as the mail server takes them.
     "MAX_RATE": None,
+    # SMTP connections each batch sends over at once (each pipelined where
+    # the server offers PIPELINING): more hide a distant relay's latency.
+    "SMTP_CONNECTIONS": 4,
     # The shared cache (Redis) holding the send journal and the pace counter.
     "CACHE": "default",
     # Digests go out at this hour of the site's time zone; weekly ones on

@@ -15,7 +15,10 @@ import logging
 import random
 import re
 import smtplib
+import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -25,7 +28,9 @@ from django.core.mail.backends import console, smtp
 from django.core.mail.message import sanitize_address
 from django.utils import timezone
 
+from . import smtp as pipelined
 from .conf import conf
+from .smtp import AmbiguousSend
 
 try:
     from anymail.exceptions import AnymailError, AnymailRecipientsRefused
@@ -45,6 +50,11 @@ class Outcome:
     failed: list = field(default_factory=list)  # error set
     unsent: list = field(default_factory=list)  # out of time: back to pending as they were
     invalid: list = field(default_factory=list)  # also failed: the address cannot exist
+
+
+# send_many's result for a reader it did not attempt (the connection died
+# first, or the batch is being held): back to pending as they were.
+NOT_TRIED = pipelined.NOT_TRIED
 
 
 class Transport:
@@ -85,6 +95,29 @@ class Transport:
         self._bound()
         self.connection.send_messages([message])
 
+    # How many readers one send_many call may take.
+    batch_size = 1
+
+    def send_many(self, pairs, build):
+        """Send build(item, raw) to each (address, item) of `pairs`; one
+        result per pair, in order: None (accepted), the exception send()
+        raised for that reader, or NOT_TRIED. Stops at the first failure
+        that holds the batch or needs a new connection."""
+        results = [NOT_TRIED] * len(pairs)
+        for index, (address, item) in enumerate(pairs):
+            try:
+                self.send(address, build(item, self.raw))
+            except Exception as error:  # noqa: BLE001 - this reader's result
+                results[index] = error
+                failure = classify(error)
+                if failure.reset:
+                    self.reset()
+                if failure.hold or failure.reconnect:
+                    break
+            else:
+                results[index] = None
+        return results
+
     def reset(self):
         """Make the connection usable again after a refused message."""
 
@@ -93,79 +126,158 @@ class Transport:
 
 
 class SMTPTransport(Transport):
-    """Django's SMTP backend, driven directly: the backend would parse both
-    addresses again for each message; ours are checked already. Bodies go
-    as 8bit where the server offers 8BITMIME."""
+    """Django's SMTP backend's connections, driven by pipelined.Client: ours are
+    checked addresses already (the backend would parse both again for each
+    message), bodies go as 8bit where the server offers 8BITMIME, and
+    commands are pipelined (RFC 2920) where it offers PIPELINING.
 
-    def __init__(self, connection, deadline=None):
+    SMTP_CONNECTIONS connections, opened together, each driven by its own
+    thread: a send_many call's messages are shared among them as each is
+    ready for the next, so a distant relay's round trips overlap. A call
+    takes DEPTH messages per connection: with pipelining each connection
+    waits one round trip per message, plus one per call.
+    """
+
+    DEPTH = 4
+
+    def __init__(self, connection, deadline=None, connections=None):
         super().__init__(connection, deadline)
         self.sender = sanitize_address(conf.from_email, "utf-8")
-        self.options = []
+        count = max(1, int(connections or conf.SMTP_CONNECTIONS or 1))
+        self.backends = [connection, *(get_connection() for _ in range(count - 1))]
+        self.clients = [None] * count
+        self.batch_size = count * self.DEPTH
+        self.pool = None
+        # on_accepted(item) is called as each message is accepted (deliver
+        # journals it there), from the connection's thread.
+        self.on_accepted = None
 
-    def _bound(self):
-        # The socket's timeout bounds each reply we wait for.
-        super()._bound()
-        sock = getattr(self.connection.connection, "sock", None)
-        if sock is not None:
-            sock.settimeout(self.limit())
+    def _on_each(self, function, indexes):
+        """function(i) for each i, on the connections' threads when there
+        are several; the errors raised, in order (None for none)."""
+
+        def run(i):
+            try:
+                function(i)
+            except Exception as error:  # noqa: BLE001 - returned to the caller
+                return error
+            return None
+
+        indexes = list(indexes)
+        if len(self.backends) == 1 or len(indexes) == 1:
+            return [run(i) for i in indexes]
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(len(self.backends), thread_name_prefix="smtp")
+        return list(self.pool.map(run, indexes))
+
+    def _open_one(self, i):
+        backend = self.backends[i]
+        self.clients[i] = None
+        if backend.connection is not None:
+            with contextlib.suppress(Exception):
+                backend.close()
+        backend.timeout = self.limit()  # bounds the connection and greeting
+        backend.open()
+        self.clients[i] = pipelined.Client(backend.connection, self.sender, self.limit)
 
     def open(self):
-        super().open()
-        # If the greeting fails, the first send fails too and is retried.
-        with contextlib.suppress(OSError, smtplib.SMTPException):
-            self._bound()
-            self.connection.connection.ehlo_or_helo_if_needed()
-            if self.connection.connection.has_extn("8bitmime"):
-                self.options = ["BODY=8BITMIME"]
+        """Open every connection; fails only if none opens."""
+        errors = self._on_each(self._open_one, range(len(self.backends)))
+        if all(client is None for client in self.clients):
+            raise next(error for error in errors if error is not None)
+
+    def _alive(self):
+        return [c for c in self.clients if c is not None and not c.broken]
 
     def send(self, address, message):
-        """smtplib's sendmail, step by step, to tell an ambiguous outcome:
-        a connection lost after the whole message went out and before the
-        server's answer (it may have been accepted) raises AmbiguousSend."""
-        # Each step may wait for the server: each is bounded anew, so the
-        # whole send cannot run past the deadline either.
-        smtp_connection = self.connection.connection
-        self._bound()
-        smtp_connection.ehlo_or_helo_if_needed()
-        self._bound()
-        code, reply = smtp_connection.mail(self.sender, self.options)
-        if code != 250:
-            self.reset()
-            raise smtplib.SMTPSenderRefused(code, reply, self.sender)
-        self._bound()
-        code, reply = smtp_connection.rcpt(address)
-        if code not in (250, 251):
-            self.reset()
-            raise smtplib.SMTPRecipientsRefused({address: (code, reply)})
-        self._bound()
-        smtp_connection.putcmd("data")
-        code, reply = smtp_connection.getreply()
-        if code != 354:
-            self.reset()
-            raise smtplib.SMTPDataError(code, reply)
-        data = re.sub(rb"(?m)^\.", b"..", message.raw)  # RFC 5321 dot-stuffing
-        if not data.endswith(b"\r\n"):
-            data += b"\r\n"
-        self._bound()
-        smtp_connection.send(data + b".\r\n")
-        try:
-            self._bound()
-            code, reply = smtp_connection.getreply()
-        except (OSError, smtplib.SMTPServerDisconnected) as error:
-            raise AmbiguousSend(f"connection lost after the message was sent: {error}") from error
-        if code != 250:
-            self.reset()
-            raise smtplib.SMTPDataError(code, reply)
+        """One message, over the first connection."""
+        clients = self._alive()
+        if not clients:
+            raise smtplib.SMTPServerDisconnected("not connected")
+        result = clients[0].send([(address, _raw(message))])[0]
+        if result is pipelined.NOT_TRIED:
+            raise smtplib.SMTPServerDisconnected("not sent")
+        if result is not None:
+            raise result
+
+    def send_many(self, pairs, build):
+        results = [NOT_TRIED] * len(pairs)
+        jobs = deque()
+        for index, (address, item) in enumerate(pairs):
+            try:
+                jobs.append((index, address, _raw(build(item, self.raw))))
+            except Exception as error:  # noqa: BLE001 - this reader's result
+                results[index] = error
+        if not jobs:
+            return results
+        dead = [i for i, c in enumerate(self.clients) if c is not None and c.broken]
+        if dead:  # A connection lost in an earlier call: open it again.
+            self._on_each(self._open_one, dead)
+        clients = self._alive()
+        if not clients:
+            results[jobs[0][0]] = smtplib.SMTPServerDisconnected("not connected")
+            return results
+        lock, stop = threading.Lock(), threading.Event()
+
+        def take():
+            with lock:
+                return jobs.popleft() if jobs and not stop.is_set() else None
+
+        streak = [0]  # failures in a row (as they come) that are not about the address
+
+        def report(index, result):
+            if result is None:
+                if self.on_accepted is not None:
+                    self.on_accepted(pairs[index][1])
+                streak[0] = 0
+            elif result is pipelined.NOT_TRIED:
+                result = NOT_TRIED
+            else:
+                failure = classify(result)
+                with lock:
+                    streak[0] = 0 if failure.refused else streak[0] + 1
+                    if failure.hold or streak[0] >= BREAKER:
+                        stop.set()  # The batch's problem: start no more messages.
+            results[index] = result
+
+        def run(i):
+            self.clients[i].run(take, report)
+
+        ran = [i for i, c in enumerate(self.clients) if c in clients]
+        for i, error in zip(ran, self._on_each(run, ran), strict=True):
+            if error is not None:  # Not an SMTP answer: a bug. This connection is done.
+                logger.error("SMTP connection failed", exc_info=error)
+                self.clients[i].broken = True
+        return results
 
     def reset(self):
-        with contextlib.suppress(OSError, smtplib.SMTPException):
-            self._bound()
-            self.connection.connection.rset()
+        """Each Client resets its own transactions."""
+
+    def _close_one(self, i):
+        backend = self.backends[i]
+        if backend.connection is not None:
+            backend.timeout = self.limit()
+            if backend.connection.sock is not None:
+                backend.connection.sock.settimeout(self.limit())  # QUIT waits for a reply too
+            backend.close()
+        self.clients[i] = None
 
     def close(self):
-        if self.connection.connection is not None:
-            self._bound()  # QUIT waits for a reply too
-        super().close()
+        try:
+            self._on_each(self._close_one, range(len(self.backends)))
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=False)
+                self.pool = None
+
+
+def _raw(message):
+    """The bytes of a message build() made (emails.PrebuiltEmail, or any
+    Django EmailMessage)."""
+    raw = getattr(message, "raw", None)
+    if raw is None:
+        raw = message.message().as_bytes(linesep="\r\n")
+    return raw
 
 
 def transport(deadline=None):
@@ -198,14 +310,16 @@ BREAKER = 5
 
 
 def deliver(kind, items, build, recheck=None):
-    """Send build(item, raw) to each item's reader over one connection; an
-    Outcome.
+    """Send build(item, raw) to each item's reader, in chunks of the
+    transport's batch_size (one send_many call each); an Outcome.
 
     Readers no longer confirmed are skipped: as claimed, and, every
     RECHECK_SECONDS while the batch runs, as recheck(subscriber ids) — the
-    ids still confirmed — says. Each accepted message is noted in the
-    shared cache at once (the journal), so a worker killed mid-batch
-    re-sends at most the message in flight.
+    ids still confirmed — says. The messages a call accepted are noted in
+    the shared cache as soon as it returns (the journal), so a worker killed
+    mid-batch re-sends at most the readers of the call in flight (one
+    message for a plain backend; SMTP_CONNECTIONS × SMTPTransport.DEPTH
+    over SMTP).
 
     What goes wrong for one reader stays on that reader's row (classify()):
     a refusal of their address fails it, other failures are retried with
@@ -230,6 +344,10 @@ def deliver(kind, items, build, recheck=None):
     started = time.monotonic() - max(0.0, age)
     deadline = started + claim_timeout / 2
     sender = transport(deadline=started + claim_timeout * 0.8)
+    if hasattr(sender, "on_accepted"):
+        # A transport sending several messages at once journals each as
+        # its answer comes: at most the messages in flight are repeated.
+        sender.on_accepted = lambda item: _journal(journal, kind, [item])
     pace = Pace()
     checked_at, gone = time.monotonic(), set()
     streak = []  # (item, Failure): consecutive failures that are not about the address
@@ -239,7 +357,8 @@ def deliver(kind, items, build, recheck=None):
         _hold(outcome, items, f"could not connect: {error}")
         return outcome
     try:
-        for index, item in enumerate(items):
+        index, size = 0, max(1, int(sender.batch_size))
+        while index < len(items):
             if time.monotonic() > deadline:
                 _flush(outcome, streak)
                 outcome.unsent.extend(items[index:])
@@ -248,30 +367,49 @@ def deliver(kind, items, build, recheck=None):
                 rest = {i.subscriber_id for i in items[index:] if i.subscriber_id}
                 gone = rest - set(recheck(rest))
                 checked_at = time.monotonic()
-            subscriber = item.subscriber
-            if (
-                subscriber is None
-                or subscriber.status != subscriber.Status.CONFIRMED
-                or subscriber.pk in gone
-            ):
-                outcome.skipped.append(item)
+            chunk = []
+            while index < len(items) and len(chunk) < size:
+                item, index = items[index], index + 1
+                subscriber = item.subscriber
+                if (
+                    subscriber is None
+                    or subscriber.status != subscriber.Status.CONFIRMED
+                    or subscriber.pk in gone
+                ):
+                    outcome.skipped.append(item)
+                else:
+                    chunk.append(item)
+            if not chunk:
                 continue
             try:
-                if not pace.wait(deadline):
+                if not pace.wait(deadline, len(chunk)):
                     _flush(outcome, streak)
-                    outcome.unsent.extend(items[index:])
+                    outcome.unsent.extend(chunk + items[index:])
                     break
-                sender.send(subscriber.email, build(item, sender.raw))
-            except Exception as error:  # noqa: BLE001 - classified below
-                failure = classify(error)
+                results = sender.send_many([(i.subscriber.email, i) for i in chunk], build)
+            except Exception as error:  # noqa: BLE001 - each reader's, classified below
+                results = [error] * len(chunk)
+            accepted, untried, held, reconnect = [], [], None, False
+            for item, result in zip(chunk, results, strict=True):
+                if result is None:
+                    if held is None:
+                        _flush(outcome, streak)
+                    accepted.append(item)
+                    continue
+                if result is NOT_TRIED or held is not None:
+                    # After a hold, what another connection did not send is held too.
+                    (untried if held is None else held).append(item)
+                    continue
+                failure = classify(result)
                 # Errors name the recipient; the row already says who it is.
-                failure.text = _without(failure.text, subscriber.email)
+                failure.text = _without(failure.text, item.subscriber.email)
                 if failure.unexpected:
-                    logger.exception("Unexpected error sending %s %s", kind, item.pk)
+                    logger.error("Unexpected error sending %s %s", kind, item.pk, exc_info=result)
                 item.ambiguous = item.ambiguous or failure.ambiguous
                 if failure.sent:
-                    _sent(outcome, journal, kind, item)
+                    accepted.append(item)
                     continue
+                reconnect = reconnect or failure.reconnect
                 if failure.refused:  # about this address: this reader's alone
                     _flush(outcome, streak)
                     _fail(outcome, item, failure)
@@ -279,25 +417,26 @@ def deliver(kind, items, build, recheck=None):
                     streak.append((item, failure))
                     if failure.hold or len(streak) >= BREAKER:
                         logger.warning("Holding a %s batch: %s", kind, failure.text)
-                        held = [i for i, _ in streak] + items[index + 1 :]
+                        held, held_text = [i for i, _ in streak], failure.text
                         streak = []
-                        _hold(outcome, held, failure.text)
-                        break
-                if failure.reset:
-                    sender.reset()
-                if failure.reconnect:
-                    try:
-                        with contextlib.suppress(Exception):
-                            sender.close()
-                        sender.open()
-                    except Exception as reconnect_error:  # noqa: BLE001
-                        held = [i for i, _ in streak] + items[index + 1 :]
-                        streak = []
-                        _hold(outcome, held, f"could not connect: {reconnect_error}")
-                        break
-            else:
-                _flush(outcome, streak)
-                _sent(outcome, journal, kind, item)
+            # Every accepted message in the shared cache at once, in one round trip.
+            outcome.sent.extend(accepted)
+            if not hasattr(sender, "on_accepted"):
+                _journal(journal, kind, accepted)
+            if held is not None:
+                _hold(outcome, held + untried + items[index:], held_text)
+                break
+            outcome.unsent.extend(untried)
+            if reconnect:
+                try:
+                    with contextlib.suppress(Exception):
+                        sender.close()
+                    sender.open()
+                except Exception as reconnect_error:  # noqa: BLE001
+                    held = [i for i, _ in streak] + items[index:]
+                    streak = []
+                    _hold(outcome, held, f"could not connect: {reconnect_error}")
+                    break
         _flush(outcome, streak)
     finally:
         try:
@@ -307,25 +446,21 @@ def deliver(kind, items, build, recheck=None):
     return outcome
 
 
-def _sent(outcome, journal, kind, item):
-    outcome.sent.append(item)
+def _journal(journal, kind, items):
+    """Note these as accepted in the shared cache, in one round trip."""
+    if not items:
+        return
     try:
-        journal.set(journal_key(kind, item.pk), 1, timeout=7 * 24 * 3600)
+        journal.set_many({journal_key(kind, i.pk): 1 for i in items}, timeout=7 * 24 * 3600)
     except Exception:  # noqa: BLE001 - any cache backend's error
-        # The cache is down (Redis restarting): the batch still records this
-        # send in the database when it ends; only a crash before then would
-        # repeat it.
-        logger.warning("Send journal unavailable for %s %s", kind, item.pk)
+        # The cache is down (Redis restarting): the batch still records these
+        # sends in the database when it ends; only a crash before then would
+        # repeat them.
+        logger.warning("Send journal unavailable for %s %s", kind, [i.pk for i in items])
 
 
 def _without(text, address):
     return re.sub(re.escape(address), "<recipient>", text, flags=re.IGNORECASE)
-
-
-class AmbiguousSend(smtplib.SMTPServerDisconnected):
-    """The message went out whole but its answer never came: the server may
-    have accepted it. Retried (a reader may get it twice, never none) and
-    counted on the row."""
 
 
 @dataclass
@@ -490,15 +625,18 @@ class Pace:
         self.rate = max(1, int(conf.MAX_RATE)) if conf.MAX_RATE else None
         self.cache = caches[conf.CACHE]
 
-    def wait(self, deadline=None):
-        """Take a slot; False if none comes before `deadline` (monotonic)."""
+    def wait(self, deadline=None, n=1):
+        """Take n slots; False if they do not come before `deadline` (monotonic)."""
         if not self.rate:
             return True
         while True:
             now = time.time()
             key = f"subscriptions:pace:{int(now)}"
             self.cache.add(key, 0, timeout=5)
-            if self.cache.incr(key) <= self.rate:
+            count = self.cache.incr(key, n)
+            # The slots left in this second are ours; the rest wait for the next.
+            n -= max(0, min(n, self.rate - (count - n)))
+            if n <= 0:
                 return True
             pause = int(now) + 1 - now
             if deadline is not None and time.monotonic() + pause > deadline:
