@@ -138,7 +138,7 @@ class SMTPTransport(Transport):
     waits one round trip per message, plus one per call.
     """
 
-    DEPTH = 4
+    DEPTH = 8
 
     def __init__(self, connection, deadline=None, connections=None):
         super().__init__(connection, deadline)
@@ -202,12 +202,7 @@ class SMTPTransport(Transport):
 
     def send_many(self, pairs, build):
         results = [NOT_TRIED] * len(pairs)
-        jobs = deque()
-        for index, (address, item) in enumerate(pairs):
-            try:
-                jobs.append((index, address, _raw(build(item, self.raw))))
-            except Exception as error:  # noqa: BLE001 - this reader's result
-                results[index] = error
+        jobs = deque((index, address, item) for index, (address, item) in enumerate(pairs))
         if not jobs:
             return results
         dead = [i for i, c in enumerate(self.clients) if c is not None and c.broken]
@@ -220,8 +215,17 @@ class SMTPTransport(Transport):
         lock, stop = threading.Lock(), threading.Event()
 
         def take():
-            with lock:
-                return jobs.popleft() if jobs and not stop.is_set() else None
+            # Each message is built as a connection is ready for it: the
+            # first goes out at once, and building overlaps the others' waits.
+            while True:
+                with lock:
+                    if not jobs or stop.is_set():
+                        return None
+                    index, address, item = jobs.popleft()
+                try:
+                    return index, address, _raw(build(item, self.raw))
+                except Exception as error:  # noqa: BLE001 - this reader's result
+                    results[index] = error
 
         streak = [0]  # failures in a row (as they come) that are not about the address
 
@@ -358,6 +362,10 @@ def deliver(kind, items, build, recheck=None):
         return outcome
     try:
         index, size = 0, max(1, int(sender.batch_size))
+        if pace.rate:
+            # A call's messages take their slots in one second; a small call
+            # cannot spill many of them into the next second while it sends.
+            size = min(size, max(1, pace.rate // 10))
         while index < len(items):
             if time.monotonic() > deadline:
                 _flush(outcome, streak)
@@ -367,8 +375,10 @@ def deliver(kind, items, build, recheck=None):
                 rest = {i.subscriber_id for i in items[index:] if i.subscriber_id}
                 gone = rest - set(recheck(rest))
                 checked_at = time.monotonic()
+            # While failures mount, no more readers than the breaker has left.
+            room = min(size, BREAKER - len(streak)) if streak else size
             chunk = []
-            while index < len(items) and len(chunk) < size:
+            while index < len(items) and len(chunk) < max(1, room):
                 item, index = items[index], index + 1
                 subscriber = item.subscriber
                 if (
@@ -447,11 +457,15 @@ def deliver(kind, items, build, recheck=None):
 
 
 def _journal(journal, kind, items):
-    """Note these as accepted in the shared cache, in one round trip."""
+    """Note these as accepted in the shared cache, in one round trip (the
+    sweeper reads it: journal_sent)."""
     if not items:
         return
     try:
-        journal.set_many({journal_key(kind, i.pk): 1 for i in items}, timeout=7 * 24 * 3600)
+        if len(items) == 1:  # set_many would wrap one SET in MULTI/EXEC
+            journal.set(journal_key(kind, items[0].pk), 1, timeout=7 * 24 * 3600)
+        else:
+            journal.set_many({journal_key(kind, i.pk): 1 for i in items}, timeout=7 * 24 * 3600)
     except Exception:  # noqa: BLE001 - any cache backend's error
         # The cache is down (Redis restarting): the batch still records these
         # sends in the database when it ends; only a crash before then would
@@ -629,15 +643,16 @@ class Pace:
         """Take n slots; False if they do not come before `deadline` (monotonic)."""
         if not self.rate:
             return True
+        n = min(n, self.rate)  # more could never fit in one second
         while True:
             now = time.time()
             key = f"subscriptions:pace:{int(now)}"
             self.cache.add(key, 0, timeout=5)
-            count = self.cache.incr(key, n)
-            # The slots left in this second are ours; the rest wait for the next.
-            n -= max(0, min(n, self.rate - (count - n)))
-            if n <= 0:
+            # All n in one second (deliver never asks for more than the rate),
+            # or none: messages sent together must be counted together.
+            if self.cache.incr(key, n) <= self.rate:
                 return True
+            self.cache.decr(key, n)
             pause = int(now) + 1 - now
             if deadline is not None and time.monotonic() + pause > deadline:
                 return False

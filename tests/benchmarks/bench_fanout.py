@@ -41,14 +41,16 @@ from tests.benchmarks.common import (
 BATCH_SIZE = 500
 
 
-def fan_out(n, processes, sink):
-    """Publish one post to n readers with `processes` workers; a dict."""
+def fan_out(n, processes, sink, **settings):
+    """Publish one post to n readers with `processes` workers (their
+    environment also holds `settings`); a dict."""
     with RedisServer() as redis:
         env = project_env(
             DATABASE_URL=bench_database_url(f"fanout{processes}"),
             REDIS_URL=redis.url,
             EMAIL_URL=f"smtp://127.0.0.1:{sink.port}",
             SUBSCRIPTIONS_BATCH_SIZE=BATCH_SIZE,
+            **settings,
         )
         manage("migrate", "--noinput", env=env)
         workers = [

@@ -442,14 +442,14 @@ def test_erasure_removes_the_address_from_every_error_text(
 @worker
 def test_a_reader_erased_mid_batch_is_sent_nothing_more(celery_worker, smtp_server):
     # A slow server: over the worker's 4 connections the batch takes about
-    # 3 s, and the last reader is two send_many calls of 16 away.
-    group = readers(48)
+    # 4 s, and the last reader is in the second send_many call of 32.
+    group = readers(64)
     smtp_server.delay = 0.25
     mailing = delivery.announce(Post())[0]
     wait_until(lambda: len(smtp_server.messages) >= 2, timeout=60, message="sending to start")
     last = group[-1]
     assert Delivery.objects.get(subscriber=last).status == Delivery.Status.SENDING  # claimed
-    last.erase()  # the server stays slow: the batch has 40 messages to go
+    last.erase()  # the server stays slow: the batch has 56 messages to go
     wait_for_done(mailing)
     celery_worker.drain()
     assert last.email not in received(smtp_server)
