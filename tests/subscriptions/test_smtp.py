@@ -5,6 +5,7 @@ one that drops the connection at a chosen point."""
 import smtplib
 import socket
 import threading
+import time
 from collections import Counter
 from types import SimpleNamespace
 
@@ -255,3 +256,47 @@ def test_a_celery_worker_delivers_a_mailing_over_pipelined_connections(celery_wo
     # The worker's default SMTP_CONNECTIONS (4) connections, pipelined.
     assert len(smtp_server.peers) >= 4
     assert len(smtp_server.ahead) == 300 and all(smtp_server.ahead)
+
+
+@pytest.mark.django_db
+def test_a_hold_on_one_connection_keeps_what_the_others_sent_as_sent(
+    smtp_server, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """One connection's MAIL FROM is refused (the batch's problem: held);
+    the messages the other connection had delivered by then are recorded as
+    sent, the rest go back to pending without spending an attempt, and
+    nobody gets anything twice."""
+    from tests.factories import make_subscriber
+    from tests.subscriptions.test_reliability import _rows, _send_all
+
+    settings.SUBSCRIPTIONS_SMTP_CONNECTIONS = 2
+    smtp_server.delay = 0.05  # about 6 messages before the late connection starts
+    opened = transports.SMTPTransport.open
+
+    def open_with_a_refused_sender(self):
+        opened(self)
+        late = self.clients[1]
+        late._mail = b"MAIL FROM:<news@example.com> BODY=BOGUS\r\n"  # answered 501
+        run = late.run
+
+        def run_later(take, report):
+            # The other connection is mid-stream when the refusal comes: it
+            # finishes the message it has in flight, a later reader's.
+            time.sleep(0.3)
+            run(take, report)
+
+        late.run = run_later
+
+    monkeypatch.setattr(transports.SMTPTransport, "open", open_with_a_refused_sender)
+    for i in range(12):
+        make_subscriber(f"r{i}@example.com").email_links()  # URLs resolved before the clock
+    mailing = _send_all(Post(), django_capture_on_commit_callbacks)
+    rows = _rows(mailing)
+    got = received(smtp_server)
+    assert set(got.values()) <= {1}
+    sent = {name for name, d in rows.items() if d.status == Delivery.Status.SENT}
+    assert sent == {address.split("@")[0] for address in got}
+    held = [d for d in rows.values() if d.status == Delivery.Status.PENDING]
+    assert len(sent) + len(held) == 12 and held
+    assert all(d.attempts == 0 and d.error.startswith("held: 501") for d in held)
+    assert 3 <= len(sent) <= 10
