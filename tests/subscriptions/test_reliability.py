@@ -658,7 +658,7 @@ def test_a_connection_lost_after_data_is_counted_as_ambiguous_and_retried(
         assert rows["dropped"].status == Delivery.Status.PENDING and rows["dropped"].ambiguous
         assert rows["dropped"].error.startswith("ambiguous")
         assert not rows["first"].ambiguous and not rows["last"].ambiguous
-        assert server.accepted == ["first@example.com", "last@example.com"]
+        assert sorted(server.accepted) == ["first@example.com", "last@example.com"]  # any order
         with django_capture_on_commit_callbacks(execute=False):
             delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)  # the retry
         rows = _rows(mailing)
