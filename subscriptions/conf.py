@@ -92,6 +92,9 @@ DEFAULTS = {
     # after the last day, DAILY_CAP. None: no warm-up.
     "WARMUP": None,
     "WARMUP_START": None,
+    # SMTP connections each batch sends over at once (each pipelined where
+    # the server offers PIPELINING): more hide a distant relay's latency.
+    "SMTP_CONNECTIONS": 4,
     # The shared cache (Redis) holding the send journal and the pace counter.
     "CACHE": "default",
     # Digests go out at this hour of the site's time zone; weekly ones on

@@ -16,7 +16,10 @@ import logging
 import random
 import re
 import smtplib
+import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as day_start
@@ -27,8 +30,10 @@ from django.core.mail.backends import console, smtp
 from django.core.mail.message import sanitize_address
 from django.utils import timezone
 
+from . import smtp as pipelined
 from .conf import conf
 from .providers import provider_of
+from .smtp import AmbiguousSend
 
 try:
     from anymail.exceptions import AnymailError, AnymailRecipientsRefused
@@ -51,6 +56,11 @@ class Outcome:
     failed: list = field(default_factory=list)  # error set
     unsent: list = field(default_factory=list)  # out of time: back to pending as they were
     invalid: list = field(default_factory=list)  # also failed: the address cannot exist
+
+
+# send_many's result for a reader it did not attempt (the connection died
+# first, or the batch is being held): back to pending as they were.
+NOT_TRIED = pipelined.NOT_TRIED
 
 
 class Transport:
@@ -97,35 +107,28 @@ class Transport:
     def send_many(self, pairs, build):
         """Send build(item, raw) to each (address, item) of `pairs`; one
         result per pair, in order: None (accepted), the exception send()
-        raised, or NOT_TRIED for a reader not attempted (after a failure
-        that holds the batch or loses the connection)."""
-        results = []
-        for address, item in pairs:
+        raised for that reader, or NOT_TRIED. Stops at the first failure
+        that holds the batch or needs a new connection."""
+        results = [NOT_TRIED] * len(pairs)
+        for index, (address, item) in enumerate(pairs):
             try:
                 self.send(address, build(item, self.raw))
-            except Exception as error:  # noqa: BLE001 - the caller classifies it
-                results.append(error)
+            except Exception as error:  # noqa: BLE001 - this reader's result
+                results[index] = error
                 failure = classify(error)
+                if failure.reset:
+                    self.reset()
                 if failure.hold or failure.reconnect:
                     break
             else:
-                results.append(None)
-        return results + [NOT_TRIED] * (len(pairs) - len(results))
+                results[index] = None
+        return results
 
     def reset(self):
         """Make the connection usable again after a refused message."""
 
     def close(self):
         self.connection.close()
-
-
-class _NotTried:
-    def __repr__(self):
-        return "NOT_TRIED"
-
-
-# send_many()'s result for a reader it did not attempt.
-NOT_TRIED = _NotTried()
 
 
 class ProviderAnswer(Exception):  # noqa: N818 - an answer, not always an error
@@ -213,79 +216,162 @@ def _holds(result):
 
 
 class SMTPTransport(Transport):
-    """Django's SMTP backend, driven directly: the backend would parse both
-    addresses again for each message; ours are checked already. Bodies go
-    as 8bit where the server offers 8BITMIME."""
+    """Django's SMTP backend's connections, driven by pipelined.Client: ours are
+    checked addresses already (the backend would parse both again for each
+    message), bodies go as 8bit where the server offers 8BITMIME, and
+    commands are pipelined (RFC 2920) where it offers PIPELINING.
 
-    def __init__(self, connection, deadline=None):
+    SMTP_CONNECTIONS connections, opened together, each driven by its own
+    thread: a send_many call's messages are shared among them as each is
+    ready for the next, so a distant relay's round trips overlap. A call
+    takes DEPTH messages per connection: with pipelining each connection
+    waits one round trip per message, plus one per call.
+    """
+
+    DEPTH = 8
+
+    def __init__(self, connection, deadline=None, connections=None):
         super().__init__(connection, deadline)
         self.sender = sanitize_address(conf.from_email, "utf-8")
-        self.options = []
+        count = max(1, int(connections or conf.SMTP_CONNECTIONS or 1))
+        self.backends = [connection, *(get_connection() for _ in range(count - 1))]
+        self.clients = [None] * count
+        self.batch_size = count * self.DEPTH
+        self.pool = None
+        # on_accepted(item) is called as each message is accepted (deliver
+        # journals it there), from the connection's thread.
+        self.on_accepted = None
 
-    def _bound(self):
-        # The socket's timeout bounds each reply we wait for.
-        super()._bound()
-        sock = getattr(self.connection.connection, "sock", None)
-        if sock is not None:
-            sock.settimeout(self.limit())
+    def _on_each(self, function, indexes):
+        """function(i) for each i, on the connections' threads when there
+        are several; the errors raised, in order (None for none)."""
+
+        def run(i):
+            try:
+                function(i)
+            except Exception as error:  # noqa: BLE001 - returned to the caller
+                return error
+            return None
+
+        indexes = list(indexes)
+        if len(self.backends) == 1 or len(indexes) == 1:
+            return [run(i) for i in indexes]
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(len(self.backends), thread_name_prefix="smtp")
+        return list(self.pool.map(run, indexes))
+
+    def _open_one(self, i):
+        backend = self.backends[i]
+        self.clients[i] = None
+        if backend.connection is not None:
+            with contextlib.suppress(Exception):
+                backend.close()
+        backend.timeout = self.limit()  # bounds the connection and greeting
+        backend.open()
+        self.clients[i] = pipelined.Client(backend.connection, self.sender, self.limit)
 
     def open(self):
-        super().open()
-        # If the greeting fails, the first send fails too and is retried.
-        with contextlib.suppress(OSError, smtplib.SMTPException):
-            self._bound()
-            self.connection.connection.ehlo_or_helo_if_needed()
-            if self.connection.connection.has_extn("8bitmime"):
-                self.options = ["BODY=8BITMIME"]
+        """Open every connection; fails only if none opens."""
+        errors = self._on_each(self._open_one, range(len(self.backends)))
+        if all(client is None for client in self.clients):
+            raise next(error for error in errors if error is not None)
+
+    def _alive(self):
+        return [c for c in self.clients if c is not None and not c.broken]
 
     def send(self, address, message):
-        """smtplib's sendmail, step by step, to tell an ambiguous outcome:
-        a connection lost after the whole message went out and before the
-        server's answer (it may have been accepted) raises AmbiguousSend."""
-        # Each step may wait for the server: each is bounded anew, so the
-        # whole send cannot run past the deadline either.
-        smtp_connection = self.connection.connection
-        self._bound()
-        smtp_connection.ehlo_or_helo_if_needed()
-        self._bound()
-        code, reply = smtp_connection.mail(self.sender, self.options)
-        if code != 250:
-            self.reset()
-            raise smtplib.SMTPSenderRefused(code, reply, self.sender)
-        self._bound()
-        code, reply = smtp_connection.rcpt(address)
-        if code not in (250, 251):
-            self.reset()
-            raise smtplib.SMTPRecipientsRefused({address: (code, reply)})
-        self._bound()
-        smtp_connection.putcmd("data")
-        code, reply = smtp_connection.getreply()
-        if code != 354:
-            self.reset()
-            raise smtplib.SMTPDataError(code, reply)
-        data = re.sub(rb"(?m)^\.", b"..", message.raw)  # RFC 5321 dot-stuffing
-        if not data.endswith(b"\r\n"):
-            data += b"\r\n"
-        self._bound()
-        smtp_connection.send(data + b".\r\n")
-        try:
-            self._bound()
-            code, reply = smtp_connection.getreply()
-        except (OSError, smtplib.SMTPServerDisconnected) as error:
-            raise AmbiguousSend(f"connection lost after the message was sent: {error}") from error
-        if code != 250:
-            self.reset()
-            raise smtplib.SMTPDataError(code, reply)
+        """One message, over the first connection."""
+        clients = self._alive()
+        if not clients:
+            raise smtplib.SMTPServerDisconnected("not connected")
+        result = clients[0].send([(address, _raw(message))])[0]
+        if result is pipelined.NOT_TRIED:
+            raise smtplib.SMTPServerDisconnected("not sent")
+        if result is not None:
+            raise result
+
+    def send_many(self, pairs, build):
+        results = [NOT_TRIED] * len(pairs)
+        jobs = deque((index, address, item) for index, (address, item) in enumerate(pairs))
+        if not jobs:
+            return results
+        dead = [i for i, c in enumerate(self.clients) if c is not None and c.broken]
+        if dead:  # A connection lost in an earlier call: open it again.
+            self._on_each(self._open_one, dead)
+        clients = self._alive()
+        if not clients:
+            results[jobs[0][0]] = smtplib.SMTPServerDisconnected("not connected")
+            return results
+        lock, stop = threading.Lock(), threading.Event()
+
+        def take():
+            # Each message is built as a connection is ready for it: the
+            # first goes out at once, and building overlaps the others' waits.
+            while True:
+                with lock:
+                    if not jobs or stop.is_set():
+                        return None
+                    index, address, item = jobs.popleft()
+                try:
+                    return index, address, _raw(build(item, self.raw))
+                except Exception as error:  # noqa: BLE001 - this reader's result
+                    results[index] = error
+
+        streak = [0]  # failures in a row (as they come) that are not about the address
+
+        def report(index, result):
+            if result is None:
+                if self.on_accepted is not None:
+                    self.on_accepted(pairs[index][1])
+                streak[0] = 0
+            elif result is pipelined.NOT_TRIED:
+                result = NOT_TRIED
+            else:
+                failure = classify(result)
+                with lock:
+                    streak[0] = 0 if failure.refused else streak[0] + 1
+                    if failure.hold or streak[0] >= BREAKER:
+                        stop.set()  # The batch's problem: start no more messages.
+            results[index] = result
+
+        def run(i):
+            self.clients[i].run(take, report)
+
+        ran = [i for i, c in enumerate(self.clients) if c in clients]
+        for i, error in zip(ran, self._on_each(run, ran), strict=True):
+            if error is not None:  # Not an SMTP answer: a bug. This connection is done.
+                logger.error("SMTP connection failed", exc_info=error)
+                self.clients[i].broken = True
+        return results
 
     def reset(self):
-        with contextlib.suppress(OSError, smtplib.SMTPException):
-            self._bound()
-            self.connection.connection.rset()
+        """Each Client resets its own transactions."""
+
+    def _close_one(self, i):
+        backend = self.backends[i]
+        if backend.connection is not None:
+            backend.timeout = self.limit()
+            if backend.connection.sock is not None:
+                backend.connection.sock.settimeout(self.limit())  # QUIT waits for a reply too
+            backend.close()
+        self.clients[i] = None
 
     def close(self):
-        if self.connection.connection is not None:
-            self._bound()  # QUIT waits for a reply too
-        super().close()
+        try:
+            self._on_each(self._close_one, range(len(self.backends)))
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=False)
+                self.pool = None
+
+
+def _raw(message):
+    """The bytes of a message build() made (emails.PrebuiltEmail, or any
+    Django EmailMessage)."""
+    raw = getattr(message, "raw", None)
+    if raw is None:
+        raw = message.message().as_bytes(linesep="\r\n")
+    return raw
 
 
 def transport(deadline=None):
@@ -321,18 +407,20 @@ BREAKER = 5
 
 
 def deliver(kind, items, build, recheck=None):
-    """Send build(item, raw) to each item's reader over one connection; an
-    Outcome.
+    """Send build(item, raw) to each item's reader, in chunks of the
+    transport's batch_size (one send_many call each); an Outcome.
 
     The readers go to the transport in chunks of its batch_size (one for
     SMTP and most backends; up to a provider's per-call limit for a
     provider's batch API, providers.py), each chunk in one send_many().
     Readers no longer confirmed are skipped: as claimed, and, every
     RECHECK_SECONDS while the batch runs, as recheck(subscriber ids) — the
-    ids still confirmed — says. Each accepted message is noted in the
-    shared cache at once (the journal), so a worker killed mid-batch
-    re-sends at most the chunk in flight (one message, or one API call's
-    readers).
+    ids still confirmed — says. The messages a call accepted are noted in
+    the shared cache at once (the journal; over SMTP each as its answer
+    comes), so a worker killed mid-batch re-sends at most the readers in
+    flight: one message for a plain backend, one per connection over SMTP
+    (SMTP_CONNECTIONS), one API call's readers through a provider's batch
+    API.
 
     What goes wrong for one reader stays on that reader's row (classify()):
     a refusal of their address fails it, other failures are retried with
@@ -361,6 +449,10 @@ def deliver(kind, items, build, recheck=None):
     started = time.monotonic() - max(0.0, age)
     deadline = started + claim_timeout / 2
     sender = transport(deadline=started + claim_timeout * 0.8)
+    if hasattr(sender, "on_accepted"):
+        # A transport sending several messages at once journals each as
+        # its answer comes: at most the messages in flight are repeated.
+        sender.on_accepted = lambda item: _journal(journal, kind, [item])
     pace = Pace()
     calls = Pace(conf.CALLS_PER_SECOND, "calls")
     quota = Quota()
@@ -385,8 +477,10 @@ def deliver(kind, items, build, recheck=None):
                 rest = {i.subscriber_id for i in items[index:] if i.subscriber_id}
                 gone = rest - set(recheck(rest))
                 checked_at = time.monotonic()
+            # While failures mount, no more readers than the breaker has left.
+            room = min(size, BREAKER - len(streak)) if streak else size
             chunk = []
-            while index < len(items) and len(chunk) < size:
+            while index < len(items) and len(chunk) < max(1, room):
                 item = items[index]
                 index += 1
                 subscriber = item.subscriber
@@ -482,7 +576,14 @@ def _handle(outcome, journal, kind, sender, chunk, results, streak, rest):
                 continue
         reset = reset or failure.reset
         reconnect = reconnect or failure.reconnect
-    _sent(outcome, journal, kind, *accepted)
+    # Over SMTP each message was journaled as its answer came (on_accepted).
+    _sent(
+        outcome,
+        journal,
+        kind,
+        *accepted,
+        journaled=getattr(sender, "on_accepted", None) is not None,
+    )
     if held is not None:
         _hold(outcome, held + untried + rest, held_text)
         return True, streak
@@ -500,14 +601,21 @@ def _handle(outcome, journal, kind, sender, chunk, results, streak, rest):
     return False, streak
 
 
-def _sent(outcome, journal, kind, *items):
-    """These readers' messages were accepted: noted in the journal at once,
-    in one round trip however many."""
+def _sent(outcome, journal, kind, *items, journaled=False):
+    """These readers' messages were accepted: noted in the journal at once
+    (unless they are already), in one round trip however many."""
     outcome.sent.extend(items)
+    if not journaled:
+        _journal(journal, kind, items)
+
+
+def _journal(journal, kind, items):
+    """Note these as accepted in the shared cache, in one round trip (the
+    sweeper reads it: journal_sent)."""
     if not items:
         return
     try:
-        if len(items) == 1:
+        if len(items) == 1:  # set_many would wrap one SET in MULTI/EXEC
             journal.set(journal_key(kind, items[0].pk), 1, timeout=JOURNAL_SECONDS)
         else:
             journal.set_many({journal_key(kind, i.pk): 1 for i in items}, timeout=JOURNAL_SECONDS)
@@ -523,12 +631,6 @@ JOURNAL_SECONDS = 7 * 24 * 3600
 
 def _without(text, address):
     return re.sub(re.escape(address), "<recipient>", text, flags=re.IGNORECASE)
-
-
-class AmbiguousSend(smtplib.SMTPServerDisconnected):
-    """The message went out whole but its answer never came: the server may
-    have accepted it. Retried (a reader may get it twice, never none) and
-    counted on the row."""
 
 
 @dataclass

@@ -149,8 +149,29 @@ class SMTPSink:
         self.messages = []
         self.refuse = {}
         self.refused = []  # (address, code), in order
+        self.refuse_data = {}  # address: code answered to its message's end of DATA
         self.delay = 0  # seconds before answering DATA: a slow server
+        # aiosmtpd reads pipelined commands in order but does not say so in
+        # EHLO; we do (RFC 2920), unless told not to.
+        self.pipelining = True
+        self.ahead = []  # per MAIL FROM: whether its RCPT TO had arrived before the answer
+        self.peers = set()  # the client connections seen
         self._changed = threading.Condition()
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        # What the client sent after MAIL FROM without waiting for its answer.
+        buffered = bytes(getattr(server._reader, "_buffer", b"")).upper()
+        self.ahead.append(b"RCPT TO" in buffered)
+        self.peers.add(session.peer)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         rule = self.refuse.get(address)
@@ -167,6 +188,9 @@ class SMTPSink:
     async def handle_DATA(self, server, session, envelope):
         if self.delay:
             await asyncio.sleep(self.delay)
+        for address in envelope.rcpt_tos:
+            if address in self.refuse_data:
+                return f"{self.refuse_data[address]} Message refused for now"
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         message.envelope_recipients = list(envelope.rcpt_tos)
         message.received_at = time.time()
@@ -180,7 +204,11 @@ class SMTPSink:
             self.messages.clear()
             self.refuse.clear()
             self.refused.clear()
+            self.refuse_data.clear()
             self.delay = 0
+            self.pipelining = True
+            self.ahead.clear()
+            self.peers.clear()
 
     def wait_for(self, count, timeout=30):
         """The messages, once at least `count` have arrived."""

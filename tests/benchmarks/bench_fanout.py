@@ -41,8 +41,9 @@ from tests.benchmarks.common import (
 BATCH_SIZE = 500
 
 
-def fan_out(n, processes, sink):
-    """Publish one post to n readers with `processes` workers; a dict."""
+def fan_out(n, processes, sink, **settings):
+    """Publish one post to n readers with `processes` workers (their
+    environment also holds `settings`); a dict."""
     with RedisServer() as redis:
         env = project_env(
             DATABASE_URL=bench_database_url(f"fanout{processes}"),
@@ -51,6 +52,7 @@ def fan_out(n, processes, sink):
             SUBSCRIPTIONS_BATCH_SIZE=BATCH_SIZE,
             # Sending, not the undo window, is measured: mail at once.
             SUBSCRIPTIONS_SEND_DELAY=0,
+            **settings,
         )
         manage("migrate", "--noinput", env=env)
         workers = [

@@ -15,6 +15,10 @@ but counters:
 - ``bytes``: the size of the accepted messages (after unstuffing);
 - ``connections``: SMTP connections opened.
 
+With ``latency`` (seconds), every reply leaves that long after the command
+it answers arrived, in order: a relay that far away (a round trip of
+``latency``), pipelined commands answered together.
+
 It runs in its own process so it never competes with a sender for a GIL;
 ``SmtpSink`` starts it, in its own process group, and talks to it over a
 control socket (one line in, one JSON line out: ``STATS``, ``RESET``)::
@@ -93,16 +97,42 @@ class SmtpProtocol(asyncio.Protocol):
     (pipelined commands included); in DATA the buffer is searched for the
     terminating dot in one go, which keeps the cost per message small."""
 
-    def __init__(self, counters):
+    def __init__(self, counters, latency=0.0):
         self.counters = counters
+        self.latency = latency
         self.buffer = b""
         self.in_data = False
         self.recipients = []
+        self.outbox = []  # (due, bytes or None to close), in order: replies held back
 
     def connection_made(self, transport):
         self.transport = transport
         self.counters.connections += 1
-        transport.write(b"220 127.0.0.1 benchmark sink ESMTP\r\n")
+        self.write(b"220 127.0.0.1 benchmark sink ESMTP\r\n")
+
+    def write(self, data, close=False):
+        """Send `data` (then close) now, or `latency` seconds from now: a
+        server that far away. Replies keep their order."""
+        if not self.latency:
+            self.transport.write(data)
+            if close:
+                self.transport.close()
+            return
+        loop = asyncio.get_running_loop()
+        self.outbox.append((loop.time() + self.latency, data, close))
+        if len(self.outbox) == 1:
+            loop.call_at(self.outbox[0][0], self.flush)
+
+    def flush(self):
+        loop = asyncio.get_running_loop()
+        while self.outbox and self.outbox[0][0] <= loop.time():
+            _, data, close = self.outbox.pop(0)
+            if not self.transport.is_closing():
+                self.transport.write(data)
+                if close:
+                    self.transport.close()
+        if self.outbox:
+            loop.call_at(self.outbox[0][0], self.flush)
 
     def data_received(self, data):
         self.buffer += data
@@ -133,11 +163,10 @@ class SmtpProtocol(asyncio.Protocol):
             reply = self.command(line)
             replies.append(reply)
             if reply.startswith(b"221"):
-                self.transport.write(b"".join(replies))
-                self.transport.close()
+                self.write(b"".join(replies), close=True)
                 return
         if replies:
-            self.transport.write(b"".join(replies))
+            self.write(b"".join(replies))
 
     def command(self, line):
         verb = line[:4].upper()
@@ -177,10 +206,12 @@ async def control(counters, reader, writer):
     writer.close()
 
 
-async def serve(port, control_port):
+async def serve(port, control_port, latency=0.0):
     counters = Counters()
     loop = asyncio.get_running_loop()
-    smtp = await loop.create_server(lambda: SmtpProtocol(counters), "127.0.0.1", port, backlog=512)
+    smtp = await loop.create_server(
+        lambda: SmtpProtocol(counters, latency), "127.0.0.1", port, backlog=512
+    )
     ctl = await asyncio.start_server(
         lambda r, w: control(counters, r, w), "127.0.0.1", control_port
     )
@@ -197,15 +228,23 @@ class SmtpSink:
     """The sink in a child process (its own process group); counters through
     the control socket. ``stats()``, ``reset()``, ``wait_for(n)``, ``stop()``."""
 
-    def __init__(self, port=0):
+    def __init__(self, port=0, latency=0.0):
         self.requested_port = port
+        self.latency = latency
         self.process = None
         self.port = None
         self.control_port = None
 
     def start(self):
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--port", str(self.requested_port)],
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--port",
+                str(self.requested_port),
+                "--latency",
+                str(self.latency),
+            ],
             stdout=subprocess.PIPE,
             start_new_session=True,
             text=True,
@@ -275,8 +314,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=0, help="SMTP port (0: any free port)")
     parser.add_argument("--control-port", type=int, default=0)
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds each reply is held back"
+    )
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.control_port))
+    asyncio.run(serve(args.port, args.control_port, args.latency))
 
 
 if __name__ == "__main__":

@@ -168,9 +168,12 @@ def test_transient_refusals_are_retried_and_permanent_ones_fail(celery_worker, s
 
 
 @worker
-def test_a_worker_killed_mid_mailing_loses_nothing_and_repeats_at_most_one(
+def test_a_worker_killed_mid_mailing_loses_nothing_and_repeats_at_most_one_per_connection(
     celery_worker, smtp_server, start_worker_process, settings
 ):
+    """Each accepted message is journaled as its answer comes: the killed
+    worker's SMTP_CONNECTIONS connections had at most one message each sent
+    and not yet answered (the README's duplicate bound)."""
     import signal
 
     # The sweep runs here: it must not mistake a live batch for a dead one.
@@ -179,7 +182,7 @@ def test_a_worker_killed_mid_mailing_loses_nothing_and_repeats_at_most_one(
     # Only the worker about to die takes this mailing's first tasks.
     celery_worker.stop()
     try:
-        doomed = start_worker_process("doomed")
+        doomed = start_worker_process("doomed", SUBSCRIPTIONS_SMTP_CONNECTIONS="4")
         smtp_server.delay = 0.005  # so that the kill lands mid-batch
         mailing = subscriptions.announce(Post())
         wait_until(lambda: len(smtp_server.messages) >= 250, timeout=60, message="sending to start")
@@ -192,7 +195,7 @@ def test_a_worker_killed_mid_mailing_loses_nothing_and_repeats_at_most_one(
         celery_worker.start()
     counts = received(smtp_server)
     assert set(counts) == {r.email for r in group}
-    assert sum(counts.values()) - len(group) <= 1
+    assert sum(counts.values()) - len(group) <= 4
 
 
 @worker

@@ -202,12 +202,15 @@ def test_wrong_credentials_hold_every_batch_and_fail_or_suppress_nobody(
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("connections", [1, 4])
 def test_a_relay_refusing_our_sender_suppresses_nobody(
-    smtp_server, settings, django_capture_on_commit_callbacks
+    smtp_server, settings, django_capture_on_commit_callbacks, connections
 ):
     """A 554 5.7.1 for every recipient (relay access denied) is the
     configuration's fault: after BREAKER readers in a row the batch is
-    held; nobody's address is counted as refused."""
+    held; nobody's address is counted as refused. With several connections
+    each may have started one more reader when the fifth refusal came."""
+    settings.SUBSCRIPTIONS_SMTP_CONNECTIONS = connections
     settings.SUBSCRIPTIONS_HARD_BOUNCE_LIMIT = 1
     group = [make_subscriber(f"r{i}@example.com") for i in range(8)]
     for reader in group:
@@ -218,7 +221,8 @@ def test_a_relay_refusing_our_sender_suppresses_nobody(
         assert {(d.status, d.attempts, d.permanent) for d in rows} == {
             (Delivery.Status.PENDING, 0, False)
         }
-    assert len(smtp_server.refused) == 2 * 5  # five tries per batch, then it waits
+    # Five tries per batch (one more per other connection at most), then it waits.
+    assert 2 * 5 <= len(smtp_server.refused) <= 2 * (5 + connections - 1)
     assert set(Subscriber.objects.values_list("status", flat=True)) == {S.CONFIRMED}
 
 
@@ -443,13 +447,15 @@ def test_erasure_removes_the_address_from_every_error_text(
 
 @worker
 def test_a_reader_erased_mid_batch_is_sent_nothing_more(celery_worker, smtp_server):
-    group = readers(12)
-    smtp_server.delay = 0.25  # a slow server: the batch takes about 3 s
+    # A slow server: over the worker's 4 connections the batch takes about
+    # 4 s, and the last reader is in the second send_many call of 32.
+    group = readers(64)
+    smtp_server.delay = 0.25
     mailing = delivery.announce(Post())[0]
     wait_until(lambda: len(smtp_server.messages) >= 2, timeout=60, message="sending to start")
     last = group[-1]
     assert Delivery.objects.get(subscriber=last).status == Delivery.Status.SENDING  # claimed
-    last.erase()  # the server stays slow: the batch has 10 messages to go
+    last.erase()  # the server stays slow: the batch has 56 messages to go
     wait_for_done(mailing)
     celery_worker.drain()
     assert last.email not in received(smtp_server)
@@ -658,7 +664,7 @@ def test_a_connection_lost_after_data_is_counted_as_ambiguous_and_retried(
         assert rows["dropped"].status == Delivery.Status.PENDING and rows["dropped"].ambiguous
         assert rows["dropped"].error.startswith("ambiguous")
         assert not rows["first"].ambiguous and not rows["last"].ambiguous
-        assert server.accepted == ["first@example.com", "last@example.com"]
+        assert sorted(server.accepted) == ["first@example.com", "last@example.com"]  # any order
         with django_capture_on_commit_callbacks(execute=False):
             delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)  # the retry
         rows = _rows(mailing)
