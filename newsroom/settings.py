@@ -166,8 +166,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "newsroom.tasks.announce_missed_articles",
         "schedule": 60.0,
     },
-    # Re-queue mailings stalled by a dead worker or a restarted Redis.
-    "sweep-deliveries": {"task": "subscriptions.tasks.sweep", "schedule": 60.0},
+    # Put back, within seconds, what a dead worker or a restarted Redis left
+    # stalled (a few small queries a run). Keep it well under 80 % of
+    # SUBSCRIPTIONS_HEARTBEAT; a run that waited longer than that is dropped.
+    "sweep-deliveries": {
+        "task": "subscriptions.tasks.sweep",
+        "schedule": 3.0,
+        "options": {"expires": 6.0},
+    },
     # Make the daily and weekly digests once their send time has come.
     "make-digests": {"task": "subscriptions.tasks.make_digests", "schedule": 300.0},
 }
@@ -276,6 +282,7 @@ SUBSCRIPTIONS_EMAIL_CONTENT = env.str("SUBSCRIPTIONS_EMAIL_CONTENT", default="su
 SUBSCRIPTIONS_MAX_RATE = env.float("SUBSCRIPTIONS_MAX_RATE", default=0) or None
 SUBSCRIPTIONS_BATCH_SIZE = env.int("SUBSCRIPTIONS_BATCH_SIZE", default=500)
 SUBSCRIPTIONS_CLAIM_TIMEOUT = env.float("SUBSCRIPTIONS_CLAIM_TIMEOUT", default=300)  # seconds
+SUBSCRIPTIONS_HEARTBEAT = env.float("SUBSCRIPTIONS_HEARTBEAT", default=10) or None  # s; 0: off
 SUBSCRIPTIONS_RETRY_BACKOFF = env.float("SUBSCRIPTIONS_RETRY_BACKOFF", default=30)  # seconds
 SUBSCRIPTIONS_RETRY_BACKOFF_MAX = env.float("SUBSCRIPTIONS_RETRY_BACKOFF_MAX", default=3600)  # s
 SUBSCRIPTIONS_MAX_ATTEMPTS = env.int("SUBSCRIPTIONS_MAX_ATTEMPTS", default=8)
