@@ -156,6 +156,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# On Redis, priority 0 is served first: the app's tasks go at 5 so that the
+# sweeper (beat, priority 0) runs as soon as a worker is free, not behind a
+# mailing's queued batches (a dead worker's readers wait for it).
+CELERY_TASK_DEFAULT_PRIORITY = 5
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
@@ -172,7 +176,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-deliveries": {
         "task": "subscriptions.tasks.sweep",
         "schedule": 3.0,
-        "options": {"expires": 6.0},
+        "options": {"expires": 6.0, "priority": 0},
     },
     # Make the daily and weekly digests once their send time has come.
     "make-digests": {"task": "subscriptions.tasks.make_digests", "schedule": 300.0},

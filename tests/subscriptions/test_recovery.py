@@ -321,3 +321,38 @@ def test_a_slow_live_batch_is_never_taken_over_while_its_heartbeat_lives(
         celery_worker.start()
     assert received(smtp_server) == Counter({r.email: 1 for r in group})
     assert not Delivery.objects.filter(mailing=mailing, next_attempt_at__isnull=False).exists()
+
+
+@worker
+@pytest.mark.timeout(120)
+def test_beats_sweep_runs_before_the_batches_already_queued(celery_worker, smtp_server, settings):
+    """With every worker busy and a mailing's batches queued, the sweeper
+    must not wait behind them (a dead worker's readers wait for it)."""
+    from celery import current_app
+
+    readers(4)
+    smtp_server.delay = 0.5  # the one batch keeps the only worker busy for 2 s
+    subscriptions.announce(Post())
+    wait_until(lambda: Delivery.objects.filter(status=SENDING).exists(), timeout=30)
+    queued = [
+        current_app.send_task(
+            "celery.accumulate",
+            args=(i,),
+            kwargs={"index": 0},
+            ignore_result=False,
+            priority=current_app.conf.task_default_priority,  # as the app's tasks
+        )
+        for i in range(3)
+    ]
+    options = dict(settings.CELERY_BEAT_SCHEDULE["sweep-deliveries"]["options"])
+    options.pop("expires")
+    sweep_like = current_app.send_task(
+        "celery.accumulate", args=("sweep",), kwargs={"index": 0}, ignore_result=False, **options
+    )
+
+    def finished(result):
+        meta = current_app.backend.get_task_meta(result.id)
+        return meta.get("status") == "SUCCESS" and meta["date_done"]
+
+    wait_until(lambda: all(finished(r) for r in [*queued, sweep_like]), timeout=60)
+    assert finished(sweep_like) < min(finished(r) for r in queued)
