@@ -13,7 +13,7 @@ from datetime import datetime, time, timedelta
 from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery
 from django.utils import timezone
 
@@ -149,16 +149,22 @@ class SubscriberQuerySet(models.QuerySet):
             "consent_user_agent": consent.user_agent[:500],
         }
         with transaction.atomic():
-            subscriber, created = self.get_or_create(
-                email=email, defaults={"status": Status.PENDING, **fields}
-            )
-            if not created:
-                updated = self.filter(
-                    pk=subscriber.pk, status__in=[Status.PENDING, Status.UNSUBSCRIBED]
-                ).update(status=Status.PENDING, **fields)
-                if not updated:
-                    return subscriber
-                subscriber.refresh_from_db()
+            # A new address, the common case (a viral article's sign-ups):
+            # one INSERT, no read before it and no follows to clear after.
+            try:
+                with transaction.atomic():
+                    subscriber = self.create(email=email, status=Status.PENDING, **fields)
+            except IntegrityError:  # the address is known (the unique email)
+                subscriber = self.get(email=email)
+            else:
+                Follow.objects.bulk_create([Follow(subscriber=subscriber, topic=t) for t in topics])
+                return subscriber
+            updated = self.filter(
+                pk=subscriber.pk, status__in=[Status.PENDING, Status.UNSUBSCRIBED]
+            ).update(status=Status.PENDING, **fields)
+            if not updated:
+                return subscriber
+            subscriber.refresh_from_db()
             subscriber.set_follows(topics)
         return subscriber
 
