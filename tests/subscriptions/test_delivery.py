@@ -559,13 +559,20 @@ def test_long_lines_are_cut_by_bytes_for_smtp():
 
 
 def queued_task_names(redis_url):
-    """The tasks waiting in Celery's default queue on Redis, oldest first."""
+    """The tasks waiting in Celery's default queue on Redis, in the order a
+    worker takes them: by priority (kombu keeps one list per priority step,
+    0 first), oldest first within one."""
     import json
 
     import redis
 
     client = redis.Redis.from_url(f"{redis_url}/0")
-    return [json.loads(m)["headers"]["task"] for m in reversed(client.lrange("celery", 0, -1))]
+    lists = ["celery"] + [f"celery\x06\x16{step}" for step in (3, 6, 9)]
+    return [
+        json.loads(m)["headers"]["task"]
+        for key in lists
+        for m in reversed(client.lrange(key, 0, -1))
+    ]
 
 
 @pytest.mark.django_db
