@@ -157,6 +157,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# On Redis, priority 0 is served first: the app's tasks go at 5 so that the
+# sweeper (beat, priority 0) runs as soon as a worker is free, not behind a
+# mailing's queued batches (a dead worker's readers wait for it).
+CELERY_TASK_DEFAULT_PRIORITY = 5
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
@@ -167,8 +171,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "newsroom.tasks.announce_missed_articles",
         "schedule": 60.0,
     },
-    # Re-queue mailings stalled by a dead worker or a restarted Redis.
-    "sweep-deliveries": {"task": "subscriptions.tasks.sweep", "schedule": 60.0},
+    # Put back, within seconds, what a dead worker or a restarted Redis left
+    # stalled (a few small queries a run). Keep it well under 80 % of
+    # SUBSCRIPTIONS_HEARTBEAT; a run that waited longer than that is dropped.
+    "sweep-deliveries": {
+        "task": "subscriptions.tasks.sweep",
+        "schedule": 3.0,
+        "options": {"expires": 6.0, "priority": 0},
+    },
     # Make the daily and weekly digests once their send time has come.
     "make-digests": {"task": "subscriptions.tasks.make_digests", "schedule": 300.0},
     # One reminder to addresses pending for SUBSCRIPTIONS_REMIND_AFTER; delete
@@ -295,6 +305,7 @@ SUBSCRIPTIONS_WARMUP = env.str("SUBSCRIPTIONS_WARMUP", default="") or None
 SUBSCRIPTIONS_WARMUP_START = env.str("SUBSCRIPTIONS_WARMUP_START", default="") or None
 SUBSCRIPTIONS_SMTP_CONNECTIONS = env.int("SUBSCRIPTIONS_SMTP_CONNECTIONS", default=4)
 SUBSCRIPTIONS_CLAIM_TIMEOUT = env.float("SUBSCRIPTIONS_CLAIM_TIMEOUT", default=300)  # seconds
+SUBSCRIPTIONS_HEARTBEAT = env.float("SUBSCRIPTIONS_HEARTBEAT", default=10) or None  # s; 0: off
 SUBSCRIPTIONS_RETRY_BACKOFF = env.float("SUBSCRIPTIONS_RETRY_BACKOFF", default=30)  # seconds
 SUBSCRIPTIONS_RETRY_BACKOFF_MAX = env.float("SUBSCRIPTIONS_RETRY_BACKOFF_MAX", default=3600)  # s
 SUBSCRIPTIONS_MAX_ATTEMPTS = env.int("SUBSCRIPTIONS_MAX_ATTEMPTS", default=8)

@@ -67,6 +67,11 @@ DEFAULTS = {
     "BATCH_SIZE": 1000,
     # A claim older than this belongs to a dead worker: the sweeper takes it back.
     "CLAIM_TIMEOUT": timedelta(minutes=5),
+    # A batch holding a claim rewrites a key in the shared cache that lives
+    # this long (heartbeat.py): once it is gone, the sweeper takes the claim
+    # back — seconds after a worker dies, not CLAIM_TIMEOUT. None: no
+    # heartbeats (claims are taken back after CLAIM_TIMEOUT only).
+    "HEARTBEAT": timedelta(seconds=10),
     # Transient SMTP errors: retried after RETRY_BACKOFF × 2^(attempt-1) (±50 %
     # jitter, at most RETRY_BACKOFF_MAX), until MAX_ATTEMPTS.
     "RETRY_BACKOFF": timedelta(seconds=30),

@@ -10,8 +10,9 @@ fan_out(), which records one Delivery per matching reader, a chunk at a
 time, and queues send_mailing_batch() per chunk. A batch claims its due
 deliveries, hands them to the transport and records each reader's outcome;
 what is left (retries) is queued again. Digest readers' deliveries wait for
-make_digests() and send_digest_batch(). sweep() (beat, every minute) puts
-back whatever a dead worker or a lost broker left behind.
+make_digests() and send_digest_batch(). sweep() (beat, every few seconds)
+puts back, within seconds, whatever a dead worker or a lost broker left
+behind.
 
 Every function that runs as a task is safe to run twice or on two workers
 at once: fan-out resumes from its cursor and its rows are unique per
@@ -25,11 +26,12 @@ from datetime import timedelta
 
 from django.core.cache import caches
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from . import emails, tasks, transports
+from . import emails, heartbeat, tasks, transports
 from .conf import conf
+from .heartbeat import heartbeats
 from .models import (
     MAX_ID,
     Correction,
@@ -338,22 +340,42 @@ def _send_batch(rows, kind, prepare, record_also=None):
     claimed = rows.claim(conf.BATCH_SIZE)
     if not claimed:
         return [], transports.Outcome()
-    build, skip = prepare(claimed)
-    skipped = {i.pk for i in skip}
-    outcome = transports.deliver(
-        kind,
-        [i for i in claimed if i.pk not in skipped],
-        build,
-        recheck=Subscriber.objects.confirmed_among,
-    )
-    outcome.skipped += skip
-    with transaction.atomic():
-        rows.model.objects.record(outcome, claimed[0].claim)
-        if record_also:
-            record_also(outcome)
+    claim = claimed[0].claim
+    heartbeats.hold(claim)  # until the outcome is recorded: the sweeper leaves it alone
+    try:
+        build, skip = prepare(claimed)
+        skipped = {i.pk for i in skip}
+        # Rows an earlier batch sent before the sweeper took them back (it
+        # believed that batch dead): recorded as sent, not sent again.
+        done = [i for i in _journaled(kind, claimed) if i.pk not in skipped]
+        skipped |= {i.pk for i in done}
+        outcome = transports.deliver(
+            kind,
+            [i for i in claimed if i.pk not in skipped],
+            build,
+            # Readers still confirmed whose row this batch still holds.
+            recheck=lambda ids: rows.model.objects.still_held(claim, ids),
+        )
+        outcome.skipped += skip
+        outcome.sent += done
+        with transaction.atomic():
+            rows.model.objects.record(outcome, claim)
+            if record_also:
+                record_also(outcome)
+    finally:
+        heartbeats.drop(claim)
     Subscriber.objects.suppress([i.subscriber_id for i in outcome.invalid])
     Subscriber.objects.suppress_bouncing([i.subscriber_id for i in outcome.failed if i.permanent])
     return claimed, outcome
+
+
+def _journaled(kind, claimed):
+    """The claimed rows the send journal says were sent already."""
+    try:
+        sent = transports.journal_sent(kind, [i.pk for i in claimed])
+    except Exception:  # noqa: BLE001 - the cache is down: nothing is known
+        return []
+    return [i for i in claimed if i.pk in sent]
 
 
 def _queue_rest(rows, task, *args):
@@ -533,15 +555,26 @@ def send_correction_batch(correction_id, first, last):
     return len(outcome.sent)
 
 
-def _sweep_corrections(before):
-    """sweep() for corrections: stale claims released (the journal says
-    which were sent), and corrections that made no progress since `before`
-    with work due queued again. Returns their ids."""
-    stale = CorrectionDelivery.objects.stale()
-    if stale:
-        CorrectionDelivery.objects.release(stale, transports.journal_sent("correction", stale))
+def _sweep_corrections(believed, beat, now, candidates_since):
+    """sweep() for corrections: their dead claims taken back (as sweep()
+    does a mailing's), then corrections that made no progress since
+    `candidates_since` (all in flight, after an emptied cache: None) with
+    work due queued again. Returns their ids."""
+    dead = _dead_claims(CorrectionDelivery, believed, beat, now)
+    if dead:
+        ids = list(
+            CorrectionDelivery.objects.filter(
+                claim__in=dead, status=CorrectionDelivery.Status.SENDING
+            ).values_list("pk", flat=True)
+        )
+        CorrectionDelivery.objects.release(
+            ids, transports.journal_sent("correction", ids), now + RELEASE_DELAY
+        )
+    corrections = Correction.objects.sending()
+    if candidates_since is not None:
+        corrections = corrections.filter(progress_at__lt=candidates_since)
     requeued = []
-    for correction in Correction.objects.sending().filter(progress_at__lt=before):
+    for correction in corrections:
         if correction.finish_if_done() or not correction.has_work_due():
             continue
         correction.moved()
@@ -554,35 +587,124 @@ def _sweep_corrections(before):
 
 # Recovery.
 
+# Rows taken back from a claim wait this long before another batch may send
+# them: if their batch was alive after all (its heartbeat lost with a
+# restarted Redis), it stops sending them within transports.RECHECK_SECONDS
+# and journals what it sent meanwhile, which the next batch then skips.
+RELEASE_DELAY = timedelta(seconds=2)
+
 
 def sweep():
-    """Put stalled work back in the queue (beat runs it every minute).
+    """Put stalled work back in play (beat runs it every few seconds).
 
-    Claims older than CLAIM_TIMEOUT are released: those the send journal
-    says were sent are recorded as sent, the rest go back to pending. A
-    mailing that made no progress for CLAIM_TIMEOUT, and has work due (its
-    fan-out unfinished, or deliveries due now), gets its fan-out and a
-    batch over all its readers queued again: if its tasks were lost with a
-    restarted broker these finish the job, and if they were not, the claims
-    make the extra tasks find nothing to do. Deliveries waiting out a
-    backoff already have a task waiting for them: no new chain is started
-    for them every CLAIM_TIMEOUT. Returns the ids of the mailings queued
-    again.
+    1. Dead claims are taken back: those whose heartbeat is gone
+       (heartbeat.py: within HEARTBEAT seconds of a worker's death), or,
+       where no heartbeat can be read, those older than CLAIM_TIMEOUT. A
+       claim whose heartbeat is there is never taken, however old. Of a
+       dead claim's rows, those the send journal says were sent are
+       recorded as sent; the rest go back to pending (due RELEASE_DELAY
+       later), and their mailing is queued again.
+    2. Lost tasks: a mailing queued or sending, with work due (its fan-out
+       unfinished, or deliveries due now), gets its fan-out and a batch
+       over all its readers queued again when the cache was found emptied
+       (a restarted Redis: on one server the queued tasks went with it), or
+       when it made no progress for 2 × HEARTBEAT (CLAIM_TIMEOUT without
+       heartbeats): a broker of its own that lost them. A queued task that
+       was not lost finds its rows claimed already, so the extra tasks send
+       nothing twice. Deliveries waiting out a backoff already have a task
+       waiting for them: no new chain is started for them.
+    3. Digests pending since CLAIM_TIMEOUT ago get a batch queued, checked
+       at most once a minute (and at once after an emptied cache).
+
+    A sweep with nothing to do costs three small indexed queries (the
+    claims being sent, for deliveries and digests, and the mailings in
+    flight that stalled) and two cache round trips. Returns the ids of the
+    mailings queued again.
     """
+    believed, emptied = heartbeat.watch()
+    beat = heartbeat.seconds()
+    now = timezone.now()
+    released_mailings, released_digests = set(), False
     for model, kind in ((Delivery, "delivery"), (Digest, "digest")):
-        stale = model.objects.stale()
-        if stale:
-            model.objects.release(stale, transports.journal_sent(kind, stale))
-    before = timezone.now() - conf.duration("CLAIM_TIMEOUT")
+        dead = _dead_claims(model, believed, beat, now)
+        if not dead:
+            continue
+        fields = ["pk", "mailing_id"] if model is Delivery else ["pk"]
+        rows = model.objects.filter(claim__in=dead, status=model.Status.SENDING)
+        rows = list(rows.values_list(*fields))
+        ids = [row[0] for row in rows]
+        model.objects.release(ids, transports.journal_sent(kind, ids), now + RELEASE_DELAY)
+        if model is Delivery:
+            released_mailings |= {mailing for _, mailing in rows}
+        else:
+            released_digests = True
+    stalled = now - (timedelta(seconds=2 * beat) if beat else conf.duration("CLAIM_TIMEOUT"))
+    candidates = Mailing.objects.sending()
+    if not emptied:
+        candidates = candidates.filter(Q(progress_at__lt=stalled) | Q(pk__in=released_mailings))
     requeued = []
-    for mailing in Mailing.objects.sending().filter(progress_at__lt=before):
-        if mailing.finish_if_done() or not mailing.has_work_due():
+    for mailing in candidates:
+        if mailing.finish_if_done():
+            continue
+        # Released rows are due shortly: their batch waits for them.
+        if mailing.pk not in released_mailings and not mailing.has_work_due():
             continue
         mailing.moved()
         _requeue(mailing)
         requeued.append(mailing.pk)
-    if Digest.objects.filter(_due(), status=Digest.Status.PENDING, created_at__lt=before).exists():
+    if released_digests or _digests_stalled(emptied, now):
         enqueue_after_commit(tasks.send_digest_batch, 0, MAX_ID)
-    start_scheduled()
-    _sweep_corrections(before)
+    # Scheduled sends and corrections: at most every SLOW_SWEEP seconds (a
+    # sweep with nothing to do stays three queries), or at once after an
+    # emptied cache.
+    if emptied or _not_swept_lately("scheduled", SLOW_SWEEP):
+        start_scheduled()
+        _sweep_corrections(believed, beat, now, None if emptied else stalled)
     return requeued
+
+
+SLOW_SWEEP = 10
+
+
+def _not_swept_lately(name, seconds):
+    try:
+        return caches[conf.CACHE].add(f"subscriptions:sweep:{name}", 1, timeout=seconds)
+    except Exception:  # noqa: BLE001 - the cache is down: ask the database
+        return True
+
+
+def _dead_claims(model, believed, beat, now):
+    """The claims on `model`'s rows being sent that belong to no live batch."""
+    claims = dict(
+        model.objects.filter(status=model.Status.SENDING)
+        .values_list("claim")
+        .annotate(at=Max("claimed_at"))
+        .order_by()
+    )
+    if not claims:
+        return []
+    alive = heartbeat.alive(claims)
+    timeout = now - conf.duration("CLAIM_TIMEOUT")
+    # A claim gets a heartbeat within moments of being taken: one younger
+    # than a heartbeat's life may not have it yet.
+    silent = now - timedelta(seconds=beat) if believed and alive is not None else None
+    return [
+        claim
+        for claim, at in claims.items()
+        if (alive is None or claim not in alive)
+        and (at is None or at < timeout or (silent is not None and at < silent))
+    ]
+
+
+def _digests_stalled(emptied, now):
+    """Whether due digests have waited since CLAIM_TIMEOUT ago (their tasks
+    were lost) — asked at most once a minute: the scan is not free while a
+    big digest run is in progress — or, after an emptied cache, at all."""
+    rows = Digest.objects.filter(_due(), status=Digest.Status.PENDING)
+    try:
+        ask = caches[conf.CACHE].add("subscriptions:sweep:digests", 1, timeout=60)
+    except Exception:  # noqa: BLE001 - the cache is down: ask the database
+        ask = True
+    if emptied:
+        return rows.exists()
+    return ask and rows.filter(created_at__lt=now - conf.duration("CLAIM_TIMEOUT")).exists()

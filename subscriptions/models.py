@@ -227,16 +227,22 @@ class SubscriberQuerySet(models.QuerySet):
             "consent_user_agent": consent.user_agent[:500],
         }
         with transaction.atomic():
-            subscriber, created = self.get_or_create(
-                email=email, defaults={"status": Status.PENDING, **fields}
-            )
-            if not created:
-                updated = self.filter(
-                    pk=subscriber.pk, status__in=[Status.PENDING, Status.UNSUBSCRIBED]
-                ).update(status=Status.PENDING, **fields)
-                if not updated:
-                    return subscriber
-                subscriber.refresh_from_db()
+            # A new address, the common case (a viral article's sign-ups):
+            # one INSERT, no read before it and no follows to clear after.
+            try:
+                with transaction.atomic():
+                    subscriber = self.create(email=email, status=Status.PENDING, **fields)
+            except IntegrityError:  # the address is known (the unique email)
+                subscriber = self.get(email=email)
+            else:
+                Follow.objects.bulk_create([Follow(subscriber=subscriber, topic=t) for t in topics])
+                return subscriber
+            updated = self.filter(
+                pk=subscriber.pk, status__in=[Status.PENDING, Status.UNSUBSCRIBED]
+            ).update(status=Status.PENDING, **fields)
+            if not updated:
+                return subscriber
+            subscriber.refresh_from_db()
             subscriber.set_follows(topics)
         return subscriber
 
@@ -716,19 +722,35 @@ class SendableQuerySet(models.QuerySet):
             )[:limit]
         )
 
-    def release(self, ids, sent):
+    def release(self, ids, sent, due_at=None):
         """Take back stale claims: rows among `ids` whose message is known
         to have been accepted (`sent`, from the send journal) are recorded
-        as sent, the rest go back to pending. Returns how many went back."""
+        as sent, the rest go back to pending (due at `due_at`, if given).
+        Returns how many went back."""
         Status = self.model.Status
         sent = set(sent)
         if sent:
             self.filter(pk__in=sent, status=Status.SENDING).update(
                 status=Status.SENT, sent_at=timezone.now(), claim=""
             )
+        due = {"next_attempt_at": due_at} if due_at else {}
         return self.filter(
             pk__in=[pk for pk in ids if pk not in sent], status=Status.SENDING
-        ).update(status=Status.PENDING, claim="")
+        ).update(status=Status.PENDING, claim="", **due)
+
+    def still_held(self, claim, subscriber_ids):
+        """The ids among `subscriber_ids` of readers still confirmed whose
+        row the batch holding `claim` still holds (the sweeper may have
+        taken it back, believing the batch dead): a batch goes on with
+        those only."""
+        return set(
+            self.filter(
+                claim=claim,
+                status=self.model.Status.SENDING,
+                subscriber__status=Subscriber.Status.CONFIRMED,
+                subscriber_id__in=list(subscriber_ids),
+            ).values_list("subscriber_id", flat=True)
+        )
 
 
 class Sendable(models.Model):
@@ -1238,10 +1260,10 @@ class DigestQuerySet(SendableQuerySet):
         if done:
             Delivery.objects.filter(digest__in=done, status=S.DIGEST).update(digest=None)
 
-    def release(self, ids, sent):
+    def release(self, ids, sent, due_at=None):
         """As SendableQuerySet.release; a digest the journal says was sent
         takes its waiting deliveries with it (they were in it)."""
-        released = super().release(ids, sent)
+        released = super().release(ids, sent, due_at)
         if sent:
             Delivery.objects.filter(digest__in=list(sent), status=Delivery.Status.DIGEST).update(
                 status=Delivery.Status.SENT, sent_at=timezone.now()

@@ -102,5 +102,5 @@ def make_digests():
 
 @shared_task
 def sweep():
-    """Beat, every minute: re-queue work stalled by a dead worker or broker."""
+    """Beat, every few seconds: put back work stalled by a dead worker or broker."""
     return delivery.sweep()

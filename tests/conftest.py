@@ -300,7 +300,12 @@ class CeleryWorker:
 
         assert self.process.poll() is None, f"The Celery worker died:\n{self.log()}"
         marker = current_app.send_task(
-            "celery.accumulate", args=("drained",), kwargs={"index": 0}, ignore_result=False
+            "celery.accumulate",
+            args=("drained",),
+            kwargs={"index": 0},
+            ignore_result=False,
+            # Behind the tasks queued before it (beat's sweeps go first).
+            priority=current_app.conf.task_default_priority,
         )
 
         # Poll the stored result rather than marker.get(): get() listens on a

@@ -88,7 +88,7 @@ def wrk(url, seconds, script=None, warmup=False):
             script.unlink()
     if warmup:
         return None
-    latency = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)$", out, re.MULTILINE))
+    latency = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)\s*$", out, re.MULTILINE))
     if "50" not in latency or "99" not in latency:
         raise RuntimeError(f"unexpected wrk output for {url}:\n{out}")
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)

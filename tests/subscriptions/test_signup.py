@@ -87,3 +87,51 @@ class TestSubscribe:
         assert subscriber.topics() == ["el-paso"]
         assert subscriber.confirm()
         assert subscriber.status == Status.CONFIRMED
+
+
+# A viral article's sign-ups: a new address costs one INSERT and the
+# confirmation claim, nothing read first (the unique email catches a known one).
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("topics", [[], ["el-paso", "jeff-sessions"]])
+def test_a_new_address_signs_up_with_one_insert_and_the_confirmation_claim(
+    client, topics, django_capture_on_commit_callbacks
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    data = {"email": "New@Example.com", "form": "footer", "source": "/", "topics": topics}
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        with CaptureQueriesContext(connection) as queries:
+            response = client.post("/subscribe/", data)
+    assert response.status_code == 200
+    writes = [q["sql"].split()[0] for q in queries if "SAVEPOINT" not in q["sql"]]
+    assert writes == ["INSERT", *(["INSERT"] if topics else []), "UPDATE"]
+    subscriber = Subscriber.objects.get(email="New@example.com")
+    assert subscriber.status == Subscriber.Status.PENDING
+    assert subscriber.confirmation_sent_at is not None
+    assert subscriber.topics() == sorted(topics)
+    assert subscriber.follows_everything is (not topics)
+    assert len(queued) == 1  # the confirmation email, after the commit
+
+
+@pytest.mark.django_db
+def test_a_known_pending_address_takes_the_latest_choices_and_no_second_email(
+    client, django_capture_on_commit_callbacks
+):
+    client.post("/subscribe/", {"email": "ann@example.com", "topics": ["el-paso"]})
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        response = client.post(
+            "/subscribe/", {"email": "ann@example.com", "name": "Ann", "frequency": "daily"}
+        )
+    assert response.status_code == 200
+    ann = Subscriber.objects.get(email="ann@example.com")
+    assert (ann.name, ann.frequency, ann.topics(), ann.follows_everything) == (
+        "Ann",
+        "daily",
+        [],
+        True,
+    )
+    assert queued == []  # one confirmation per window
+    assert Subscriber.objects.count() == 1

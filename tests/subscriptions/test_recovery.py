@@ -1,0 +1,358 @@
+"""Recovery in seconds (issue 10, item 5): heartbeats tell the sweeper a dead
+batch from a live one, an emptied cache tells it the queued tasks are gone,
+and neither ever hands a live batch's readers to a second batch.
+
+The tests marked `worker` run real Celery workers over a real Redis against
+a real SMTP server (aiosmtpd), with the default CLAIM_TIMEOUT (5 minutes);
+the sweeper runs in this process, as beat would run it, every 0.2 s.
+"""
+
+import signal
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.core.cache import cache
+from django.utils import timezone
+
+import subscriptions
+from subscriptions import delivery, heartbeat, transports
+from subscriptions.heartbeat import heartbeats
+from subscriptions.models import MAX_ID, Delivery, Mailing
+from tests.subscriptions.test_delivery import Post, readers, received, wait_for_done
+from tests.support import wait_until
+
+worker = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+SENDING, PENDING, SENT = Delivery.Status.SENDING, Delivery.Status.PENDING, Delivery.Status.SENT
+
+
+def _fanned_out(capture, n=3):
+    readers(n)
+    mailing, _ = delivery.announce(Post())
+    with capture(execute=False):
+        delivery.fan_out(mailing.pk)
+    return mailing
+
+
+def _statuses(mailing):
+    return Counter(Delivery.objects.filter(mailing=mailing).values_list("status", flat=True))
+
+
+# The sweeper's rules, step by step (time travelled; the cache is real Redis).
+
+
+@pytest.mark.django_db
+def test_a_dead_claim_is_taken_back_after_a_heartbeat_not_after_claim_timeout(
+    settings, django_capture_on_commit_callbacks
+):
+    assert settings.SUBSCRIPTIONS_CLAIM_TIMEOUT == 300  # the default
+    mailing = _fanned_out(django_capture_on_commit_callbacks)
+    # A worker claims the rows, sends one (journaled) and dies: no heartbeat.
+    claimed = Delivery.objects.filter(mailing=mailing).claim(10)
+    cache.set(transports.journal_key("delivery", claimed[0].pk), 1)
+    start = timezone.now()
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery.sweep()  # starts watching the cache
+    assert _statuses(mailing) == {SENDING: 3}
+    with time_machine.travel(start + timedelta(seconds=5)):
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery.sweep()  # younger than a heartbeat's life: maybe not written yet
+    assert _statuses(mailing) == {SENDING: 3}
+    with time_machine.travel(start + timedelta(seconds=11)):
+        with django_capture_on_commit_callbacks(execute=False) as queued:
+            assert delivery.sweep() == [mailing.pk]
+        assert _statuses(mailing) == {SENT: 1, PENDING: 2}
+        # Due a moment later (RELEASE_DELAY), and its batch is queued now.
+        rest = Delivery.objects.filter(mailing=mailing, status=PENDING)
+        assert all(d.next_attempt_at > timezone.now() for d in rest)
+        assert len(queued) == 1
+
+
+@pytest.mark.django_db
+def test_a_claim_whose_heartbeat_lives_is_never_taken_back_however_old(
+    settings, django_capture_on_commit_callbacks
+):
+    mailing = _fanned_out(django_capture_on_commit_callbacks)
+    claimed = Delivery.objects.filter(mailing=mailing).claim(10)
+    heartbeats.hold(claimed[0].claim)
+    try:
+        start = timezone.now()
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery.sweep()
+        # An hour later by the clocks (the heartbeat key lives in real time).
+        with time_machine.travel(start + timedelta(hours=1)):
+            assert heartbeat.watch() == (True, False)  # missing heartbeats are believed
+            with django_capture_on_commit_callbacks(execute=False):
+                delivery.sweep()
+            assert _statuses(mailing) == {SENDING: 3}
+            heartbeats.drop(claimed[0].claim)  # the batch is gone
+            with django_capture_on_commit_callbacks(execute=False):
+                assert delivery.sweep() == [mailing.pk]
+            assert _statuses(mailing) == {PENDING: 3}
+    finally:
+        heartbeats.drop(claimed[0].claim)
+
+
+@pytest.mark.django_db
+def test_after_an_emptied_cache_lost_tasks_are_requeued_at_once_and_claims_wait(
+    settings, django_capture_on_commit_callbacks
+):
+    """A restarted Redis loses the queued tasks and every heartbeat, the
+    live batches' too: the mailing is queued again at once, and no claim is
+    taken back until the live batches had time to write theirs again."""
+    mailing = _fanned_out(django_capture_on_commit_callbacks, n=4)
+    Mailing.objects.filter(pk=mailing.pk).update(status=Mailing.Status.SENDING)
+    live = Delivery.objects.filter(mailing=mailing).claim(2)
+    start = timezone.now()
+    with time_machine.travel(start + timedelta(seconds=30)):
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery.sweep()
+            delivery.sweep()  # one more: the mailing made progress just now
+    with time_machine.travel(start + timedelta(seconds=45)):
+        heartbeats.hold(live[0].claim)  # the batch's thread writes its key...
+        cache.clear()  # ...and Redis restarts
+        try:
+            with django_capture_on_commit_callbacks(execute=False) as queued:
+                assert delivery.sweep() == [mailing.pk]  # its tasks were lost
+            assert len(queued) == 1
+            assert _statuses(mailing) == {SENDING: 2, PENDING: 2}  # not the claim, yet
+            heartbeats.hold(live[0].claim)  # written again
+        finally:
+            heartbeats.drop(live[0].claim)
+    assert cache.get(heartbeat.key(live[0].claim)) is None
+    with time_machine.travel(start + timedelta(seconds=52)):
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery.sweep()  # watched for 7 s only: not believed yet
+        assert _statuses(mailing) == {SENDING: 2, PENDING: 2}
+    with time_machine.travel(start + timedelta(seconds=56)):
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery.sweep()  # 11 s: the claim is truly gone
+        assert _statuses(mailing) == {PENDING: 4}
+
+
+@pytest.mark.django_db
+def test_without_a_shared_cache_claims_wait_for_claim_timeout(
+    settings, django_capture_on_commit_callbacks
+):
+    settings.CACHES = {
+        **settings.CACHES,
+        "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    }
+    settings.SUBSCRIPTIONS_CACHE = "local"
+    mailing = _fanned_out(django_capture_on_commit_callbacks)
+    Delivery.objects.filter(mailing=mailing).claim(10)
+    start = timezone.now()
+    for seconds in (0, 20, 200):
+        with time_machine.travel(start + timedelta(seconds=seconds)):
+            with django_capture_on_commit_callbacks(execute=False):
+                delivery.sweep()
+        assert _statuses(mailing) == {SENDING: 3}, seconds
+    with time_machine.travel(start + timedelta(seconds=301)):
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery.sweep()
+    assert _statuses(mailing) == {PENDING: 3}
+
+
+@pytest.mark.django_db
+def test_a_sweep_costs_a_few_queries_however_many_readers_and_claims(
+    settings, django_capture_on_commit_callbacks, django_assert_max_num_queries
+):
+    mailing = _fanned_out(django_capture_on_commit_callbacks, n=30)
+    Mailing.objects.filter(pk=mailing.pk).update(status=Mailing.Status.SENDING)
+    for _ in range(3):
+        claim = Delivery.objects.filter(mailing=mailing).claim(5)[0].claim
+        heartbeats.hold(claim)
+    try:
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery.sweep()  # the first one after an emptied cache looks at more
+            for _ in range(3):
+                with django_assert_max_num_queries(3):  # claims ×2, stalled mailings
+                    assert delivery.sweep() == []
+    finally:
+        for claim in list(heartbeats.holding()):
+            heartbeats.drop(claim)
+
+
+# A batch whose claim was taken back (believed dead) stops and repeats nobody.
+
+
+@worker  # committed rows: the sweeper's stand-in runs in a thread
+@pytest.mark.timeout(60)
+def test_a_live_batch_whose_rows_were_taken_back_sends_them_nobody_twice(
+    smtp_server, django_capture_on_commit_callbacks
+):
+    group = readers(20)
+    mailing, _ = delivery.announce(Post())
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery.fan_out(mailing.pk)
+    smtp_server.delay = 0.1  # the batch takes about 2 s
+
+    def take_back():  # as the sweeper would, had the heartbeat vanished
+        from django.db import connections
+
+        try:
+            wait_until(lambda: len(smtp_server.messages) >= 3, timeout=30)
+            rows = Delivery.objects.filter(mailing=mailing, status=SENDING)
+            ids = list(rows.values_list("pk", flat=True))
+            sent = transports.journal_sent("delivery", ids)
+            Delivery.objects.release(ids, sent, timezone.now() + delivery.RELEASE_DELAY)
+        finally:
+            connections.close_all()
+
+    thief = threading.Thread(target=take_back)
+    thief.start()
+    with django_capture_on_commit_callbacks(execute=False):
+        first = delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
+    thief.join()
+    assert first < 20  # it stopped sending the rows it no longer held
+    wait_until(
+        lambda: not Delivery.objects.filter(mailing=mailing, next_attempt_at__gt=timezone.now())
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
+    assert received(smtp_server) == Counter({r.email: 1 for r in group})
+    mailing.refresh_from_db()
+    assert mailing.status == Mailing.Status.DONE
+
+
+# End to end: real workers, real Redis, the default CLAIM_TIMEOUT.
+
+
+def _sweeping(predicate, timeout, message):
+    """Wait for `predicate`, sweeping as beat would meanwhile."""
+
+    def swept():
+        delivery.sweep()
+        return predicate()
+
+    wait_until(swept, timeout=timeout, message=message, interval=0.2)
+
+
+@worker
+@pytest.mark.timeout(600)
+def test_after_a_sigkilled_worker_the_rest_moves_again_within_a_minute(
+    celery_worker, smtp_server, start_worker_process, settings
+):
+    assert settings.SUBSCRIPTIONS_CLAIM_TIMEOUT == 300  # the default
+    group = readers(600)
+    celery_worker.stop()  # only the worker about to die takes the first tasks
+    try:
+        doomed = start_worker_process("doomed")
+        smtp_server.delay = 0.005  # so that the kill lands mid-batch
+        mailing = subscriptions.announce(Post())
+        wait_until(lambda: len(smtp_server.messages) >= 150, timeout=60, message="sending")
+        doomed.stop(signal.SIGKILL)
+        smtp_server.delay = 0
+        rows = Delivery.objects.filter(mailing=mailing)
+        (dead,) = set(rows.filter(status=SENDING).values_list("claim", flat=True))
+        start_worker_process("replacement")
+        # Five minutes (CLAIM_TIMEOUT) before heartbeats.
+        _sweeping(lambda: not rows.filter(claim=dead).exists(), 60, "the dead claim taken back")
+        wait_for_done(mailing, timeout=300, sweep=True)
+    finally:
+        celery_worker.start()
+    counts = received(smtp_server)
+    assert set(counts) == {r.email for r in group}
+    assert sum(counts.values()) - len(group) <= 4  # one in flight per SMTP connection (4)
+
+
+@worker
+@pytest.mark.timeout(600)
+def test_after_a_redis_restart_the_rest_moves_again_within_a_minute(
+    celery_worker, smtp_server, redis_server, settings
+):
+    assert settings.SUBSCRIPTIONS_CLAIM_TIMEOUT == 300  # the default
+    group = readers(600)
+    smtp_server.delay = 0.005  # so that most of the mailing is still queued
+    mailing = subscriptions.announce(Post())
+    wait_until(lambda: len(smtp_server.messages) >= 150, timeout=60, message="sending")
+    redis_server.restart()  # every queued task is lost with it
+    smtp_server.delay = 0
+    rows = Delivery.objects.filter(mailing=mailing)
+    taken = rows.filter(status__in=[SENT, SENDING]).count()  # by the tasks that ran
+    assert taken < len(group)
+    # Only a task queued after the restart sends more than that.
+    _sweeping(lambda: rows.filter(status=SENT).count() > taken, 60, "the rest moving again")
+    wait_for_done(mailing, timeout=300, sweep=True)
+    counts = received(smtp_server)
+    assert set(counts) == {r.email for r in group}
+    assert max(counts.values()) == 1
+
+
+@worker
+@pytest.mark.timeout(300)
+def test_a_redis_restart_never_hands_a_live_batch_to_the_sweeper(
+    celery_worker, smtp_server, redis_server
+):
+    """The restart wipes the live batch's heartbeat with everything else;
+    the batch, slow (a slow mail server), goes on sending for several
+    heartbeats after it while the sweeper runs: its rows stay its own."""
+    group = readers(120)  # one batch of 100 (the suite's BATCH_SIZE), then 20
+    smtp_server.delay = 0.12  # the first batch takes about 12 s
+    mailing = subscriptions.announce(Post())
+    wait_until(lambda: len(smtp_server.messages) >= 5, timeout=60, message="sending")
+    assert Delivery.objects.filter(mailing=mailing, status=SENDING).count() == 100
+    redis_server.restart()
+    wait_for_done(mailing, timeout=120, sweep=True)
+    counts = received(smtp_server)
+    assert counts == Counter({r.email: 1 for r in group})
+    # Taken back, a row would have been made due again (RELEASE_DELAY).
+    assert not Delivery.objects.filter(mailing=mailing, next_attempt_at__isnull=False).exists()
+
+
+@worker
+@pytest.mark.timeout(300)
+def test_a_slow_live_batch_is_never_taken_over_while_its_heartbeat_lives(
+    celery_worker, smtp_server, start_worker_process, settings
+):
+    """Heartbeats of 2 s, a batch of 20 s: the sweeper, running all along,
+    believes missing heartbeats within 2 s and never takes this one."""
+    settings.SUBSCRIPTIONS_HEARTBEAT = 2
+    group = readers(100)
+    celery_worker.stop()
+    try:
+        start_worker_process("slow", SUBSCRIPTIONS_HEARTBEAT="2")
+        smtp_server.delay = 0.2
+        mailing = subscriptions.announce(Post())
+        wait_for_done(mailing, timeout=120, sweep=True)
+    finally:
+        celery_worker.start()
+    assert received(smtp_server) == Counter({r.email: 1 for r in group})
+    assert not Delivery.objects.filter(mailing=mailing, next_attempt_at__isnull=False).exists()
+
+
+@worker
+@pytest.mark.timeout(120)
+def test_beats_sweep_runs_before_the_batches_already_queued(celery_worker, smtp_server, settings):
+    """With every worker busy and a mailing's batches queued, the sweeper
+    must not wait behind them (a dead worker's readers wait for it)."""
+    from celery import current_app
+
+    readers(4)
+    smtp_server.delay = 0.5  # the one batch keeps the only worker busy for 2 s
+    subscriptions.announce(Post())
+    wait_until(lambda: Delivery.objects.filter(status=SENDING).exists(), timeout=30)
+    queued = [
+        current_app.send_task(
+            "celery.accumulate",
+            args=(i,),
+            kwargs={"index": 0},
+            ignore_result=False,
+            priority=current_app.conf.task_default_priority,  # as the app's tasks
+        )
+        for i in range(3)
+    ]
+    options = dict(settings.CELERY_BEAT_SCHEDULE["sweep-deliveries"]["options"])
+    options.pop("expires")
+    sweep_like = current_app.send_task(
+        "celery.accumulate", args=("sweep",), kwargs={"index": 0}, ignore_result=False, **options
+    )
+
+    def finished(result):
+        meta = current_app.backend.get_task_meta(result.id)
+        return meta.get("status") == "SUCCESS" and meta["date_done"]
+
+    wait_until(lambda: all(finished(r) for r in [*queued, sweep_like]), timeout=60)
+    assert finished(sweep_like) < min(finished(r) for r in queued)
