@@ -22,6 +22,7 @@ second run finds nothing to send.
 
 import hashlib
 import logging
+import time
 from datetime import timedelta
 
 from django.core.cache import caches
@@ -657,7 +658,8 @@ def sweep():
     # Scheduled sends and corrections: at most every SLOW_SWEEP seconds (a
     # sweep with nothing to do stays three queries), or at once after an
     # emptied cache.
-    if emptied or _not_swept_lately("scheduled", SLOW_SWEEP):
+    slow = _not_swept_lately("scheduled", SLOW_SWEEP)
+    if slow or emptied:
         start_scheduled()
         _sweep_corrections(believed, beat, now, None if emptied else stalled)
     return requeued
@@ -667,10 +669,19 @@ SLOW_SWEEP = 10
 
 
 def _not_swept_lately(name, seconds):
+    """Whether the part of the sweep called `name` last ran `seconds` ago
+    or more (by the clock, noted in the shared cache); notes that it runs
+    now. Two sweepers at once may both run it: each part is safe to run
+    twice."""
+    cache, key, now = caches[conf.CACHE], f"subscriptions:sweep:{name}", time.time()
     try:
-        return caches[conf.CACHE].add(f"subscriptions:sweep:{name}", 1, timeout=seconds)
+        last = cache.get(key)
+        if last is not None and 0 <= now - last < seconds:
+            return False
+        cache.set(key, now, timeout=3600)
     except Exception:  # noqa: BLE001 - the cache is down: ask the database
-        return True
+        pass
+    return True
 
 
 def _dead_claims(model, believed, beat, now):

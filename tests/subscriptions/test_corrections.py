@@ -220,7 +220,8 @@ def test_a_correction_goes_once_each_with_two_workers_and_a_killed_one(
     celery_worker.drain()
     counts = received(smtp_server)
     assert set(counts) == {r.email for r in group}
-    assert sum(counts.values()) - len(group) <= 1  # at most the message in flight
+    # At most the messages in flight: one per SMTP connection (4).
+    assert sum(counts.values()) - len(group) <= 4
     assert {m["Subject"] for m in smtp_server.messages} == {f"Correction: {mailing.title}"}
 
 

@@ -181,8 +181,11 @@ def test_a_sweep_costs_a_few_queries_however_many_readers_and_claims(
 @worker  # committed rows: the sweeper's stand-in runs in a thread
 @pytest.mark.timeout(60)
 def test_a_live_batch_whose_rows_were_taken_back_sends_them_nobody_twice(
-    smtp_server, django_capture_on_commit_callbacks
+    smtp_server, django_capture_on_commit_callbacks, settings
 ):
+    # One connection: a batch rechecks which rows it holds between calls of
+    # SMTP_CONNECTIONS × DEPTH messages (8 here).
+    settings.SUBSCRIPTIONS_SMTP_CONNECTIONS = 1
     group = readers(20)
     mailing, _ = delivery.announce(Post())
     with django_capture_on_commit_callbacks(execute=False):
