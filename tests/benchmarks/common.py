@@ -210,13 +210,14 @@ def seed_readers(n, *, topics=(), frequency="instant", confirmed_at=None, prefix
             WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < %s)
             INSERT INTO {readers} (
                 email, name, status, frequency, follows_everything, key,
-                consent_user_agent, consent_page, consent_wording, created_at, confirmed_at
+                consent_user_agent, consent_page, consent_wording, created_at, confirmed_at,
+                stats_opt_out
             )
             SELECT %s || i || '@example.com', '', 'confirmed', %s, %s, %s || i,
-                   '', '', '', %s, %s
+                   '', '', '', %s, %s, %s
             FROM seq
             """,  # noqa: S608
-            [n, prefix, frequency, not topics, f"k{prefix}", confirmed_at, confirmed_at],
+            [n, prefix, frequency, not topics, f"k{prefix}", confirmed_at, confirmed_at, False],
         )
         if topics:
             cases = " ".join("WHEN %s THEN %s" for _ in topics)
