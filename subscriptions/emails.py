@@ -9,12 +9,14 @@ Rendering only: each function returns messages; transports.py sends them.
 import email.message
 import email.policy
 import email.utils
+import functools
 import re
 import time
 import uuid
 from dataclasses import dataclass
 
 import css_inline
+from django.conf import settings
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.template import Context
 from django.template.loader import get_template, render_to_string
@@ -333,8 +335,16 @@ def message_id(kind, pk, domain=None):
     """Stable for one (mailing, reader) or digest, so a resent message is
     recognisably the same; unguessable, so it reveals no id. `domain`:
     conf.list_id, when the caller has it already."""
-    digest = salted_hmac("subscriptions.message-id", f"{kind}:{pk}").hexdigest()
-    return f"{kind}.{digest[:24]}@{domain or conf.list_id}"
+    # salted_hmac("subscriptions.message-id", f"{kind}:{pk}"), its key
+    # derived once per SECRET_KEY rather than per message.
+    mac = _message_id_mac(settings.SECRET_KEY).copy()
+    mac.update(f"{kind}:{pk}".encode())
+    return f"{kind}.{mac.hexdigest()[:24]}@{domain or conf.list_id}"
+
+
+@functools.lru_cache(maxsize=4)
+def _message_id_mac(secret):
+    return salted_hmac("subscriptions.message-id", b"", secret)
 
 
 class PrebuiltEmail(EmailMessage):

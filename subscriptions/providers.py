@@ -29,6 +29,7 @@ need a stored template), SendGrid (anymail 15 dropped its support), and
 the rest.
 """
 
+import re
 from dataclasses import dataclass
 
 from . import emails
@@ -56,6 +57,9 @@ class Mailgun(Provider):
     def field(self, name, html):
         return f"%recipient.{name}%"
 
+    def connection(self, connection):
+        return _as(connection, _mailgun_backend())
+
 
 class SparkPost(Provider):
     def field(self, name, html):
@@ -73,12 +77,17 @@ class Postmark(Provider):
         return message
 
     def connection(self, connection):
-        backend = _postmark_backend()
-        if isinstance(connection, backend):
-            return connection
-        batch = backend.__new__(backend)
-        batch.__dict__.update(connection.__dict__)
-        return batch
+        return _as(connection, _postmark_backend())
+
+
+def _as(connection, backend):
+    """`connection` (an anymail backend, configured) as a `backend`, its
+    subclass here."""
+    if isinstance(connection, backend):
+        return connection
+    batch = backend.__new__(backend)
+    batch.__dict__.update(connection.__dict__)
+    return batch
 
 
 PROVIDERS = {
@@ -155,4 +164,77 @@ def _postmark_backend():
             return statuses
 
     _postmark = Backend
+    return Backend
+
+
+# A plain address, as a subscription form accepts them: a dot-atom local part
+# and a domain of letters, digits and hyphens, optionally after a display
+# name of letters, digits and spaces (formataddr leaves those unquoted).
+_PLAIN_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN = re.compile(
+    r"(?:(?P<name>[A-Za-z0-9]+(?: [A-Za-z0-9]+)*) <)?"
+    rf"(?P<local>{_PLAIN_ATOM}(?:\.{_PLAIN_ATOM})*)"
+    r"@(?P<domain>[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+)"
+    r"(?(name)>)"
+)
+
+
+def parse_recipients(addresses):
+    """anymail's parse_address_list(addresses, field="to"), the same
+    EmailAddress objects, without parsing the plain addresses readers have:
+    anymail's parser costs a third of a millisecond per address, a third of
+    a second per 1,000-reader call. Anything else goes through it."""
+    from anymail.utils import EmailAddress, parse_address_list
+
+    parsed = []
+    for address in addresses:
+        match = _PLAIN.fullmatch(address) if isinstance(address, str) else None
+        if match:
+            parsed.append(
+                EmailAddress(match["name"] or "", username=match["local"], domain=match["domain"])
+            )
+        else:
+            parsed.extend(parse_address_list([address], field="to"))
+    return parsed
+
+
+_mailgun = None
+
+
+def _mailgun_backend():
+    """anymail's Mailgun backend, its batch call built with less work per
+    reader: plain addresses are not parsed again (parse_recipients), and the
+    form goes as multipart/form-data, as Mailgun's documentation sends it,
+    rather than percent-encoded byte by byte (a third of a second per
+    1,000-reader call)."""
+    global _mailgun
+    if _mailgun is not None:
+        return _mailgun
+    from anymail.backends.mailgun import EmailBackend, MailgunPayload
+    from urllib3 import encode_multipart_formdata
+
+    class Payload(MailgunPayload):
+        base_message_attrs = tuple(
+            (attr, combiner, parse_recipients if attr == "to" else converter)
+            for attr, combiner, converter in MailgunPayload.base_message_attrs
+        )
+
+        def serialize_data(self):
+            data = super().serialize_data()
+            if self.files:  # attachments: requests makes the multipart form
+                return data
+            fields = [
+                (name, value)
+                for name, values in data.items()
+                for value in (values if isinstance(values, list) else [values])
+                if value is not None  # as requests leaves them out
+            ]
+            body, self.headers["Content-Type"] = encode_multipart_formdata(fields)
+            return body
+
+    class Backend(EmailBackend):
+        def build_message_payload(self, message, defaults):
+            return Payload(message, defaults, self)
+
+    _mailgun = Backend
     return Backend

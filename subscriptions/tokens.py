@@ -10,9 +10,13 @@ for DATA_LINK_MAX_AGE, that is emailed to the address when asked for.
 """
 
 import functools
+import json
+import time
 
+from django.conf import settings
 from django.core import signing
 from django.urls import reverse
+from django.utils.crypto import salted_hmac
 
 from .conf import conf
 
@@ -41,7 +45,26 @@ class ExpiredDataLink(ExpiredToken):
 
 
 def make(key, purpose):
-    return signing.dumps(key, salt=f"subscriptions.{purpose}")
+    """signing.dumps(key, salt=f"subscriptions.{purpose}"), byte for byte
+    (so load() and every link already sent agree), made faster for a
+    provider's batch call that signs thousands a second: the HMAC key
+    Django's signing derives on each call is derived once per purpose and
+    SECRET_KEY, and copied."""
+    value = (
+        signing.b64_encode(json.dumps(key, separators=(",", ":")).encode("latin-1")).decode()
+        + ":"
+        + signing.b62_encode(int(time.time()))
+    )
+    mac = _mac(settings.SECRET_KEY, purpose).copy()
+    mac.update(value.encode())
+    return f"{value}:{signing.b64_encode(mac.digest()).decode()}"
+
+
+@functools.lru_cache(maxsize=16)
+def _mac(secret, purpose):
+    # What signing.Signer.signature() computes before it hashes the value:
+    # salted_hmac(salt + "signer", value, SECRET_KEY, algorithm="sha256").
+    return salted_hmac(f"subscriptions.{purpose}signer", b"", secret, algorithm="sha256")
 
 
 def load(token, purpose):

@@ -354,9 +354,17 @@ def _form(content_type, body):
         fields = {}
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
-            fields.setdefault(name, []).append(part.get_content())
+            fields.setdefault(name, []).append(_value(part))
         return fields
     return parse_qs(body.decode(), keep_blank_values=True)
+
+
+def _value(part):
+    """A form field's value: a text field without a charset is UTF-8, as
+    RFC 7578 (4.5) has it and as requests and urllib3 send them."""
+    if part.get_filename() is not None or part.get("Content-Type"):
+        return part.get_content()
+    return part.get_payload(decode=True).decode()
 
 
 def anymail_settings(provider, name, timeout=5):

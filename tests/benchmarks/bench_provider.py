@@ -151,6 +151,7 @@ def through_anymail(n, fake):
             ANYMAIL_MAILGUN_API_URL=f"{fake.url}/v3",
             DEFAULT_FROM_EMAIL="news@example.com",
             SUBSCRIPTIONS_BATCH_SIZE=PER_CALL,
+            SUBSCRIPTIONS_SEND_DELAY=0,  # no undo window: publish starts the sending
         )
         manage("migrate", "--noinput", env=env)
         workers = [

@@ -21,8 +21,6 @@ import sys
 import threading
 import time
 import uuid
-from email.parser import BytesParser
-from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
@@ -69,15 +67,33 @@ STATS = Stats()
 
 def form(content_type, body):
     if content_type.startswith("multipart/"):
-        message = BytesParser(policy=HTTP).parsebytes(
-            f"Content-Type: {content_type}\r\n\r\n".encode() + body
-        )
-        fields = {}
-        for part in message.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            fields.setdefault(name, []).append(part.get_content())
-        return fields
+        return multipart(content_type, body)
     return parse_qs(body.decode(), keep_blank_values=True)
+
+
+DISPOSITION = re.compile(rb'(?im)^content-disposition:[^\r\n]*\bname="([^"]*)"')
+
+
+def multipart(content_type, body):
+    """{field: [values]} of a multipart/form-data body, text fields in UTF-8
+    (RFC 7578): split at the boundary, as a lean server would, rather than
+    through the email package (slow for the 1,000 `to` parts of one call)."""
+    boundary = BOUNDARY.search(content_type)
+    if not boundary:
+        return {}
+    fields = {}
+    delimiter = b"\r\n--" + boundary[1].strip('"').encode()
+    for part in (b"\r\n" + body).split(delimiter)[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, value = part.partition(b"\r\n\r\n")
+        name = DISPOSITION.search(head)
+        if name:
+            fields.setdefault(name[1].decode(), []).append(value.decode())
+    return fields
+
+
+BOUNDARY = re.compile(r'boundary=("[^"]+"|[^;\s]+)')
 
 
 def addr_spec(value):

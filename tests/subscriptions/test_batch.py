@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 import pytest
 import time_machine
 from django.urls import Resolver404, resolve
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 import subscriptions
 from subscriptions import delivery, emails, transports
@@ -444,3 +447,118 @@ def test_a_batch_smaller_than_the_providers_calls_is_reported(settings):
     assert checks.batch_size_fills_provider_calls(None) == []
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     assert checks.batch_size_fills_provider_calls(None) == []
+
+
+# The Mailgun batch call is built with less work per reader (providers.py):
+# plain addresses are not parsed again, the form goes as multipart. What it
+# sends must be what anymail's own Mailgun payload says, field for field.
+
+ADDRESSES = [
+    "reader@example.com",
+    "first.last+tag@mail.example.co.uk",
+    "Ann Lee <ann@example.com>",
+    "O'Brien <ob@example.com>",
+    '"Lee, Ann" <lee@example.com>',
+    "=?utf-8?q?Zo=C3=AB?= <zoe@example.com>",
+    "Zoë <zoe2@example.com>",
+    "user@xn--bcher-kva.example",
+    "ünï@example.com",
+    "a..b@example.com",
+    "x@-bad-.example",
+    "Lee, Ann <lee2@example.com>",  # two addresses: anymail refuses "Lee"
+]
+
+
+def _same(parsed):
+    return [(a.display_name, a.addr_spec, a.address, a.username, a.domain) for a in parsed]
+
+
+def test_plain_addresses_become_the_email_addresses_anymail_parses():
+    from anymail.exceptions import AnymailInvalidAddress
+    from anymail.utils import parse_address_list
+
+    from subscriptions.providers import parse_recipients
+
+    good = ADDRESSES[:-3]
+    assert _same(parse_recipients(good)) == _same(parse_address_list(good))
+    for bad in [*ADDRESSES[-3:], "not an address", "a@b@c.example"]:
+        try:
+            expected = _same(parse_address_list([bad]))
+        except AnymailInvalidAddress:
+            with pytest.raises(AnymailInvalidAddress):
+                parse_recipients([bad])
+        else:
+            assert _same(parse_recipients([bad])) == expected
+
+
+_WORDS = ["Ann", "Lee", "Zoë", ",", "O'B", '"Q"', "(c)", ".", "a.b", "", "x@y", "<", ";"]
+_NAME = st.lists(st.sampled_from(_WORDS), max_size=3).map(" ".join)
+_LOCAL = st.sampled_from(["a", "a.b", "a..b", ".a", "a.", "a+b", "o'b", '"q"', "é", "a b", "a,b"])
+_LABEL = st.sampled_from(["ex", "com", "-x", "x-", "x-y", "é", "b0", "", "a_b"])
+_DOMAIN = st.lists(_LABEL, min_size=1, max_size=3).map(".".join)
+
+
+@given(
+    st.one_of(
+        st.text(alphabet="aZ09 .-_+'\"<>@,;:()[]\\é\r\n", max_size=40),
+        st.builds("{}@{}".format, _LOCAL, _DOMAIN),
+        st.builds("{} <{}@{}>".format, _NAME, _LOCAL, _DOMAIN),
+    )
+)
+@hypothesis_settings(max_examples=500, deadline=None)
+def test_any_string_is_parsed_as_anymail_parses_it(address):
+    from anymail.exceptions import AnymailInvalidAddress
+    from anymail.utils import parse_address_list
+
+    from subscriptions.providers import parse_recipients
+
+    try:
+        expected = _same(parse_address_list([address], field="to"))
+    except AnymailInvalidAddress:
+        with pytest.raises(AnymailInvalidAddress):
+            parse_recipients([address])
+    else:
+        assert _same(parse_recipients([address])) == expected
+
+
+def test_the_mailgun_batch_form_is_anymails_field_for_field(settings):
+    from anymail.backends.mailgun import MailgunPayload
+    from django.core.mail import get_connection
+
+    from subscriptions import providers
+    from tests.providers import _form
+
+    settings.EMAIL_BACKEND = "anymail.backends.mailgun.EmailBackend"
+    settings.ANYMAIL = {"MAILGUN_API_KEY": "key-test"}
+    settings.DEFAULT_FROM_EMAIL = "News <news@example.com>"
+    template = emails.MessageTemplate(
+        "Ünïcode – a title",
+        f"Hi\n{emails.placeholder('UNSUBSCRIBE')}\n",
+        f"<p>Hé</p><a href='{emails.placeholder('PREFERENCES')}'>prefs</a>",
+    )
+    readers = []
+    for i, name in enumerate(["", "Ann Lee", "Zoë", 'Lee, "Ann"']):
+        reader = Subscriber(pk=i + 1, email=f"r{i}@example.com", name=name, key=f"k{i}")
+        readers.append((reader, template.values(reader, emails.message_id("m1", reader.pk))))
+    connection = get_connection()
+    provider = providers.provider_of(connection)
+    ours = provider.connection(connection)
+    assert type(ours) is not type(connection)  # the lean backend is in use
+
+    def message():
+        metadata = {r.email: {"row": f"delivery:{r.pk}"} for r, _ in readers}
+        return provider.prepare(template.for_readers(readers, provider.field, metadata))
+
+    theirs = MailgunPayload(message(), connection.send_defaults, connection)
+    payload = ours.build_message_payload(message(), ours.send_defaults)
+    params = payload.get_request_params(ours.api_url)
+    assert params["headers"]["Content-Type"].startswith("multipart/form-data; boundary=")
+    assert not params["files"]
+    sent = _form(params["headers"]["Content-Type"], params["data"])
+    expected = {
+        name: [str(v) for v in (value if isinstance(value, list) else [value])]
+        for name, value in theirs.serialize_data().items()
+    }
+    assert sent == expected
+    assert len(sent["to"]) == 4 and "Ünïcode – a title" in sent["subject"]
+    assert [a.addr_spec for a in payload.all_recipients] == [r.email for r, _ in readers]

@@ -208,3 +208,22 @@ def test_a_digest_groups_its_posts_by_what_the_reader_follows(
         assert body.count("Sessions in El Paso") == 1
     flat = by_reader[everything.email].get_body(("plain",)).get_content()
     assert "Border visit" in flat and "EL PASO" not in flat  # no group headings
+
+
+def test_message_ids_are_the_salted_hmac_of_kind_and_reader(settings):
+    """message_id() derives its HMAC key once per SECRET_KEY: its ids are still
+    salted_hmac's (resent messages keep their Message-ID across the change),
+    and a new SECRET_KEY makes new ones."""
+    from django.utils.crypto import salted_hmac
+
+    from subscriptions.emails import message_id
+
+    def slow(kind, pk):
+        digest = salted_hmac("subscriptions.message-id", f"{kind}:{pk}").hexdigest()
+        return f"{kind}.{digest[:24]}@list.example.com"
+
+    for kind, pk in [("m1", 1), ("m1", 2), ("m77", 123456), ("d", 9), ("c3", 0)]:
+        assert message_id(kind, pk, "list.example.com") == slow(kind, pk)
+    before = message_id("m1", 1, "list.example.com")
+    settings.SECRET_KEY = "another secret"
+    assert message_id("m1", 1, "list.example.com") == slow("m1", 1) != before

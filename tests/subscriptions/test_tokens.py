@@ -5,8 +5,10 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.core import signing
 from django.utils import timezone
 
+from subscriptions import tokens
 from subscriptions.models import Subscriber
 from subscriptions.tokens import BadToken, ExpiredToken
 from tests.factories import make_subscriber
@@ -47,3 +49,30 @@ class TestTokens:
         subscriber.erase()
         with pytest.raises(BadToken):
             Subscriber.from_token(token, Subscriber.PREFERENCES)
+
+
+class TestFastSigning:
+    """tokens.make derives each purpose's HMAC key once instead of on every
+    call (a batch call signs thousands of links): its tokens must be Django's
+    signing.dumps tokens, byte for byte, so links already sent stay valid."""
+
+    KEYS = ["k1", "x" * 64, "Zq3-_abcDEF0123456789", "ünïcode", 'quote"and\\slash']
+
+    @pytest.mark.parametrize("purpose", ["confirm", "unsubscribe", "preferences", "data"])
+    def test_tokens_are_djangos_signing_dumps_byte_for_byte(self, purpose):
+        for moment in ("2026-01-01 00:00:00", "2031-07-15 12:34:56"):
+            with time_machine.travel(moment, tick=False):
+                for key in self.KEYS:
+                    expected = signing.dumps(key, salt=f"subscriptions.{purpose}")
+                    assert tokens.make(key, purpose) == expected
+                    assert tokens.load(tokens.make(key, purpose), purpose) == key
+
+    def test_a_new_secret_key_signs_anew(self, settings):
+        with time_machine.travel("2026-01-01 00:00:00", tick=False):
+            before = tokens.make("k1", "unsubscribe")
+            settings.SECRET_KEY = "another secret"
+            after = tokens.make("k1", "unsubscribe")
+            assert after != before
+            assert after == signing.dumps("k1", salt="subscriptions.unsubscribe")
+        with pytest.raises(BadToken):
+            tokens.load(before, "unsubscribe")
