@@ -456,8 +456,17 @@ def deliver(kind, items, build, recheck=None):
     pace = Pace()
     calls = Pace(conf.CALLS_PER_SECOND, "calls")
     quota = Quota()
-    # A chunk never needs more than a second of the pace.
-    size = max(1, min(int(sender.batch_size), pace.rate or sender.batch_size))
+    # A chunk never needs more than a second of the pace. Its slots are all
+    # taken in one second, but its messages may still be going out in the
+    # next: over SMTP, whose chunks are many messages on several
+    # connections, a chunk is at most a tenth of a second's worth, so what
+    # spills over stays small. A provider's call is one request: a second's
+    # worth.
+    size = int(sender.batch_size)
+    if pace.rate:
+        share = pace.rate if isinstance(sender, ProviderTransport) else pace.rate // 10
+        size = min(size, share)
+    size = max(1, size)
     sender.before_call = lambda: calls.wait(deadline)
     checked_at, gone = time.monotonic(), set()
     streak = []  # (item, Failure): consecutive failures that are not about the address
