@@ -76,3 +76,17 @@ def make_subscriber(email=None, *, status=Subscriber.Status.CONFIRMED, topics=()
     if topics:
         subscriber.set_follows(topics)
     return subscriber
+
+
+def signed_key(text, name, purpose):
+    """The subscriber key signed by the one /subscribe/<name>/<token>/ link
+    in `text`. Links carry the second they were signed in, so a test
+    compares what they sign, not the characters (a message built in a
+    worker and a link made by the test may fall in different seconds)."""
+    import re
+
+    from subscriptions import tokens
+
+    found = set(re.findall(rf"/subscribe/{name}/([^/\s\"<>]+)/", text))
+    assert len(found) == 1, found
+    return tokens.load(found.pop(), purpose)

@@ -15,9 +15,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from hypothesis import strategies as st
 
-from subscriptions import delivery, emails
+from subscriptions import delivery, emails, tokens
 from subscriptions.models import MAX_ID, Digest, Mailing
-from tests.factories import make_subscriber
+from tests.factories import make_subscriber, signed_key
 from tests.subscriptions.test_delivery import Post
 
 pytestmark = pytest.mark.django_db
@@ -66,7 +66,7 @@ def test_the_archive_and_the_web_version_never_show_a_readers_links(client):
     message = emails.post(mailing)(
         type("D", (), {"subscriber": reader, "subscriber_id": reader.pk})(), False
     )
-    assert reader.unsubscribe_url() in message.body
+    assert signed_key(message.body, "unsubscribe", tokens.UNSUBSCRIBE) == reader.key
 
     for path in ("/newsletter/", mailing.get_absolute_url()):
         html = client.get(path).content.decode()

@@ -5,7 +5,6 @@ and count what a real SMTP server (aiosmtpd) received; the others call the
 model methods in this process, against the same SMTP server.
 """
 
-import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 import subscriptions
 from subscriptions import delivery, tokens
 from subscriptions.models import MAX_ID, Delivery, Mailing, Subscriber
-from tests.factories import make_subscriber
+from tests.factories import make_subscriber, signed_key
 from tests.support import wait_until
 
 S = Subscriber.Status
@@ -231,14 +230,14 @@ def test_each_message_is_multipart_with_one_click_unsubscribe_headers(
     https_url, mailto = [v.strip(" <>") for v in message["List-Unsubscribe"].split(",")]
     # The reader's own links (each signed in the worker at its own second,
     # so compared by what they sign, not character for character).
-    assert _signed_key(https_url, "one-click", tokens.UNSUBSCRIBE) == first.key
+    assert signed_key(https_url, "one-click", tokens.UNSUBSCRIBE) == first.key
     assert mailto == "mailto:unsubscribe@example.com?subject=unsubscribe"
     assert by_rcpt[first.email]["Message-ID"] != by_rcpt[second.email]["Message-ID"]
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
     for body in (text, html):
-        assert _signed_key(body, "unsubscribe", tokens.UNSUBSCRIBE) == first.key
-        assert _signed_key(body, "preferences", tokens.PREFERENCES) == first.key
+        assert signed_key(body, "unsubscribe", tokens.UNSUBSCRIBE) == first.key
+        assert signed_key(body, "preferences", tokens.PREFERENCES) == first.key
         assert "1 Printing House Square" in body
         assert "http://127.0.0.1:8000/posts/" in body
     assert 'style="' in html  # CSS inlined
@@ -252,14 +251,6 @@ def test_each_message_is_multipart_with_one_click_unsubscribe_headers(
     assert response.status_code == 200
     first.refresh_from_db()
     assert first.status == S.UNSUBSCRIBED
-
-
-def _signed_key(text, name, purpose):
-    """The subscriber key signed by the one /subscribe/<name>/<token>/ link
-    in `text`."""
-    found = set(re.findall(rf"http://127\.0\.0\.1:8000/subscribe/{name}/([^/\s\"<>]+)/", text))
-    assert len(found) == 1, found
-    return tokens.load(found.pop(), purpose)
 
 
 @pytest.mark.django_db
