@@ -86,8 +86,9 @@ DEFAULTS = {
     # SparkPost): readers per API call; None: the provider's own limit
     # (Mailgun 1,000, Postmark 500, SparkPost 1,000); 1: one call per reader.
     "RECIPIENTS_PER_CALL": None,
-    # A ceiling in API calls (or SMTP messages) per second across all
-    # workers; None: none.
+    # A ceiling in a provider's API calls per second across all workers
+    # (over SMTP a "call" is a group of up to SMTP_CONNECTIONS x 8 messages:
+    # MAX_RATE is the setting there); None: none.
     "CALLS_PER_SECOND": None,
     # Messages per day (UTC) across all workers; None: no cap. What does not
     # fit waits, pending, for the next day.
