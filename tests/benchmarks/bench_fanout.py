@@ -34,7 +34,7 @@ from tests.benchmarks.common import (
     bench_database_url,
     manage,
     project_env,
-    start,
+    start_worker,
     stop,
 )
 
@@ -55,29 +55,7 @@ def fan_out(n, processes, sink, **settings):
             **settings,
         )
         manage("migrate", "--noinput", env=env)
-        workers = [
-            start(
-                [
-                    PYTHON,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "newsroom",
-                    "worker",
-                    "--pool=solo",
-                    "--without-mingle",
-                    "--without-gossip",
-                    "--loglevel=WARNING",
-                    "-n",
-                    f"w{i}@bench",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            for i in range(processes)
-        ]
+        workers = [start_worker(f"w{i}@bench", env) for i in range(processes)]
         try:
             driver = subprocess.run(
                 [PYTHON, __file__, "--drive", str(n), str(processes), str(sink.control_port)],

@@ -40,6 +40,7 @@ from tests.benchmarks.common import (
     manage,
     project_env,
     start,
+    start_worker,
     stop,
 )
 from tests.support import free_port, wait_until
@@ -154,29 +155,7 @@ def through_anymail(n, fake):
             SUBSCRIPTIONS_SEND_DELAY=0,  # no undo window: publish starts the sending
         )
         manage("migrate", "--noinput", env=env)
-        workers = [
-            start(
-                [
-                    PYTHON,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "newsroom",
-                    "worker",
-                    "--pool=solo",
-                    "--without-mingle",
-                    "--without-gossip",
-                    "--loglevel=WARNING",
-                    "-n",
-                    f"w{i}@bench",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            for i in range(PROCESSES)
-        ]
+        workers = [start_worker(f"w{i}@bench", env) for i in range(PROCESSES)]
         try:
             driver = subprocess.run(
                 [PYTHON, __file__, "--drive", str(n), fake.url],

@@ -42,9 +42,10 @@ from tests.benchmarks.common import (
     RedisServer,
     Row,
     bench_database_url,
+    celery,
     manage,
     project_env,
-    start,
+    start_worker,
     stop,
 )
 
@@ -71,16 +72,6 @@ class Post:
         return []
 
 
-def celery(*args, env):
-    return start(
-        [PYTHON, "-m", "celery", "-A", "newsroom", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 def scenario(n, fault, sink):
     """One mailing to n readers with `fault` ("kill" or "redis"); a dict."""
     with RedisServer() as redis:
@@ -91,8 +82,7 @@ def scenario(n, fault, sink):
             LOG_LEVEL="WARNING",
         )
         manage("migrate", "--noinput", env=env)
-        common = ["--pool=solo", "--without-mingle", "--without-gossip", "--loglevel=WARNING"]
-        workers = [celery("worker", *common, "-n", f"w{i}@recovery", env=env) for i in range(2)]
+        workers = [start_worker(f"w{i}@recovery", env) for i in range(2)]
         schedule = BENCH_DIR / f"celerybeat-recovery-{fault}"
         schedule.unlink(missing_ok=True)
         beat = celery("beat", "--schedule", str(schedule), "--loglevel=WARNING", env=env)

@@ -86,6 +86,25 @@ def start(args, **kwargs):
     return subprocess.Popen(args, start_new_session=True, **kwargs)
 
 
+def celery(*args, env):
+    """`celery -A newsroom ARGS` with `env`, quiet, in its own process group."""
+    return start(
+        [PYTHON, "-m", "celery", "-A", "newsroom", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def start_worker(name, env):
+    """A benchmark's Celery worker: solo pool, no mingle or gossip, quiet."""
+    return celery(
+        "worker", "--pool=solo", "--without-mingle", "--without-gossip",
+        "--loglevel=WARNING", "-n", name, env=env,
+    )  # fmt: skip
+
+
 def stop(process, timeout=10):
     """SIGTERM the process group, SIGKILL it if it lingers."""
     stop_group(process, timeout=timeout)
