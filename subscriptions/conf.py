@@ -1,13 +1,20 @@
 """The app's settings, with their defaults, in one place.
 
 A site changes one by defining ``SUBSCRIPTIONS_<NAME>`` in its settings;
-``conf.NAME`` reads it at the moment of use, so ``override_settings`` works.
+``conf.NAME`` reads it on first use and keeps it until a setting changes
+(Django's setting_changed signal, which ``override_settings`` and the test
+settings fixture send), so changed settings are seen at once, and a batch
+reading settings thousands of times a second does not pay Django's
+settings lookup (an exception for each setting left at its default) each
+time.
 """
 
+import functools
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 DEFAULTS = {
@@ -129,9 +136,15 @@ DEFAULTS = {
 
 class Conf:
     def __getattr__(self, name):
+        # Only called for what is not in the instance's __dict__ yet.
         if name not in DEFAULTS:
             raise AttributeError(name)
-        return getattr(settings, f"SUBSCRIPTIONS_{name}", DEFAULTS[name])
+        value = self.__dict__[name] = getattr(settings, f"SUBSCRIPTIONS_{name}", DEFAULTS[name])
+        return value
+
+    def forget(self, **kwargs):
+        """Read every setting again on next use (connected to setting_changed)."""
+        self.__dict__.clear()
 
     @property
     def confirm_max_age(self):
@@ -141,20 +154,20 @@ class Conf:
         """A duration setting as a timedelta (settings may give seconds)."""
         return _duration(getattr(self, name))
 
-    @property
+    @functools.cached_property
     def list_id(self):
         """The List-Id (RFC 2919) and the domain of Message-IDs: the site's host."""
         return urlsplit(self.site_url).hostname or "localhost"
 
-    @property
+    @functools.cached_property
     def from_email(self):
         return self.FROM_EMAIL or settings.DEFAULT_FROM_EMAIL
 
-    @property
+    @functools.cached_property
     def site_name(self):
         return self.SITE_NAME or getattr(settings, "SITE_NAME", "")
 
-    @property
+    @functools.cached_property
     def site_url(self):
         return (self.SITE_URL or getattr(settings, "SITE_URL", "")).rstrip("/")
 
@@ -207,3 +220,4 @@ def _duration(value):
 
 
 conf = Conf()
+setting_changed.connect(conf.forget, dispatch_uid="subscriptions.conf")

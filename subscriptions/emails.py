@@ -208,17 +208,21 @@ def _short_lines(text, limit=900):
 def list_headers(one_click_url):
     """The list headers of every email to a subscriber: RFC 2369 List-Id
     and List-Unsubscribe, RFC 8058 one-click, and Reply-To when set."""
-    unsubscribe = f"<{one_click_url}>"
-    if conf.UNSUBSCRIBE_MAILTO:
-        unsubscribe += f", <mailto:{conf.UNSUBSCRIBE_MAILTO}?subject=unsubscribe>"
     headers = {
         "List-Id": f"{_one_line(conf.site_name)} <{conf.list_id}>",
-        "List-Unsubscribe": unsubscribe,
+        "List-Unsubscribe": list_unsubscribe(one_click_url),
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
     if conf.REPLY_TO:
         headers["Reply-To"] = conf.REPLY_TO
     return headers
+
+
+def list_unsubscribe(one_click_url):
+    """The List-Unsubscribe header's value (list_headers)."""
+    if conf.UNSUBSCRIBE_MAILTO:
+        return f"<{one_click_url}>, <mailto:{conf.UNSUBSCRIBE_MAILTO}?subject=unsubscribe>"
+    return f"<{one_click_url}>"
 
 
 class MessageTemplate:
@@ -315,7 +319,7 @@ class MessageTemplate:
         message.merge_headers = {
             s.email: {
                 "Message-ID": f"<{values['MESSAGEID']}>",
-                "List-Unsubscribe": list_headers(values["ONECLICK"])["List-Unsubscribe"],
+                "List-Unsubscribe": list_unsubscribe(values["ONECLICK"]),
             }
             for s, values in readers
         }

@@ -632,3 +632,44 @@ def test_a_withdrawn_post_leaves_a_digest_already_made(
     text = message.get_body(("plain",)).get_content()
     assert "Kept story" in text and "Pulled story" not in text
     assert message.envelope_recipients == [daily.email]
+
+
+@pytest.mark.django_db
+def test_claimed_rows_are_what_django_would_load_in_two_queries(django_capture_on_commit_callbacks):
+    """claim() builds its rows from one values_list() query rather than
+    through Model.__init__ (SendableQuerySet._with_readers): each must be
+    what select_related() would give, field for field, its reader loaded
+    with it, and a field it did not load still readable (deferred)."""
+    readers(3)
+    gone = make_subscriber("gone@example.com")
+    mailing = _announce_and_fan_out(Post(), django_capture_on_commit_callbacks)
+    Delivery.objects.filter(subscriber=gone).update(attempts=2, error="451 later")
+    gone.delete()  # the row stays, its reader erased: subscriber is None
+    with CaptureQueriesContext(connection) as claim_queries:
+        claimed = Delivery.objects.filter(mailing=mailing).claim(10)
+    assert len(claim_queries) == 2  # the conditional update, then the rows
+    expected = Delivery.objects.filter(pk__in=[i.pk for i in claimed]).select_related("subscriber")
+    expected = {i.pk: i for i in expected}
+    assert [i.pk for i in claimed] == sorted(expected)
+    subscriber_fields = ["id", "email", "name", "status", "key", "frequency", "stats_opt_out"]
+    with CaptureQueriesContext(connection) as reading:
+        for item in claimed:
+            want = expected[item.pk]
+            for name in ["attempts", "error", "claim", "claimed_at", "status", "ambiguous"]:
+                assert getattr(item, name) == getattr(want, name), name
+            assert item.mailing_id == mailing.pk and not item._state.adding
+            if want.subscriber is None:
+                assert item.subscriber is None and item.attempts == 2
+            else:
+                for name in subscriber_fields:
+                    assert getattr(item.subscriber, name) == getattr(want.subscriber, name)
+    assert len(reading) == 0  # everything a batch reads came with the claim
+    assert sum(i.subscriber is None for i in claimed) == 1
+    # A field left out of the claim (a date no batch reads) loads on use.
+    first = next(i for i in claimed if i.subscriber)
+    assert first.created_at == expected[first.pk].created_at
+    assert first.subscriber.created_at == expected[first.pk].subscriber.created_at
+    # And the rows save as model instances do: record() bulk-updates them.
+    first.attempts, first.error = 1, "later"
+    Delivery.objects.bulk_update([first], ["attempts", "error"])
+    assert Delivery.objects.get(pk=first.pk).error == "later"

@@ -359,3 +359,39 @@ def test_beats_sweep_runs_before_the_batches_already_queued(celery_worker, smtp_
 
     wait_until(lambda: all(finished(r) for r in [*queued, sweep_like]), timeout=60)
     assert finished(sweep_like) < min(finished(r) for r in queued)
+
+
+class _Row:
+    def __init__(self, pk):
+        self.pk = pk
+
+
+@pytest.mark.parametrize("backend", ["redis", "locmem"])
+def test_the_send_journal_notes_a_whole_call_and_reads_it_back(backend, settings):
+    """A call's accepted readers go into the journal in one command on
+    django-redis (a script, transports._set_all) and through set_many on any
+    other cache; either way journal_sent() finds exactly them, kept for
+    JOURNAL_SECONDS."""
+    from django.core.cache import caches
+
+    if backend == "locmem":
+        settings.CACHES = {
+            **settings.CACHES,
+            "journal": {
+                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                "OPTIONS": {"MAX_ENTRIES": 10_000},
+            },
+        }
+        settings.SUBSCRIPTIONS_CACHE = "journal"
+    journal = caches[settings.SUBSCRIPTIONS_CACHE if backend == "locmem" else "default"]
+    accepted = [_Row(pk) for pk in range(10, 1010)]
+    assert transports._set_all(journal, ["probe"], 60) is (backend == "redis")
+    journal.delete("probe")
+    transports._journal(journal, "delivery", accepted)
+    transports._journal(journal, "delivery", [_Row(5000)])
+    sent = transports.journal_sent("delivery", list(range(1, 1011)) + [5000, 5001])
+    assert sent == set(range(10, 1010)) | {5000}
+    assert transports.journal_sent("digest", list(range(1, 1011))) == set()
+    if backend == "redis":
+        ttl = journal.ttl(transports.journal_key("delivery", 500))
+        assert transports.JOURNAL_SECONDS - 60 < ttl <= transports.JOURNAL_SECONDS

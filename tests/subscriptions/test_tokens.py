@@ -7,6 +7,8 @@ import pytest
 import time_machine
 from django.core import signing
 from django.utils import timezone
+from hypothesis import given
+from hypothesis import strategies as st
 
 from subscriptions import tokens
 from subscriptions.models import Subscriber
@@ -66,6 +68,13 @@ class TestFastSigning:
                     expected = signing.dumps(key, salt=f"subscriptions.{purpose}")
                     assert tokens.make(key, purpose) == expected
                     assert tokens.load(tokens.make(key, purpose), purpose) == key
+
+    @given(key=st.text(max_size=40) | st.from_regex(r"[A-Za-z0-9_-]{0,30}", fullmatch=True))
+    def test_tokens_for_several_purposes_are_each_djangos(self, key):
+        purposes = ("unsubscribe", "preferences", "confirm")
+        with time_machine.travel("2030-03-03 03:03:03", tick=False):
+            expected = [signing.dumps(key, salt=f"subscriptions.{p}") for p in purposes]
+            assert tokens.make_many(key, purposes) == expected
 
     def test_a_new_secret_key_signs_anew(self, settings):
         with time_machine.travel("2026-01-01 00:00:00", tick=False):
