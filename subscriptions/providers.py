@@ -198,6 +198,31 @@ def parse_recipients(addresses):
     return parsed
 
 
+def per_recipient(values):
+    """anymail's force_non_lazy_dict for {address: {name: value}} (merge
+    data, headers, metadata): the same copy, without raising and catching an
+    exception for each of a thousand readers' values when they are plain
+    strings (ours are); anything else goes through anymail's."""
+    from anymail.utils import force_non_lazy_dict
+
+    copied = {}
+    for address, fields in values.items():
+        if type(address) is not str or type(fields) is not dict:
+            return force_non_lazy_dict(values)
+        for value in fields.values():
+            if type(value) is not str:
+                return force_non_lazy_dict(values)
+        copied[address] = dict(fields)
+    return copied
+
+
+# anymail's converters replaced for a batch call (see parse_recipients).
+FAST_CONVERTERS = {
+    "to": parse_recipients,
+    "merge_data": per_recipient,
+    "merge_metadata": per_recipient,
+}
+
 _mailgun = None
 
 
@@ -215,7 +240,7 @@ def _mailgun_backend():
 
     class Payload(MailgunPayload):
         base_message_attrs = tuple(
-            (attr, combiner, parse_recipients if attr == "to" else converter)
+            (attr, combiner, FAST_CONVERTERS.get(attr, converter))
             for attr, combiner, converter in MailgunPayload.base_message_attrs
         )
 

@@ -562,3 +562,25 @@ def test_the_mailgun_batch_form_is_anymails_field_for_field(settings):
     assert sent == expected
     assert len(sent["to"]) == 4 and "Ünïcode – a title" in sent["subject"]
     assert [a.addr_spec for a in payload.all_recipients] == [r.email for r, _ in readers]
+
+
+def test_per_reader_values_are_copied_as_anymail_copies_them():
+    from anymail.utils import force_non_lazy_dict
+    from django.utils.functional import lazy
+
+    from subscriptions.providers import per_recipient
+
+    plain = {"a@example.com": {"UNSUBSCRIBE": "https://x/u/1", "NAME": "Zoë"}, "b@x.org": {}}
+    copied = per_recipient(plain)
+    assert copied == force_non_lazy_dict(plain)
+    assert copied["a@example.com"] is not plain["a@example.com"]  # a copy, as anymail's
+    lazy_text = lazy(lambda: "later", str)()
+    for odd in (
+        {"a@example.com": {"N": lazy_text}},
+        {"a@example.com": {"N": 3}},
+        {"a@example.com": {"N": {"deep": lazy_text}}},
+    ):
+        assert per_recipient(odd) == force_non_lazy_dict(odd)
+        assert type(next(iter(per_recipient(odd)["a@example.com"].values()))) is not type(
+            lazy_text
+        )
