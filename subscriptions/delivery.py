@@ -712,10 +712,8 @@ def _digests_stalled(emptied, now):
     were lost) — asked at most once a minute: the scan is not free while a
     big digest run is in progress — or, after an emptied cache, at all."""
     rows = Digest.objects.filter(_due(), status=Digest.Status.PENDING)
-    try:
-        ask = caches[conf.CACHE].add("subscriptions:sweep:digests", 1, timeout=60)
-    except Exception:  # noqa: BLE001 - the cache is down: ask the database
-        ask = True
     if emptied:
         return rows.exists()
-    return ask and rows.filter(created_at__lt=now - conf.duration("CLAIM_TIMEOUT")).exists()
+    if not _not_swept_lately("digests", 60):
+        return False
+    return rows.filter(created_at__lt=now - conf.duration("CLAIM_TIMEOUT")).exists()

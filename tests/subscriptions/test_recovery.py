@@ -395,3 +395,37 @@ def test_the_send_journal_notes_a_whole_call_and_reads_it_back(backend, settings
     if backend == "redis":
         ttl = journal.ttl(transports.journal_key("delivery", 500))
         assert transports.JOURNAL_SECONDS - 60 < ttl <= transports.JOURNAL_SECONDS
+
+
+@pytest.mark.django_db
+def test_digests_whose_task_was_lost_are_queued_again_looked_for_once_a_minute(
+    settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    from subscriptions import tasks
+    from subscriptions.models import Digest
+
+    (reader,) = readers(1)
+    start = timezone.now()
+    Digest.objects.create(subscriber=reader, period="daily:2026-12-01", created_at=start)
+    queued = []
+    monkeypatch.setattr(delivery, "enqueue_after_commit", lambda task, *a, **k: queued.append(task))
+
+    def digest_batches_queued_by_a_sweep():
+        queued.clear()
+        delivery.sweep()
+        return queued.count(tasks.send_digest_batch)
+
+    # The first sweep finds the cache emptied (a restarted Redis, as far as it
+    # can tell): every due digest is queued at once.
+    assert digest_batches_queued_by_a_sweep() == 1
+    # Younger than CLAIM_TIMEOUT: its task may well be waiting in the queue.
+    with time_machine.travel(start + timedelta(seconds=100), tick=False):
+        assert digest_batches_queued_by_a_sweep() == 0
+    # Stalled, and last looked for 201 s ago: queued again.
+    with time_machine.travel(start + timedelta(seconds=301), tick=False):
+        assert digest_batches_queued_by_a_sweep() == 1
+    # Looked for 10 s ago: not again before a minute (the scan is not free).
+    with time_machine.travel(start + timedelta(seconds=311), tick=False):
+        assert digest_batches_queued_by_a_sweep() == 0
+    with time_machine.travel(start + timedelta(seconds=362), tick=False):
+        assert digest_batches_queued_by_a_sweep() == 1
