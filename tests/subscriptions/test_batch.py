@@ -581,6 +581,4 @@ def test_per_reader_values_are_copied_as_anymail_copies_them():
         {"a@example.com": {"N": {"deep": lazy_text}}},
     ):
         assert per_recipient(odd) == force_non_lazy_dict(odd)
-        assert type(next(iter(per_recipient(odd)["a@example.com"].values()))) is not type(
-            lazy_text
-        )
+        assert type(next(iter(per_recipient(odd)["a@example.com"].values()))) is not type(lazy_text)
