@@ -45,6 +45,7 @@ from tests.benchmarks.common import (
     celery,
     manage,
     project_env,
+    seed_readers,
     start_worker,
     stop,
 )
@@ -80,6 +81,7 @@ def scenario(n, fault, sink):
             REDIS_URL=redis.url,
             EMAIL_URL=f"smtp://127.0.0.1:{sink.port}",
             LOG_LEVEL="WARNING",
+            SUBSCRIPTIONS_SEND_DELAY=0,  # no undo window: publish starts the sending
         )
         manage("migrate", "--noinput", env=env)
         workers = [start_worker(f"w{i}@recovery", env) for i in range(2)]
@@ -118,21 +120,12 @@ def drive(n, fault, control_port, victim_pid, redis_pid, redis_port):
     from django.db import connection
 
     from subscriptions import delivery
-    from subscriptions.models import Delivery, Mailing, Subscriber
+    from subscriptions.models import Delivery, Mailing
     from tests.benchmarks.smtp_sink import SmtpSink
     from tests.support import start_redis, wait_until
 
     sink = SmtpSink.attach(control_port)
-    now = django.utils.timezone.now()
-    Subscriber.objects.bulk_create(
-        (
-            Subscriber(
-                email=f"reader{i}@example.com", status="confirmed", confirmed_at=now, key=f"k{i}"
-            )
-            for i in range(n)
-        ),
-        batch_size=5000,
-    )
+    seed_readers(n)  # reader1..n@example.com, confirmed, in two SQL statements
     deadline = time.monotonic() + 60
     while len(current_app.control.ping(timeout=0.5)) < 2:
         if time.monotonic() > deadline:
