@@ -360,7 +360,7 @@ def _send_batch(rows, kind, prepare, record_also=None):
         outcome.skipped += skip
         outcome.sent += done
         with transaction.atomic():
-            rows.model.objects.record(outcome, claim)
+            rows.model.objects.record(outcome, claim, claimed=len(claimed))
             if record_also:
                 record_also(outcome)
     finally:

@@ -706,16 +706,23 @@ class SendableQuerySet(models.QuerySet):
             cursor.execute(statement, params)
             return cursor.rowcount
 
-    def record(self, outcome, claim):
+    def record(self, outcome, claim, claimed=None):
         """Write a batch's Outcome in a constant number of queries. Only rows
         this batch still holds (`claim`) are written: a row the sweeper took
-        back meanwhile is not this batch's to change."""
+        back meanwhile is not this batch's to change. `claimed`: how many
+        rows the claim took; when the outcome is every one of them sent,
+        they are written as one (no list of ids)."""
         Status = self.model.Status
         mine = self.filter(claim=claim, status=Status.SENDING)
         ambiguous = [i.pk for i in outcome.sent if i.ambiguous]
         if ambiguous:  # accepted, by an answer we could not read
             mine.filter(pk__in=ambiguous).update(ambiguous=True)
-        if outcome.sent:
+        everyone = len({i.pk for i in outcome.sent}) == claimed and not (
+            outcome.skipped or outcome.unsent or outcome.retry or outcome.failed
+        )
+        if everyone:
+            mine.update(status=Status.SENT, sent_at=timezone.now(), claim="")
+        elif outcome.sent:
             mine.filter(pk__in=[i.pk for i in outcome.sent]).update(
                 status=Status.SENT, sent_at=timezone.now(), claim=""
             )

@@ -239,9 +239,12 @@ def _mailgun_backend():
     from urllib3 import encode_multipart_formdata
 
     class Payload(MailgunPayload):
-        base_message_attrs = tuple(
-            (attr, combiner, FAST_CONVERTERS.get(attr, converter))
-            for attr, combiner, converter in MailgunPayload.base_message_attrs
+        base_message_attrs, anymail_message_attrs = (
+            tuple(
+                (attr, combiner, FAST_CONVERTERS.get(attr, converter))
+                for attr, combiner, converter in attrs
+            )
+            for attrs in (MailgunPayload.base_message_attrs, MailgunPayload.anymail_message_attrs)
         )
 
         def serialize_data(self):

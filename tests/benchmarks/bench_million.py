@@ -134,7 +134,9 @@ def drive(n):
             per_batch_readers.append(len(claimed))
             current.moved()
             with transaction.atomic():
-                rows.model.objects.record(transports.Outcome(sent=claimed), claimed[0].claim)
+                rows.model.objects.record(
+                    transports.Outcome(sent=claimed), claimed[0].claim, claimed=len(claimed)
+                )
             Subscriber.objects.confirmed_among({i.subscriber_id for i in claimed})
             if not rows.waiting()["count"]:
                 current.finish_if_done()

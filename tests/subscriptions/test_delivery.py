@@ -673,3 +673,27 @@ def test_claimed_rows_are_what_django_would_load_in_two_queries(django_capture_o
     first.attempts, first.error = 1, "later"
     Delivery.objects.bulk_update([first], ["attempts", "error"])
     assert Delivery.objects.get(pk=first.pk).error == "later"
+
+
+@pytest.mark.django_db
+def test_a_batch_sent_whole_is_recorded_in_one_update_and_only_then(
+    django_capture_on_commit_callbacks,
+):
+    from subscriptions import transports
+
+    readers(3)
+    mailing = _announce_and_fan_out(Post(), django_capture_on_commit_callbacks)
+    claimed = Delivery.objects.filter(mailing=mailing).claim(10)
+    # An outcome that leaves a claimed row out is never taken for "all sent".
+    Delivery.objects.record(transports.Outcome(sent=claimed[:2]), claimed[0].claim, claimed=3)
+    statuses = list(Delivery.objects.order_by("pk").values_list("status", flat=True))
+    assert statuses == [Delivery.Status.SENT, Delivery.Status.SENT, Delivery.Status.SENDING]
+    Delivery.objects.filter(pk=claimed[2].pk).update(status=Delivery.Status.PENDING, claim="")
+    claimed = Delivery.objects.filter(mailing=mailing).claim(10)
+    assert len(claimed) == 1
+    # ...and every row sent: one UPDATE by the claim, no list of ids.
+    with CaptureQueriesContext(connection) as queries:
+        Delivery.objects.record(transports.Outcome(sent=claimed), claimed[0].claim, claimed=1)
+    (update,) = queries.captured_queries
+    assert " IN " not in update["sql"].upper()
+    assert Delivery.objects.filter(status=Delivery.Status.SENT).count() == 3
