@@ -712,8 +712,7 @@ def _digests_stalled(emptied, now):
     were lost) — asked at most once a minute: the scan is not free while a
     big digest run is in progress — or, after an emptied cache, at all."""
     rows = Digest.objects.filter(_due(), status=Digest.Status.PENDING)
+    ask = _not_swept_lately("digests", 60)  # noted after an emptied cache too
     if emptied:
         return rows.exists()
-    if not _not_swept_lately("digests", 60):
-        return False
-    return rows.filter(created_at__lt=now - conf.duration("CLAIM_TIMEOUT")).exists()
+    return ask and rows.filter(created_at__lt=now - conf.duration("CLAIM_TIMEOUT")).exists()
