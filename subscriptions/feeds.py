@@ -36,7 +36,7 @@ class ArchiveFeed(Feed):
         return conf.absolute_url(item.get_absolute_url())
 
     def item_pubdate(self, item):
-        return item.created_at
+        return item.send_at  # when it went out
 
 
 class ArchiveAtomFeed(ArchiveFeed):

@@ -856,11 +856,15 @@ class MailingQuerySet(models.QuerySet):
 
     def archived(self):
         """The public archive (/newsletter/): mailings that went out — sending
-        or done — newest first. Not those still queued (an editor may cancel
-        them) or paused (withdrawn: the post was taken down). Without the
-        email's bodies, which only the web version reads."""
-        return self.filter(status__in=[Mailing.Status.SENDING, Mailing.Status.DONE]).defer(
-            "text", "html"
+        or done — newest first by when they went out (their send time: a
+        scheduled send goes out after it was written). Not those still
+        queued (an editor may cancel them) or paused (withdrawn: the post was
+        taken down). Without the email's bodies, which only the web version
+        reads."""
+        return (
+            self.filter(status__in=[Mailing.Status.SENDING, Mailing.Status.DONE])
+            .order_by("-send_at", "-id")
+            .defer("text", "html")
         )
 
 
@@ -926,7 +930,7 @@ class Mailing(models.Model):
             # delivery.sweep: mailings in flight that made no progress lately.
             models.Index(fields=["status", "progress_at"], name="mailing_inflight_idx"),
             # MailingQuerySet.archived(): the archive page and its feed, newest first.
-            models.Index(fields=["status", "-created_at", "-id"], name="mailing_archive_idx"),
+            models.Index(fields=["status", "-send_at", "-id"], name="mailing_sent_archive_idx"),
         ]
 
     def __str__(self):

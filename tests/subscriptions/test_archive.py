@@ -32,9 +32,8 @@ class EmailOnlyPost(Post):
 def sent(post, status=Mailing.Status.DONE, when=None):
     """A mailing of `post` that went out (its fan-out never queued)."""
     mailing, _ = delivery.announce(post)
-    Mailing.objects.filter(pk=mailing.pk).update(
-        status=status, created_at=when or mailing.created_at
-    )
+    when = when or mailing.created_at
+    Mailing.objects.filter(pk=mailing.pk).update(status=status, created_at=when, send_at=when)
     mailing.refresh_from_db()
     return mailing
 
@@ -106,6 +105,47 @@ def test_the_archive_lists_what_went_out_newest_first(client):
         assert client.get(mailing.get_absolute_url()).status_code == 200
     for mailing in (waiting, withdrawn):
         assert client.get(mailing.get_absolute_url()).status_code == 404
+
+
+def test_the_archive_dates_and_orders_emails_by_when_they_went_out(client):
+    """A send scheduled for later is written before one sent at once but
+    goes out after it: the archive, the feeds and the web version say when
+    each went out."""
+    now = timezone.now()
+    scheduled = sent(Post(title="Written first, sent later"), when=now - timedelta(days=3))
+    Mailing.objects.filter(pk=scheduled.pk).update(send_at=now - timedelta(days=1))
+    sent(Post(title="Written and sent in between"), when=now - timedelta(days=2))
+    html = client.get("/newsletter/").content.decode()
+    assert html.index("Written first, sent later") < html.index("Written and sent in between")
+    went_out = (now - timedelta(days=1)).isoformat(timespec="seconds")[:19]
+    assert f'datetime="{went_out}' in html
+    feed = feedparser.parse(client.get("/newsletter/feed/").content)
+    assert feed.entries[0].title == "Written first, sent later"
+    published = feed.entries[0].published_parsed
+    assert published[:3] == (now - timedelta(days=1)).utctimetuple()[:3]
+    page = client.get(scheduled.get_absolute_url()).content.decode()
+    assert (now - timedelta(days=1)).strftime("%-d %B %Y") in page
+
+
+def test_mailings_sent_before_send_times_existed_are_dated_when_written():
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("subscriptions.migrations.0008_archive_by_send_time")
+    now = timezone.now()
+    old = sent(Post(title="Old"), when=now - timedelta(days=30))
+    # What 0005 left: the migration's time as the send time, after it finished.
+    Mailing.objects.filter(pk=old.pk).update(
+        send_at=now, finished_at=now - timedelta(days=30) + timedelta(minutes=2)
+    )
+    recent = sent(Post(title="Recent"), when=now - timedelta(hours=1))
+    Mailing.objects.filter(pk=recent.pk).update(finished_at=now)
+    migration.date_old_mailings_by_their_writing(apps, None)
+    old.refresh_from_db()
+    recent.refresh_from_db()
+    assert old.send_at == old.created_at
+    assert recent.send_at == now - timedelta(hours=1)
 
 
 def test_a_stranger_cannot_guess_or_break_a_web_version(client):
