@@ -71,7 +71,9 @@ def subscribe(email, *, consent, name="", frequency=None, topics=()):
         subscriber = Subscriber.objects.subscribe(
             email, consent=consent, name=name, frequency=frequency, topics=topics
         )
-        if subscriber.status == Subscriber.Status.PENDING:
+        if getattr(subscriber, "confirmation_claimed", False):  # a new address
+            enqueue_after_commit(tasks.send_confirmation, subscriber.pk)
+        elif subscriber.status == Subscriber.Status.PENDING:
             request_confirmation(subscriber)
     return subscriber
 

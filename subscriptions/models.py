@@ -212,7 +212,10 @@ class SubscriberQuerySet(models.QuerySet):
         these preferences; a pending one takes the latest ones. A confirmed
         or suppressed address is left exactly as it is: whoever posted the
         form has not shown they own it. Returns the subscriber, which is
-        pending exactly when this sign-up was recorded.
+        pending exactly when this sign-up was recorded. A new address's
+        confirmation email is claimed in the same INSERT (its
+        confirmation_sent_at is now): `subscriber.confirmation_claimed`
+        then says so, and claim_confirmation() need not be asked.
         """
         Status = Subscriber.Status
         email = normalize_email(email)
@@ -232,11 +235,17 @@ class SubscriberQuerySet(models.QuerySet):
             # one INSERT, no read before it and no follows to clear after.
             try:
                 with transaction.atomic():
-                    subscriber = self.create(email=email, status=Status.PENDING, **fields)
+                    subscriber = self.create(
+                        email=email,
+                        status=Status.PENDING,
+                        confirmation_sent_at=fields["consent_at"],
+                        **fields,
+                    )
             except IntegrityError:  # the address is known (the unique email)
                 subscriber = self.get(email=email)
             else:
                 Follow.objects.bulk_create([Follow(subscriber=subscriber, topic=t) for t in topics])
+                subscriber.confirmation_claimed = True
                 return subscriber
             updated = self.filter(
                 pk=subscriber.pk, status__in=[Status.PENDING, Status.UNSUBSCRIBED]
