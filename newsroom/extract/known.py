@@ -47,12 +47,13 @@ class EntityIndex:
                 entries.setdefault(f" {words[-1]} ", []).append((pk, True))
         self.automaton = ahocorasick.Automaton()
         for key, found in entries.items():
-            # What find() needs of a match, worked out once: the key's length
-            # and words, the entities it names in full, and those of whom it
-            # is the surname.
+            # What find() needs of a match, worked out once: how far back from
+            # its end its first word starts, minus its number of words, the
+            # entities it names in full, and those of whom it is the surname.
             names = tuple(pk for pk, surname in found if not surname)
             surnames = tuple(pk for pk, surname in found if surname)
-            self.automaton.add_word(key, (len(key), key.count(" ") - 1, names, surnames))
+            value = (len(key) - 2, 1 - key.count(" "), names, surnames)
+            self.automaton.add_word(key, value)
         if entries:
             self.automaton.make_automaton()
 
@@ -69,25 +70,25 @@ class EntityIndex:
         if not len(self.automaton):
             return [], set()
         text, offsets = doc.matchable()
-        words = doc.words
-        # (first word, -words, names, surnames) of each match, in text order.
+        words, lower = doc.words, doc.lower_words
+        # (first word, -words, names, surnames) of each match, in text order;
+        # but a single lower-case word is a common noun: "sessions", "mesa".
         matches = [
-            (bisect_left(offsets, end - length + 2), -n, names, surnames)
-            for end, (length, n, names, surnames) in self.automaton.iter(text)
+            (i, minus_n, names, surnames)
+            for end, (back, minus_n, names, surnames) in self.automaton.iter(text)
+            for i in (bisect_left(offsets, end - back),)
+            if minus_n != -1 or words[i] not in lower
         ]
-        # A single lower-case word is a common noun: "sessions", "mesa".
-        matches = [m for m in matches if m[1] != -1 or not words[m[0]].islower()]
         # Leftmost-longest: "Harbor Avenue" wins over the alias "Harbor". (No
         # two matches share a first word and a length: they would be one key.)
         matches.sort()
-        chosen, covered_to = [], 0
+        chosen, covered_to, named = [], 0, set()
         for match in matches:
             if match[0] >= covered_to:
                 chosen.append(match)
                 covered_to = match[0] - match[1]
-        named = set()
-        for _, _, names, _ in chosen:
-            named.update(names)
+                if match[2]:
+                    named.update(match[2])
 
         hits, covered = {}, set()
         starts, paragraph, title_end = doc.starts, doc.paragraph, doc.title_end
@@ -96,10 +97,8 @@ class EntityIndex:
             # A surname of someone named in full beats an alias: in a text
             # about Dr. Marcus Webb, "Webb" is him, not the Webb telescope.
             pks = names
-            for pk in surnames:
-                if pk in named:
-                    pks = (pk,)
-                    break
+            if surnames and not named.isdisjoint(surnames):
+                pks = (next(pk for pk in surnames if pk in named),)
             for pk in pks:
                 hit = hits.get(pk)
                 if hit is None:

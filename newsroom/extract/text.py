@@ -49,12 +49,7 @@ def plain_text(body):
     return FOOTER_RE.sub("", html.unescape(body).replace("\r", "")).strip()
 
 
-@functools.lru_cache(maxsize=100_000)
-def normalize_word(word):
-    """Lower case, no accents, no possessive: "Horowitz’s" → "horowitz".
-
-    Cached: an article repeats most of its words, and the index its names'.
-    """
+def _normalize(word):
     word = word.replace("’", "'")
     if word.isascii():
         word = word.lower()
@@ -64,10 +59,31 @@ def normalize_word(word):
     return word[:-2] if word.endswith("'s") and len(word) > 2 else word
 
 
+class _Normalised(dict):
+    """word → normalised word, filled on first sight and emptied when it holds
+    100,000: an article repeats most of its words, and the index its names'.
+    A plain dict, so a list of words is normalised by `map` without a Python
+    call for the words seen before."""
+
+    def __missing__(self, word):
+        if len(self) >= 100_000:
+            self.clear()
+        norm = self[word] = _normalize(word)
+        return norm
+
+
+_normalised = _Normalised()
+
+
+def normalize_word(word):
+    """Lower case, no accents, no possessive: "Horowitz’s" → "horowitz"."""
+    return _normalised[word]
+
+
 def name_key(name):
     """The automaton key of a name: its normalised words between spaces."""
-    words = [normalize_word(w) for w in WORD_RE.findall(name)]
-    return " " + " ".join(words) + " " if words else ""
+    words = WORD_RE.findall(name)
+    return " " + " ".join(map(_normalised.__getitem__, words)) + " " if words else ""
 
 
 class Document:
@@ -91,7 +107,7 @@ class Document:
         offsets = list(itertools.accumulate(map(len, parts)))
         self.starts = offsets[0 : 2 * n : 2]
         self.ends = offsets[1 : 2 * n : 2]
-        self.norms = list(map(normalize_word, words))
+        self.norms = list(map(_normalised.__getitem__, words))
         self.joined = joined = [True] * n  # word i continues the phrase of word i-1
         # Only a comma stands before word i: a known name may go on across it
         # ("University of California, Berkeley"); a new name may not.
@@ -125,7 +141,10 @@ class Document:
         for number, (a, b) in enumerate(itertools.pairwise(paragraph_starts)):
             if number:
                 paragraph[a:b] = itertools.repeat(number, b - a)
-        self.lower_words = {w for w in words if w.islower()}
+        # Each word is classed once, however often the text repeats it.
+        distinct = set(words)
+        self.lower_words = {w for w in distinct if w.islower()}
+        self.capitalised_words = {w for w in distinct if w[0].isupper()}
 
     def __len__(self):
         return len(self.words)

@@ -79,6 +79,7 @@ def word_by_word(doc):
         "sentence_start": sentence_start,
         "paragraph": paragraph,
         "lower_words": {w for w in words if w.islower()},
+        "capitalised_words": {w for w in words if w[0].isupper()},
     }
 
 
