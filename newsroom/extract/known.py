@@ -4,7 +4,7 @@ and rebuilt when the Entity table changes.
 """
 
 import threading
-from bisect import bisect_left
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import ahocorasick
@@ -69,16 +69,19 @@ class EntityIndex:
         """Known entities in doc, and the set of word indexes they cover."""
         if not len(self.automaton):
             return [], set()
-        text, offsets = doc.matchable()
+        text, phrase_starts, phrase_firsts = doc.matchable()
         words, lower = doc.words, doc.lower_words
         # (first word, -words, names, surnames) of each match, in text order;
         # but a single lower-case word is a common noun: "sessions", "mesa".
-        matches = [
-            (i, minus_n, names, surnames)
-            for end, (back, minus_n, names, surnames) in self.automaton.iter(text)
-            for i in (bisect_left(offsets, end - back),)
-            if minus_n != -1 or words[i] not in lower
-        ]
+        matches = []
+        for end, (back, minus_n, names, surnames) in self.automaton.iter(text):
+            # The match's first word: its phrase's first, plus the spaces
+            # between the phrase's start and the match's.
+            start = end - back
+            k = bisect_right(phrase_starts, start) - 1
+            i = phrase_firsts[k] + text.count(" ", phrase_starts[k], start)
+            if minus_n != -1 or words[i] not in lower:
+                matches.append((i, minus_n, names, surnames))
         # Leftmost-longest: "Harbor Avenue" wins over the alias "Harbor". (No
         # two matches share a first word and a length: they would be one key.)
         matches.sort()

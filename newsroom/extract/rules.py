@@ -18,7 +18,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from .known import strip_the
-from .text import ORGANIZATION, PERSON, PLACE, name_key, role
+from .text import ORGANIZATION, PERSON, PLACE, name_key, positions, role
 
 
 def word_list(name):
@@ -559,7 +559,8 @@ def _list_items(doc, i, step, skip):
     forward (step 1) or backward (step -1): "Merced, Sacramento, and Santa
     Cruz". Each item is a list of word indexes, in text order."""
     items, item, j = [], [], i + step
-    while 0 <= j < len(doc) and j not in skip:
+    n = len(doc.words)
+    while 0 <= j < n and j not in skip:
         # The gap between word j and its neighbour towards word i.
         gap = (_gap(doc, j) if step == 1 else _gap(doc, j + 1)).strip()
         if gap not in ("", ","):
@@ -577,7 +578,7 @@ def _list_items(doc, i, step, skip):
         else:
             break
         j += step
-    if item and (step == -1 or not 0 <= j < len(doc) or not doc.capitalised(j)):
+    if item and (step == -1 or not 0 <= j < n or not doc.capitalised(j)):
         items.append(item)
     items = [sorted(item) for item in items]
     if step == -1:
@@ -594,12 +595,13 @@ def _list_items(doc, i, step, skip):
 def _county_lists(doc, skip):
     """Places named in lists of counties: each item and its county word."""
     found = []
-    if COUNTY_WORDS.isdisjoint(doc.norms):
+    present = COUNTY_WORDS & doc.distinct_norms
+    if not present:
         return found
-    for i in itertools.compress(range(len(doc)), map(COUNTY_WORDS.__contains__, doc.norms)):
+    for i in positions(doc.norms, present):
         norm = doc.norms[i]
         singular = "County" if norm.startswith("count") else "Parish"
-        of = i + 1 < len(doc) and doc.norms[i + 1] == "of"
+        of = i + 1 < len(doc.words) and doc.norms[i + 1] == "of"
         if norm in ("county", "parish") and not (of and doc.words[i].islower()):
             continue  # "Maricopa County" is a name like any other; "the county of Okanogan"
         if of:
@@ -642,7 +644,7 @@ def _in_body(doc, i):
 
 
 def _followed_by_lower(doc, i):
-    return i + 1 < len(doc) and doc.joined[i + 1] and doc.words[i + 1].islower()
+    return i + 1 < len(doc.words) and doc.joined[i + 1] and doc.words[i + 1].islower()
 
 
 def _numbered(doc, i):
@@ -658,14 +660,14 @@ def _state_after(doc, i):
     """The state that word i abbreviates, and how many words the abbreviation
     takes, when it follows a capitalised word and a comma ("Montgomery, Ala.",
     "Atlanta, GA", "Raleigh, N.C."); else (None, 0)."""
-    if not (0 < i < len(doc) and doc.after_comma[i] and doc.capitalised(i - 1)):
+    if not (0 < i < len(doc.words) and doc.after_comma[i] and doc.capitalised(i - 1)):
         return None, 0
     word, after = doc.words[i], doc.text[doc.ends[i] : doc.ends[i] + 1]
     if len(word) == 2 and word.isupper() and word in STATES:
         return STATES[word], 1
     if after == "." and f"{word}." in STATES:
         return STATES[f"{word}."], 1
-    if len(word) == 1 and after == "." and i + 1 < len(doc) and len(doc.words[i + 1]) == 1:
+    if len(word) == 1 and after == "." and i + 1 < len(doc.words) and len(doc.words[i + 1]) == 1:
         pair = f"{word}.{doc.words[i + 1]}."
         if pair in STATES and doc.text[doc.ends[i + 1] : doc.ends[i + 1] + 1] == ".":
             return STATES[pair], 2
@@ -701,7 +703,10 @@ def _located(doc, skip):
     Beaufort and Windsor")."""
     at_place, states, datelines = set(), [], []
     n_words = len(doc.words)
+    capitalised = doc.capitalised_words
     for i in itertools.compress(range(n_words), doc.after_comma):
+        if doc.words[i - 1] not in capitalised:
+            continue  # (both need a capitalised word before the comma)
         state, n = _state_after(doc, i)
         if state:
             at_place.add(i - 1)
@@ -719,8 +724,8 @@ def _located(doc, skip):
         if m.group(2) or _state_after(doc, j)[0]:
             datelines.append(list(range(i, j)))
             skip.update(range(i, j))
-    for i in itertools.compress(range(n_words), map(PLACE_PREPOSITIONS.__contains__, doc.words)):
-        if i + 1 == n_words or not doc.words[i + 1][0].isupper():
+    for i in positions(doc.words, PLACE_PREPOSITIONS & doc.lower_words):
+        if i + 1 == n_words or doc.words[i + 1] not in capitalised:
             continue
         items = _list_items(doc, i, 1, skip)
         if len(items) >= 2 and any(name_key(_surface(doc, it)) in places() for it in items):

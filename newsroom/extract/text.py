@@ -145,6 +145,7 @@ class Document:
         distinct = set(words)
         self.lower_words = {w for w in distinct if w.islower()}
         self.capitalised_words = {w for w in distinct if w[0].isupper()}
+        self.distinct_norms = set(map(_normalised.__getitem__, distinct))
 
     def __len__(self):
         return len(self.words)
@@ -165,19 +166,19 @@ class Document:
         return len(words) > 2 and sum(self.capitalised(i) for i in words) >= 0.8 * len(words)
 
     def matchable(self):
-        """The words as one string for the automaton, "|" between phrases,
-        and each word's offset in it (ascending: bisect finds a word by it)."""
+        """The words as one string for the automaton, "|" between phrases;
+        where each phrase starts in it (ascending), and the phrase's first
+        word. The word at an offset is the phrase's first word plus the
+        spaces between the phrase's start and it: no offset is kept per word."""
         norms, n = self.norms, len(self.norms)
         if not n:
-            return " ", []
-        bounds = [0, *self.phrase_breaks, n]
-        phrases = (" ".join(norms[a:b]) for a, b in itertools.pairwise(bounds))
-        # Each word takes its length and a space; a phrase break "| " two more.
-        steps = [len(norm) + 1 for norm in norms]
-        for i in self.phrase_breaks:
-            steps[i - 1] += 2
-        offsets = list(itertools.accumulate(itertools.islice(steps, n - 1), initial=1))
-        return " " + " | ".join(phrases) + " ", offsets
+            return " ", [], []
+        firsts = [0, *self.phrase_breaks]
+        phrases = [" ".join(norms[a:b]) for a, b in itertools.pairwise([*firsts, n])]
+        # The first phrase starts after a space; each next one after " | ".
+        steps = [len(phrase) + 3 for phrase in phrases]
+        starts = list(itertools.accumulate(itertools.islice(steps, len(steps) - 1), initial=1))
+        return " " + " | ".join(phrases) + " ", starts, firsts
 
 
 @functools.lru_cache(maxsize=4096)
@@ -200,6 +201,23 @@ def _opens_quote(gap):
     if gap.endswith(("“", "‘")):
         return True
     return gap.endswith(('"', "'")) and (len(gap) == 1 or gap[-2].isspace())
+
+
+def positions(items, values):
+    """The indexes of the items that are one of values, in order. Each value
+    is sought with list.index, which compares in C: quicker than a Python
+    test of every item when the values are rare."""
+    found = []
+    for value in values:
+        i = -1
+        try:
+            while True:
+                i = items.index(value, i + 1)
+                found.append(i)
+        except ValueError:
+            pass
+    found.sort()
+    return found
 
 
 def role(leads, count):

@@ -3,6 +3,7 @@ sums of lengths; only gaps that are not one space are looked at). What it
 derives must be what reading the text word by word gives: this test reads it
 that way, on every labelled text and on awkward ones, and compares."""
 
+import bisect
 import re
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from newsroom.extract.text import (
     Document,
     _opens_quote,
     normalize_word,
+    positions,
 )
 
 HERE = Path(__file__).parent
@@ -106,7 +108,15 @@ def test_document_derives_what_reading_word_by_word_gives(title, body):
     expected = word_by_word(doc)
 
     assert {name: getattr(doc, name) for name in expected} == expected
-    assert doc.matchable() == matchable_word_by_word(doc)
+    text, offsets = matchable_word_by_word(doc)
+    matchable, phrase_starts, phrase_firsts = doc.matchable()
+    assert matchable == text
+    # What EntityIndex.find does to find the word at an offset.
+    found = []
+    for offset in offsets:
+        k = bisect.bisect_right(phrase_starts, offset) - 1
+        found.append(phrase_firsts[k] + matchable.count(" ", phrase_starts[k], offset))
+    assert found == list(range(len(doc)))
 
 
 def test_the_labelled_texts_are_there_to_compare():
@@ -150,3 +160,16 @@ def test_runs_start_only_at_capitals_yet_find_what_every_word_gives(title, body)
     # Skipped words break runs: every fifth word, as known names would.
     for skip in (set(), set(range(0, len(doc), 5))):
         assert list(rules._runs(doc, skip)) == runs_word_by_word(doc, skip)
+
+
+@pytest.mark.parametrize(
+    "items,values",
+    [
+        ([], {"a"}),
+        (["a", "b", "a"], set()),
+        (["a", "b", "a", "c", "b"], {"b", "a"}),
+        (list("xyz"), {"q"}),
+    ],
+)
+def test_positions_are_where_the_values_stand_in_order(items, values):
+    assert positions(items, values) == [i for i, item in enumerate(items) if item in values]
