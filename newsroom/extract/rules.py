@@ -175,14 +175,19 @@ def _possessive(word):
 
 def _context(doc, i):
     """ "place" or "person" from the lower-case words in front of word i."""
-    j = i - 1
-    if j >= 0 and doc.joined[i] and doc.norms[j] in {"the", "a", "an"}:
-        i, j = j, j - 1
-    if j < 0 or not doc.joined[i] or not doc.words[j].islower():
+    joined, norms = doc.joined, doc.norms
+    if not i or not joined[i]:
         return None
-    if doc.norms[j] in PLACE_PREPOSITIONS:
+    j = i - 1
+    if norms[j] in {"the", "a", "an"}:
+        i, j = j, j - 1
+        if j < 0 or not joined[i]:
+            return None
+    if doc.words[j] not in doc.lower_words:
+        return None
+    if norms[j] in PLACE_PREPOSITIONS:
         return "place"
-    if doc.norms[j] in ROLE_NOUNS:
+    if norms[j] in ROLE_NOUNS:
         return "person"
     return None
 
@@ -331,8 +336,24 @@ def _chunks(doc, run, in_title_case=False, lower=None):
     """Split a capitalised run into name chunks, dropping sentence-initial
     noise ("However", "In May", "The") and titles."""
     first, after_preposition = run[0], False
-    lower = doc.lower_words if lower is None else lower
     norm_of = doc.norms
+    norms = norm_of[first : run[-1] + 1]
+    if len(norms) != len(run):
+        norms = [norm_of[i] for i in run]  # (not consecutive words)
+    if (
+        len(run) < 4
+        and not doc.sentence_start[first]
+        and norms[0] not in STOPWORDS
+        and norms[0] not in CALENDAR
+        and norms[-1] not in ALL_CONNECTORS
+        and norms[-1] not in CALENDAR
+        and "and" not in norms
+        and TITLE_STARTS.isdisjoint(norms)
+    ):
+        # The common case, and what the rest gives for it: no noise before
+        # the name, no title in it, no "and" to cut it at, nothing to trim.
+        return [_Chunk(list(run), _context(doc, first), _suffix(doc, run))]
+    lower = doc.lower_words if lower is None else lower
     # (Not _is_newspaper(doc, run): "The … Times" keeps its "The".)
     while run and not (norm_of[run[0]] == "the" and norm_of[run[-1]] in NEWSPAPER_WORDS):
         i, norm = run[0], norm_of[run[0]]
@@ -367,10 +388,7 @@ def _chunks(doc, run, in_title_case=False, lower=None):
     if not run:
         return []  # "However", "In May": noise only
     hint = "place" if after_preposition else _context(doc, first)
-    suffix = ""
-    after = run[-1] + 1
-    if after < len(norm_of) and doc.joined[after] and doc.words[after] == "administration":
-        suffix = " administration"
+    suffix = _suffix(doc, run)
 
     chunks, current, k, titled = [], [], 0, False
     if TITLE_STARTS.isdisjoint(map(norm_of.__getitem__, run)):
@@ -465,8 +483,19 @@ def _chunks(doc, run, in_title_case=False, lower=None):
     return [c for c in result if c.words]
 
 
+def _suffix(doc, run):
+    """ " administration" when the word after the run is: "Trump administration"."""
+    after = run[-1] + 1
+    if after < len(doc.words) and doc.joined[after] and doc.words[after] == "administration":
+        return " administration"
+    return ""
+
+
 def _guess_kind(doc, chunk):
-    norms = list(map(doc.norms.__getitem__, chunk.words))
+    ws = chunk.words
+    norms = doc.norms[ws[0] : ws[-1] + 1]
+    if len(norms) != len(ws):
+        norms = [doc.norms[i] for i in ws]  # (not consecutive words)
     if not chunk.suffix and f" {' '.join(norms)} " in places():
         return PLACE
     if len(norms) > 2 and norms[0] in PLACE_HEADS and norms[1] == "of":
@@ -489,8 +518,8 @@ def _guess_kind(doc, chunk):
         )
         # an acronym (not an initial)
         or (
-            any(map(str.isupper, map(words.__getitem__, chunk.words)))
-            and any(len(words[i]) > 1 and words[i].isupper() for i in chunk.words)
+            any(map(str.isupper, map(words.__getitem__, ws)))
+            and any(len(words[i]) > 1 and words[i].isupper() for i in ws)
         )
     ):
         return ORGANIZATION
