@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from newsroom.extract import rules
 from newsroom.extract.text import (
@@ -16,10 +18,12 @@ from newsroom.extract.text import (
     COMMA_GAP_RE,
     JOINING_GAP_RE,
     WORD_RE,
+    WORD_SPLIT_RE,
     Document,
     _opens_quote,
     normalize_word,
     positions,
+    split_words,
 )
 
 HERE = Path(__file__).parent
@@ -173,3 +177,36 @@ def test_runs_start_only_at_capitals_yet_find_what_every_word_gives(title, body)
 )
 def test_positions_are_where_the_values_stand_in_order(items, values):
     assert positions(items, values) == [i for i, item in enumerate(items) if item in values]
+
+
+# Text made of what makes reading hard: apostrophes inside and around words,
+# "_" (a word character that str.isalnum refuses), runs of spaces, line
+# breaks, accents (and a combining one), punctuation that joins or ends.
+AWKWARD_TEXT = st.lists(
+    st.sampled_from(
+        ["ab", "Zé", "9", "_", "'", "’", "'s", "’s", " ", "  ", ",", ".", "-", "/", "&",
+         "\n", "\t", "\xa0", "ß", "e\u0301", "“", "”", "(", ")", "Mr", "U", "S"]
+    ),
+    max_size=40,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(AWKWARD_TEXT)
+def test_splitting_by_tokens_gives_what_the_regular_expression_does(text):
+    parts, odd_gaps = split_words(text)
+
+    assert parts == WORD_SPLIT_RE.split(text)
+    gaps, n = parts[0::2], len(parts) // 2
+    odd = [i for i in odd_gaps if 0 < i < n and gaps[i] != " "]
+    assert odd == [i for i in range(1, n) if gaps[i] != " "]
+
+
+@settings(max_examples=300, deadline=None)
+@given(AWKWARD_TEXT, AWKWARD_TEXT)
+def test_document_reads_awkward_text_as_word_by_word_does(title, body):
+    doc = Document(title, body)
+
+    expected = word_by_word(doc)
+
+    assert {name: getattr(doc, name) for name in expected} == expected
