@@ -4,7 +4,7 @@ and rebuilt when the Entity table changes.
 """
 
 import threading
-from bisect import bisect_left
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import ahocorasick
@@ -47,12 +47,13 @@ class EntityIndex:
                 entries.setdefault(f" {words[-1]} ", []).append((pk, True))
         self.automaton = ahocorasick.Automaton()
         for key, found in entries.items():
-            # What find() needs of a match, worked out once: the key's length
-            # and words, the entities it names in full, and those of whom it
-            # is the surname.
+            # What find() needs of a match, worked out once: how far back from
+            # its end its first word starts, minus its number of words, the
+            # entities it names in full, and those of whom it is the surname.
             names = tuple(pk for pk, surname in found if not surname)
             surnames = tuple(pk for pk, surname in found if surname)
-            self.automaton.add_word(key, (len(key), key.count(" ") - 1, names, surnames))
+            value = (len(key) - 2, 1 - key.count(" "), names, surnames)
+            self.automaton.add_word(key, value)
         if entries:
             self.automaton.make_automaton()
 
@@ -68,26 +69,29 @@ class EntityIndex:
         """Known entities in doc, and the set of word indexes they cover."""
         if not len(self.automaton):
             return [], set()
-        text, offsets = doc.matchable()
-        words = doc.words
-        # (first word, -words, names, surnames) of each match, in text order.
-        matches = [
-            (bisect_left(offsets, end - length + 2), -n, names, surnames)
-            for end, (length, n, names, surnames) in self.automaton.iter(text)
-        ]
-        # A single lower-case word is a common noun: "sessions", "mesa".
-        matches = [m for m in matches if m[1] != -1 or not words[m[0]].islower()]
+        text, phrase_starts, phrase_firsts = doc.matchable()
+        words, lower = doc.words, doc.lower_words
+        # (first word, -words, names, surnames) of each match, in text order;
+        # but a single lower-case word is a common noun: "sessions", "mesa".
+        matches = []
+        for end, (back, minus_n, names, surnames) in self.automaton.iter(text):
+            # The match's first word: its phrase's first, plus the spaces
+            # between the phrase's start and the match's.
+            start = end - back
+            k = bisect_right(phrase_starts, start) - 1
+            i = phrase_firsts[k] + text.count(" ", phrase_starts[k], start)
+            if minus_n != -1 or words[i] not in lower:
+                matches.append((i, minus_n, names, surnames))
         # Leftmost-longest: "Harbor Avenue" wins over the alias "Harbor". (No
         # two matches share a first word and a length: they would be one key.)
         matches.sort()
-        chosen, covered_to = [], 0
+        chosen, covered_to, named = [], 0, set()
         for match in matches:
             if match[0] >= covered_to:
                 chosen.append(match)
                 covered_to = match[0] - match[1]
-        named = set()
-        for _, _, names, _ in chosen:
-            named.update(names)
+                if match[2]:
+                    named.update(match[2])
 
         hits, covered = {}, set()
         starts, paragraph, title_end = doc.starts, doc.paragraph, doc.title_end
@@ -96,10 +100,8 @@ class EntityIndex:
             # A surname of someone named in full beats an alias: in a text
             # about Dr. Marcus Webb, "Webb" is him, not the Webb telescope.
             pks = names
-            for pk in surnames:
-                if pk in named:
-                    pks = (pk,)
-                    break
+            if surnames and not named.isdisjoint(surnames):
+                pks = (next(pk for pk in surnames if pk in named),)
             for pk in pks:
                 hit = hits.get(pk)
                 if hit is None:

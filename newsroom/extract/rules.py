@@ -11,7 +11,6 @@ gender-guesser's dictionary — which are read on first use.
 import bisect
 import functools
 import itertools
-import operator
 import re
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -19,7 +18,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from .known import strip_the
-from .text import ORGANIZATION, PERSON, PLACE, name_key, role
+from .text import ORGANIZATION, PERSON, PLACE, name_key, positions, role
 
 
 def word_list(name):
@@ -167,20 +166,28 @@ def _gap(doc, i):
     return doc.gaps[i] if i else ""
 
 
+POSSESSIVE = ("'s", "’s")
+
+
 def _possessive(word):
-    return word.endswith(("'s", "’s")) and len(word) > 2
+    return word.endswith(POSSESSIVE) and len(word) > 2
 
 
 def _context(doc, i):
     """ "place" or "person" from the lower-case words in front of word i."""
-    j = i - 1
-    if j >= 0 and doc.joined[i] and doc.norms[j] in {"the", "a", "an"}:
-        i, j = j, j - 1
-    if j < 0 or not doc.joined[i] or not doc.words[j].islower():
+    joined, norms = doc.joined, doc.norms
+    if not i or not joined[i]:
         return None
-    if doc.norms[j] in PLACE_PREPOSITIONS:
+    j = i - 1
+    if norms[j] in {"the", "a", "an"}:
+        i, j = j, j - 1
+        if j < 0 or not joined[i]:
+            return None
+    if doc.words[j] not in doc.lower_words:
+        return None
+    if norms[j] in PLACE_PREPOSITIONS:
         return "place"
-    if doc.norms[j] in ROLE_NOUNS:
+    if norms[j] in ROLE_NOUNS:
         return "person"
     return None
 
@@ -193,25 +200,28 @@ def _runs(doc, skip):
     """
     words, norms, joined = doc.words, doc.norms, doc.joined
     n, taken = len(words), 0  # the words before `taken` are in a run already
-    for start in itertools.compress(range(n), map(str.isupper, map(_first_letter, words))):
+    capitalised = doc.capitalised_words
+    for start in itertools.compress(range(n), map(capitalised.__contains__, words)):
         if start < taken or start in skip or words[start] == "I":
             continue
         run, i = [start], start + 1
         while i < n and joined[i] and i not in skip:
             word, norm = words[i], norms[i]
-            ok = (
-                (word[0].isupper() and word != "I")
+            if not (
+                (word in capitalised and word != "I")
                 or norm in CONNECTORS
                 # "National Council on the Humanities", "Department of the Interior"
                 or (norm in ORG_CONNECTORS and _names_org(doc, run))
                 # "University of Texas at Austin"
                 or (norm == "at" and norms[run[0]] == "university")
-            )
+            ):
+                break
+            # (The run's last word is word i-1.)
+            previous = words[i - 1]
             if (
-                not ok
                 # "Biden’s Investing in America": a possessive ends a name,
                 # unless an organisation's name goes on ("Attorney’s Office").
-                or (_possessive(words[run[-1]]) and norm not in ORG_WORDS)
+                (previous.endswith(POSSESSIVE) and len(previous) > 2 and norm not in ORG_WORDS)
                 # "Gerard M. Stolar of FEMA": a person is not "of" an acronym.
                 or (norm == "of" and i + 1 < n and words[i + 1].isupper())
             ):
@@ -220,9 +230,6 @@ def _runs(doc, skip):
             i += 1
         taken = i
         yield run
-
-
-_first_letter = operator.itemgetter(0)
 
 
 def _run_on_people(doc, words):
@@ -329,25 +336,49 @@ def _chunks(doc, run, in_title_case=False, lower=None):
     """Split a capitalised run into name chunks, dropping sentence-initial
     noise ("However", "In May", "The") and titles."""
     first, after_preposition = run[0], False
-    lower = doc.lower_words if lower is None else lower
     norm_of = doc.norms
+    norms = norm_of[first : run[-1] + 1]
+    if len(norms) != len(run):
+        norms = [norm_of[i] for i in run]  # (not consecutive words)
+    if (
+        len(run) < 4
+        and not doc.sentence_start[first]
+        and norms[0] not in STOPWORDS
+        and norms[0] not in CALENDAR
+        and norms[-1] not in ALL_CONNECTORS
+        and norms[-1] not in CALENDAR
+        and "and" not in norms
+        and TITLE_STARTS.isdisjoint(norms)
+    ):
+        # The common case, and what the rest gives for it: no noise before
+        # the name, no title in it, no "and" to cut it at, nothing to trim.
+        return [_Chunk(list(run), _context(doc, first), _suffix(doc, run))]
+    lower = doc.lower_words if lower is None else lower
     # (Not _is_newspaper(doc, run): "The … Times" keeps its "The".)
     while run and not (norm_of[run[0]] == "the" and norm_of[run[-1]] in NEWSPAPER_WORDS):
         i, norm = run[0], norm_of[run[0]]
-        initial_common = doc.sentence_start[i] and (
-            norm in lower
-            # "Shares of Greenleaf": a sentence-initial noun and its "of".
+        noise = (
+            norm in STOPWORDS
+            or norm in CALENDAR
+            # A sentence's first word, which the text also writes in lower case.
             or (
-                len(run) > 2
-                and doc.norms[run[1]] in CONNECTORS
-                and norm not in ORG_PREFIXES
-                # "Evelyn and Joseph Djoumessi"
-                and not (doc.norms[run[1]] == "and" and norm in first_names())
-                # "Secretary of Homeland Security Alejandro N. Mayorkas"
-                and not _title_length(doc, run, 0)
+                doc.sentence_start[i]
+                and (
+                    norm in lower
+                    # "Shares of Greenleaf": a sentence-initial noun and its "of".
+                    or (
+                        len(run) > 2
+                        and norm_of[run[1]] in CONNECTORS
+                        and norm not in ORG_PREFIXES
+                        # "Evelyn and Joseph Djoumessi"
+                        and not (norm_of[run[1]] == "and" and norm in first_names())
+                        # "Secretary of Homeland Security Alejandro N. Mayorkas"
+                        and not _title_length(doc, run, 0)
+                    )
+                )
             )
         )
-        if not (norm in STOPWORDS or norm in CALENDAR or initial_common):
+        if not noise:
             break
         if norm in PLACE_PREPOSITIONS:
             after_preposition = True
@@ -357,13 +388,10 @@ def _chunks(doc, run, in_title_case=False, lower=None):
     if not run:
         return []  # "However", "In May": noise only
     hint = "place" if after_preposition else _context(doc, first)
-    suffix = ""
-    after = run[-1] + 1 if run else len(doc)
-    if after < len(doc) and doc.joined[after] and doc.words[after] == "administration":
-        suffix = " administration"
+    suffix = _suffix(doc, run)
 
     chunks, current, k, titled = [], [], 0, False
-    if TITLE_STARTS.isdisjoint([doc.norms[i] for i in run]):
+    if TITLE_STARTS.isdisjoint(map(norm_of.__getitem__, run)):
         current, k = list(run), len(run)  # no title in the run: all of it
     while k < len(run):
         n = _title_length(doc, run, k)
@@ -406,12 +434,12 @@ def _chunks(doc, run, in_title_case=False, lower=None):
 
     result = []
     for chunk in chunks:
-        norms = [doc.norms[i] for i in chunk.words]
         # "Sessions and Rosenstein" and "… Fund and Sakura Electric" are two
         # names; "Centers for Disease Control and Prevention" is one.
-        if "and" not in norms:
+        if "and" not in map(norm_of.__getitem__, chunk.words):
             result.append(chunk)
             continue
+        norms = [norm_of[i] for i in chunk.words]
         org = any(n in ORG_WORDS for n in norms) or norms[0] in ORG_PREFIXES
         cuts = {
             k
@@ -449,17 +477,26 @@ def _chunks(doc, run, in_title_case=False, lower=None):
         else:
             result.append(chunk)
     for chunk in result:
-        while chunk.words and (
-            doc.norms[chunk.words[-1]] in ALL_CONNECTORS or doc.norms[chunk.words[-1]] in CALENDAR
-        ):
-            chunk.words.pop()
+        words = chunk.words
+        while words and (norm_of[words[-1]] in ALL_CONNECTORS or norm_of[words[-1]] in CALENDAR):
+            words.pop()
     return [c for c in result if c.words]
 
 
+def _suffix(doc, run):
+    """ " administration" when the word after the run is: "Trump administration"."""
+    after = run[-1] + 1
+    if after < len(doc.words) and doc.joined[after] and doc.words[after] == "administration":
+        return " administration"
+    return ""
+
+
 def _guess_kind(doc, chunk):
-    norms = [doc.norms[i] for i in chunk.words]
-    key = " " + " ".join(norms) + " "
-    if key in places() and not chunk.suffix:
+    ws = chunk.words
+    norms = doc.norms[ws[0] : ws[-1] + 1]
+    if len(norms) != len(ws):
+        norms = [doc.norms[i] for i in ws]  # (not consecutive words)
+    if not chunk.suffix and f" {' '.join(norms)} " in places():
         return PLACE
     if len(norms) > 2 and norms[0] in PLACE_HEADS and norms[1] == "of":
         return PLACE  # "State of Washington", "Republic of Liberia"
@@ -479,8 +516,11 @@ def _guess_kind(doc, chunk):
             and norms[-1] not in PLACE_WORDS
             and " " + " ".join(norms[:-1]) + " " in places()
         )
-        # an acronym
-        or any(len(words[i]) > 1 and words[i].isupper() for i in chunk.words)
+        # an acronym (not an initial)
+        or (
+            any(map(str.isupper, map(words.__getitem__, ws)))
+            and any(len(words[i]) > 1 and words[i].isupper() for i in ws)
+        )
     ):
         return ORGANIZATION
     if norms[-1] in PLACE_WORDS or chunk.hint in ("place", "civic"):
@@ -509,7 +549,9 @@ class Tally:
         if entry is None:
             entry = self.found[key] = [name, kind, 0, doc.starts[i], False, []]
         entry[2] += 1
-        entry[4] = entry[4] or doc.leads(i)
+        if not entry[4]:
+            # doc.leads(i): in the title or the first paragraph.
+            entry[4] = doc.starts[i] < doc.title_end or doc.paragraph[i] == doc.first_paragraph
         return entry
 
     def candidates(self):
@@ -546,7 +588,8 @@ def _list_items(doc, i, step, skip):
     forward (step 1) or backward (step -1): "Merced, Sacramento, and Santa
     Cruz". Each item is a list of word indexes, in text order."""
     items, item, j = [], [], i + step
-    while 0 <= j < len(doc) and j not in skip:
+    n = len(doc.words)
+    while 0 <= j < n and j not in skip:
         # The gap between word j and its neighbour towards word i.
         gap = (_gap(doc, j) if step == 1 else _gap(doc, j + 1)).strip()
         if gap not in ("", ","):
@@ -564,7 +607,7 @@ def _list_items(doc, i, step, skip):
         else:
             break
         j += step
-    if item and (step == -1 or not 0 <= j < len(doc) or not doc.capitalised(j)):
+    if item and (step == -1 or not 0 <= j < n or not doc.capitalised(j)):
         items.append(item)
     items = [sorted(item) for item in items]
     if step == -1:
@@ -581,12 +624,13 @@ def _list_items(doc, i, step, skip):
 def _county_lists(doc, skip):
     """Places named in lists of counties: each item and its county word."""
     found = []
-    if COUNTY_WORDS.isdisjoint(doc.norms):
+    present = COUNTY_WORDS & doc.distinct_norms
+    if not present:
         return found
-    for i in itertools.compress(range(len(doc)), map(COUNTY_WORDS.__contains__, doc.norms)):
+    for i in positions(doc.norms, present):
         norm = doc.norms[i]
         singular = "County" if norm.startswith("count") else "Parish"
-        of = i + 1 < len(doc) and doc.norms[i + 1] == "of"
+        of = i + 1 < len(doc.words) and doc.norms[i + 1] == "of"
         if norm in ("county", "parish") and not (of and doc.words[i].islower()):
             continue  # "Maricopa County" is a name like any other; "the county of Okanogan"
         if of:
@@ -629,7 +673,7 @@ def _in_body(doc, i):
 
 
 def _followed_by_lower(doc, i):
-    return i + 1 < len(doc) and doc.joined[i + 1] and doc.words[i + 1].islower()
+    return i + 1 < len(doc.words) and doc.joined[i + 1] and doc.words[i + 1].islower()
 
 
 def _numbered(doc, i):
@@ -645,14 +689,14 @@ def _state_after(doc, i):
     """The state that word i abbreviates, and how many words the abbreviation
     takes, when it follows a capitalised word and a comma ("Montgomery, Ala.",
     "Atlanta, GA", "Raleigh, N.C."); else (None, 0)."""
-    if not (0 < i < len(doc) and doc.after_comma[i] and doc.capitalised(i - 1)):
+    if not (0 < i < len(doc.words) and doc.after_comma[i] and doc.capitalised(i - 1)):
         return None, 0
     word, after = doc.words[i], doc.text[doc.ends[i] : doc.ends[i] + 1]
     if len(word) == 2 and word.isupper() and word in STATES:
         return STATES[word], 1
     if after == "." and f"{word}." in STATES:
         return STATES[f"{word}."], 1
-    if len(word) == 1 and after == "." and i + 1 < len(doc) and len(doc.words[i + 1]) == 1:
+    if len(word) == 1 and after == "." and i + 1 < len(doc.words) and len(doc.words[i + 1]) == 1:
         pair = f"{word}.{doc.words[i + 1]}."
         if pair in STATES and doc.text[doc.ends[i + 1] : doc.ends[i + 1] + 1] == ".":
             return STATES[pair], 2
@@ -688,7 +732,10 @@ def _located(doc, skip):
     Beaufort and Windsor")."""
     at_place, states, datelines = set(), [], []
     n_words = len(doc.words)
+    capitalised = doc.capitalised_words
     for i in itertools.compress(range(n_words), doc.after_comma):
+        if doc.words[i - 1] not in capitalised:
+            continue  # (both need a capitalised word before the comma)
         state, n = _state_after(doc, i)
         if state:
             at_place.add(i - 1)
@@ -706,8 +753,8 @@ def _located(doc, skip):
         if m.group(2) or _state_after(doc, j)[0]:
             datelines.append(list(range(i, j)))
             skip.update(range(i, j))
-    for i in itertools.compress(range(n_words), map(PLACE_PREPOSITIONS.__contains__, doc.words)):
-        if i + 1 == n_words or not doc.words[i + 1][0].isupper():
+    for i in positions(doc.words, PLACE_PREPOSITIONS & doc.lower_words):
+        if i + 1 == n_words or doc.words[i + 1] not in capitalised:
             continue
         items = _list_items(doc, i, 1, skip)
         if len(items) >= 2 and any(name_key(_surface(doc, it)) in places() for it in items):
@@ -748,12 +795,29 @@ def rule_candidates(doc, index, covered):
         if not index.knows(name):
             tally.add(strip_the(name_key(name)), name, PLACE, doc, words[0])
 
-    last_word = len(doc.words) - 1
+    text, starts, ends = doc.text, doc.starts, doc.ends
+    dwords, norms, sentence_start = doc.words, doc.norms, doc.sentence_start
+    last_word = len(dwords) - 1
     for run in _runs(doc, skip):
-        in_title_case = title_case and doc.in_title(run[0])
+        first = run[0]
+        if len(run) == 1:
+            # One word that opens no name ("However", "Tuesday", a sentence's
+            # first word that the text also writes in lower case): _chunks
+            # would drop it.
+            norm = norms[first]
+            if norm != "the" and (
+                norm in STOPWORDS or norm in CALENDAR or (sentence_start[first] and norm in lower)
+            ):
+                continue
+        in_title_case = title_case and doc.in_title(first)
         for chunk in _chunks(doc, run, in_title_case, lower):
             words = chunk.words
-            while words and words[-1] < last_word and _numbered(doc, words[-1]):
+            while (
+                words
+                and words[-1] < last_word
+                and dwords[words[-1] + 1][0].isdigit()
+                and _numbered(doc, words[-1])
+            ):
                 words.pop()  # "Expedition 70", "SpaceX Crew-7"
             if not words:
                 continue
@@ -779,29 +843,50 @@ def rule_candidates(doc, index, covered):
                     continue  # "President Declares Disaster …": a verb, not a name
                 if not chunk.after_title and name_key(_surface(doc, words)) not in places():
                     continue
-            if doc.norms[words[-1]] in EVENT_WORDS and not _names_org(doc, words[:-1]):
+            if norms[words[-1]] in EVENT_WORDS and not _names_org(doc, words[:-1]):
                 continue  # "U.S.-Africa Leaders Summit", "CHIPS and Science Act"
             if chunk.surname is not None:
                 name = f"{_surface(doc, words)} {doc.words[chunk.surname]}"
                 tally.add(strip_the(name_key(name)), name, PERSON, doc, words[0])
                 continue
-            if len(words) == 1 and not chunk.suffix:
+            suffix = chunk.suffix
+            if len(words) == 1 and not suffix:
                 singles.append((words[0], chunk.hint))
                 continue
-            if len(doc.words[words[0]]) == 1 and all(len(doc.words[i]) == 1 for i in words):
+            a, b = words[0], words[-1]
+            if len(dwords[a]) == 1 and all(len(dwords[i]) == 1 for i in words):
                 continue  # "U.S.": initials are aliases, not names
-            name = _surface(doc, words, chunk.suffix)
-            if _dc_after(doc, words[-1]):
+            # The name is _surface(doc, words, suffix), and ", D.C." after it
+            # when the text says so (_dc_after).
+            name = text[starts[a] : ends[b]]
+            as_written = True  # the name is words a to b as the text has them
+            if suffix:
+                name += suffix
+            elif name.endswith(POSSESSIVE):
+                name, as_written = name[:-2], False
+            dc = b < last_word and dwords[b + 1] == "D" and _dc_after(doc, b)
+            if dc:
                 name += ", D.C."
-            key = name_key(name)
+            if as_written and b - a + 1 == len(words):
+                # name_key(name), from the words' norms: the name's words are
+                # those words (and the suffix's, and "D", "C").
+                key = " ".join(norms[a : b + 1])
+                if suffix:
+                    key += suffix  # " administration": one lower-case word
+                if dc:
+                    key += " d c"
+                key = f" {key} "
+            else:
+                key = name_key(name)
             if index.knows_key(key):
                 continue
             key = strip_the(key)
-            entry = tally.add(key, name, _guess_kind(doc, chunk), doc, words[0])
-            acronym = _acronym_after(doc, words)
+            entry = tally.add(key, name, _guess_kind(doc, chunk), doc, a)
+            # (_acronym_after looks for the bracket in the next 12 characters.)
+            acronym = "(" in text[ends[b] : ends[b] + 12] and _acronym_after(doc, words)
             if acronym and not index.knows(acronym):
                 acronyms[acronym.casefold()] = key
-                defined.add(words[-1] + 1)  # the acronym in brackets: the same mention
+                defined.add(b + 1)  # the acronym in brackets: the same mention
                 if acronym not in entry[5]:
                     entry[5].append(acronym)
 
@@ -810,9 +895,9 @@ def rule_candidates(doc, index, covered):
     # its context or the gazetteer, or a word the text keeps capitalising
     # mid-sentence.
     people, firsts = {}, {}
-    for key, (_, kind, *_rest) in tally.found.items():
+    for key, entry in tally.found.items():
         words = key.split()
-        if kind == PERSON:
+        if entry[1] == PERSON:
             people.setdefault(words[-1], []).append(key)
         elif len(words) > 1:
             firsts.setdefault(words[0], []).append(key)

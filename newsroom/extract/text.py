@@ -49,12 +49,7 @@ def plain_text(body):
     return FOOTER_RE.sub("", html.unescape(body).replace("\r", "")).strip()
 
 
-@functools.lru_cache(maxsize=100_000)
-def normalize_word(word):
-    """Lower case, no accents, no possessive: "Horowitz’s" → "horowitz".
-
-    Cached: an article repeats most of its words, and the index its names'.
-    """
+def _normalize(word):
     word = word.replace("’", "'")
     if word.isascii():
         word = word.lower()
@@ -64,10 +59,31 @@ def normalize_word(word):
     return word[:-2] if word.endswith("'s") and len(word) > 2 else word
 
 
+class _Normalised(dict):
+    """word → normalised word, filled on first sight and emptied when it holds
+    100,000: an article repeats most of its words, and the index its names'.
+    A plain dict, so a list of words is normalised by `map` without a Python
+    call for the words seen before."""
+
+    def __missing__(self, word):
+        if len(self) >= 100_000:
+            self.clear()
+        norm = self[word] = _normalize(word)
+        return norm
+
+
+_normalised = _Normalised()
+
+
+def normalize_word(word):
+    """Lower case, no accents, no possessive: "Horowitz’s" → "horowitz"."""
+    return _normalised[word]
+
+
 def name_key(name):
     """The automaton key of a name: its normalised words between spaces."""
-    words = [normalize_word(w) for w in WORD_RE.findall(name)]
-    return " " + " ".join(words) + " " if words else ""
+    words = WORD_RE.findall(name)
+    return " " + " ".join(map(_normalised.__getitem__, words)) + " " if words else ""
 
 
 class Document:
@@ -84,14 +100,14 @@ class Document:
         # gaps[i] stands before word i (gaps[0] before the first, gaps[n]
         # after the last). Offsets are running sums of the lengths, so no
         # per-word Python code runs until the gaps that are not one space.
-        parts = WORD_SPLIT_RE.split(self.text)
+        parts, odd_gaps = split_words(self.text)
         self.words = words = parts[1::2]
         self.gaps = gaps = parts[0::2]
         n = len(words)
         offsets = list(itertools.accumulate(map(len, parts)))
         self.starts = offsets[0 : 2 * n : 2]
         self.ends = offsets[1 : 2 * n : 2]
-        self.norms = list(map(normalize_word, words))
+        self.norms = list(map(_normalised.__getitem__, words))
         self.joined = joined = [True] * n  # word i continues the phrase of word i-1
         # Only a comma stands before word i: a known name may go on across it
         # ("University of California, Berkeley"); a new name may not.
@@ -105,7 +121,7 @@ class Document:
         if n:
             joined[0], sentence_start[0] = False, True
         # Most gaps are one space: the word goes on the phrase, nothing starts.
-        for i in [i for i in range(1, n) if gaps[i] != " "]:
+        for i in [i for i in odd_gaps if 0 < i < n and gaps[i] != " "]:
             line_break, joining, abbreviation, starts, comma = _gap_meaning(gaps[i])
             if line_break:
                 joined[i], sentence_start[i] = False, True
@@ -125,7 +141,11 @@ class Document:
         for number, (a, b) in enumerate(itertools.pairwise(paragraph_starts)):
             if number:
                 paragraph[a:b] = itertools.repeat(number, b - a)
-        self.lower_words = {w for w in words if w.islower()}
+        # Each word is classed once, however often the text repeats it.
+        distinct = set(words)
+        self.lower_words = {w for w in distinct if w.islower()}
+        self.capitalised_words = {w for w in distinct if w[0].isupper()}
+        self.distinct_norms = set(map(_normalised.__getitem__, distinct))
 
     def __len__(self):
         return len(self.words)
@@ -146,19 +166,69 @@ class Document:
         return len(words) > 2 and sum(self.capitalised(i) for i in words) >= 0.8 * len(words)
 
     def matchable(self):
-        """The words as one string for the automaton, "|" between phrases,
-        and each word's offset in it (ascending: bisect finds a word by it)."""
+        """The words as one string for the automaton, "|" between phrases;
+        where each phrase starts in it (ascending), and the phrase's first
+        word. The word at an offset is the phrase's first word plus the
+        spaces between the phrase's start and it: no offset is kept per word."""
         norms, n = self.norms, len(self.norms)
         if not n:
-            return " ", []
-        bounds = [0, *self.phrase_breaks, n]
-        phrases = (" ".join(norms[a:b]) for a, b in itertools.pairwise(bounds))
-        # Each word takes its length and a space; a phrase break "| " two more.
-        steps = [len(norm) + 1 for norm in norms]
-        for i in self.phrase_breaks:
-            steps[i - 1] += 2
-        offsets = list(itertools.accumulate(itertools.islice(steps, n - 1), initial=1))
-        return " " + " | ".join(phrases) + " ", offsets
+            return " ", [], []
+        firsts = [0, *self.phrase_breaks]
+        phrases = [" ".join(norms[a:b]) for a, b in itertools.pairwise([*firsts, n])]
+        # The first phrase starts after a space; each next one after " | ".
+        steps = [len(phrase) + 3 for phrase in phrases]
+        starts = list(itertools.accumulate(itertools.islice(steps, len(steps) - 1), initial=1))
+        return " " + " | ".join(phrases) + " ", starts, firsts
+
+
+def split_words(text):
+    """WORD_SPLIT_RE.split(text) — gap, word, gap, word … gap — and, in
+    order, the indexes of the words whose gap before them may be other than
+    one space.
+
+    The regular expression costs more per word than the rest of reading, so
+    it runs only on the tokens between spaces that are not one word each
+    ("said,", "Horowitz’s", a line break and "The"). A run of tokens that
+    are (str.isalnum: the characters a word is made of, bar "_") is copied
+    as it stands. No word holds a space, so splitting token by token gives
+    what splitting the whole text does.
+    """
+    tokens = text.split(" ")
+    n = len(tokens)
+    odd = positions(list(map(str.isalnum, tokens)), (False,))
+    odd.append(n)
+    parts, odd_gaps, gap, previous = [], [], "", -1
+    for t in odd:
+        if t > previous + 1:  # tokens previous+1 … t-1: one word each
+            if gap:
+                odd_gaps.append(len(parts) // 2)
+            parts.append(gap + " " if previous >= 0 else gap)
+            words = [" "] * (2 * (t - previous - 1) - 1)
+            words[0::2] = tokens[previous + 1 : t]
+            parts += words
+            gap = ""
+        if t == n:
+            break
+        if t:
+            gap += " "
+        token = tokens[t]
+        if token[:-1].isalnum() and token[-1] != "_":  # "said,"
+            if gap != " ":
+                odd_gaps.append(len(parts) // 2)
+            parts += (gap, token[:-1])
+            gap = token[-1]
+        else:
+            split = WORD_SPLIT_RE.split(token)
+            if len(split) > 1:
+                odd_gaps.extend(range(len(parts) // 2, len(parts) // 2 + len(split) // 2))
+                parts.append(gap + split[0])
+                parts += split[1:-1]
+                gap = split[-1]
+            else:
+                gap += token
+        previous = t
+    parts.append(gap)
+    return parts, odd_gaps
 
 
 @functools.lru_cache(maxsize=4096)
@@ -181,6 +251,23 @@ def _opens_quote(gap):
     if gap.endswith(("“", "‘")):
         return True
     return gap.endswith(('"', "'")) and (len(gap) == 1 or gap[-2].isspace())
+
+
+def positions(items, values):
+    """The indexes of the items that are one of values, in order. Each value
+    is sought with list.index, which compares in C: quicker than a Python
+    test of every item when the values are rare."""
+    found = []
+    for value in values:
+        i = -1
+        try:
+            while True:
+                i = items.index(value, i + 1)
+                found.append(i)
+        except ValueError:
+            pass
+    found.sort()
+    return found
 
 
 def role(leads, count):

@@ -3,10 +3,13 @@ sums of lengths; only gaps that are not one space are looked at). What it
 derives must be what reading the text word by word gives: this test reads it
 that way, on every labelled text and on awkward ones, and compares."""
 
+import bisect
 import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from newsroom.extract import rules
 from newsroom.extract.text import (
@@ -15,9 +18,12 @@ from newsroom.extract.text import (
     COMMA_GAP_RE,
     JOINING_GAP_RE,
     WORD_RE,
+    WORD_SPLIT_RE,
     Document,
     _opens_quote,
     normalize_word,
+    positions,
+    split_words,
 )
 
 HERE = Path(__file__).parent
@@ -79,6 +85,7 @@ def word_by_word(doc):
         "sentence_start": sentence_start,
         "paragraph": paragraph,
         "lower_words": {w for w in words if w.islower()},
+        "capitalised_words": {w for w in words if w[0].isupper()},
     }
 
 
@@ -105,7 +112,15 @@ def test_document_derives_what_reading_word_by_word_gives(title, body):
     expected = word_by_word(doc)
 
     assert {name: getattr(doc, name) for name in expected} == expected
-    assert doc.matchable() == matchable_word_by_word(doc)
+    text, offsets = matchable_word_by_word(doc)
+    matchable, phrase_starts, phrase_firsts = doc.matchable()
+    assert matchable == text
+    # What EntityIndex.find does to find the word at an offset.
+    found = []
+    for offset in offsets:
+        k = bisect.bisect_right(phrase_starts, offset) - 1
+        found.append(phrase_firsts[k] + matchable.count(" ", phrase_starts[k], offset))
+    assert found == list(range(len(doc)))
 
 
 def test_the_labelled_texts_are_there_to_compare():
@@ -149,3 +164,49 @@ def test_runs_start_only_at_capitals_yet_find_what_every_word_gives(title, body)
     # Skipped words break runs: every fifth word, as known names would.
     for skip in (set(), set(range(0, len(doc), 5))):
         assert list(rules._runs(doc, skip)) == runs_word_by_word(doc, skip)
+
+
+@pytest.mark.parametrize(
+    "items,values",
+    [
+        ([], {"a"}),
+        (["a", "b", "a"], set()),
+        (["a", "b", "a", "c", "b"], {"b", "a"}),
+        (list("xyz"), {"q"}),
+    ],
+)
+def test_positions_are_where_the_values_stand_in_order(items, values):
+    assert positions(items, values) == [i for i, item in enumerate(items) if item in values]
+
+
+# Text made of what makes reading hard: apostrophes inside and around words,
+# "_" (a word character that str.isalnum refuses), runs of spaces, line
+# breaks, accents (and a combining one), punctuation that joins or ends.
+AWKWARD_TEXT = st.lists(
+    st.sampled_from(
+        ["ab", "Zé", "9", "_", "'", "’", "'s", "’s", " ", "  ", ",", ".", "-", "/", "&",
+         "\n", "\t", "\xa0", "ß", "e\u0301", "“", "”", "(", ")", "Mr", "U", "S"]
+    ),
+    max_size=40,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(AWKWARD_TEXT)
+def test_splitting_by_tokens_gives_what_the_regular_expression_does(text):
+    parts, odd_gaps = split_words(text)
+
+    assert parts == WORD_SPLIT_RE.split(text)
+    gaps, n = parts[0::2], len(parts) // 2
+    odd = [i for i in odd_gaps if 0 < i < n and gaps[i] != " "]
+    assert odd == [i for i in range(1, n) if gaps[i] != " "]
+
+
+@settings(max_examples=300, deadline=None)
+@given(AWKWARD_TEXT, AWKWARD_TEXT)
+def test_document_reads_awkward_text_as_word_by_word_does(title, body):
+    doc = Document(title, body)
+
+    expected = word_by_word(doc)
+
+    assert {name: getattr(doc, name) for name in expected} == expected
