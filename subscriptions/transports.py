@@ -218,29 +218,41 @@ def _holds(result):
 class SMTPTransport(Transport):
     """Django's SMTP backend's connections, driven by pipelined.Client: ours are
     checked addresses already (the backend would parse both again for each
-    message), bodies go as 8bit where the server offers 8BITMIME, and
-    commands are pipelined (RFC 2920) where it offers PIPELINING.
+    message), bodies go as 8bit where the server offers 8BITMIME, commands
+    are pipelined (RFC 2920) where it offers PIPELINING, and messages go as
+    BDAT chunks, SMTP_WINDOW of them in flight per connection, where it also
+    offers CHUNKING (RFC 3030).
 
     SMTP_CONNECTIONS connections, opened together, each driven by its own
     thread: a send_many call's messages are shared among them as each is
     ready for the next, so a distant relay's round trips overlap. A call
-    takes DEPTH messages per connection: with pipelining each connection
-    waits one round trip per message, plus one per call.
+    takes a window's worth of messages per connection where the server
+    offers CHUNKING (all of them in flight at once: about one round trip
+    per call), DEPTH where it does not (with pipelining alone, one round
+    trip per message, plus one per call). Between calls deliver() re-checks
+    its readers, so a call is also the most that goes out unchecked.
     """
 
     DEPTH = 8
 
-    def __init__(self, connection, deadline=None, connections=None):
+    def __init__(self, connection, deadline=None, connections=None, window=None):
         super().__init__(connection, deadline)
         self.sender = sanitize_address(conf.from_email, "utf-8")
         count = max(1, int(connections or conf.SMTP_CONNECTIONS or 1))
+        self.window = max(0, int(conf.SMTP_WINDOW if window is None else window))
         self.backends = [connection, *(get_connection() for _ in range(count - 1))]
         self.clients = [None] * count
-        self.batch_size = count * self.DEPTH
         self.pool = None
-        # on_accepted(item) is called as each message is accepted (deliver
-        # journals it there), from the connection's thread.
+        # on_accepted(items) is called with the messages accepted together
+        # (deliver journals them there), from the connection's thread, as
+        # soon as their answers are read.
         self.on_accepted = None
+
+    @property
+    def batch_size(self):
+        """Messages per send_many call, for the connections open."""
+        chunking = any(c is not None and c.chunking for c in self.clients)
+        return len(self.backends) * (self.window if chunking else self.DEPTH)
 
     def _on_each(self, function, indexes):
         """function(i) for each i, on the connections' threads when there
@@ -261,14 +273,13 @@ class SMTPTransport(Transport):
         return list(self.pool.map(run, indexes))
 
     def _open_one(self, i):
+        self._close_one(i)
         backend = self.backends[i]
-        self.clients[i] = None
-        if backend.connection is not None:
-            with contextlib.suppress(Exception):
-                backend.close()
         backend.timeout = self.limit()  # bounds the connection and greeting
         backend.open()
-        self.clients[i] = pipelined.Client(backend.connection, self.sender, self.limit)
+        self.clients[i] = pipelined.Client(
+            backend.connection, self.sender, self.limit, window=self.window
+        )
 
     def open(self):
         """Open every connection; fails only if none opens."""
@@ -319,20 +330,24 @@ class SMTPTransport(Transport):
 
         streak = [0]  # failures in a row (as they come) that are not about the address
 
-        def report(index, result):
-            if result is None:
-                if self.on_accepted is not None:
-                    self.on_accepted(pairs[index][1])
-                streak[0] = 0
-            elif result is pipelined.NOT_TRIED:
-                result = NOT_TRIED
-            else:
-                failure = classify(result)
-                with lock:
-                    streak[0] = 0 if failure.refused else streak[0] + 1
-                    if failure.hold or streak[0] >= BREAKER:
-                        stop.set()  # The batch's problem: start no more messages.
-            results[index] = result
+        def report(done):
+            accepted = []
+            for index, result in done:
+                if result is None:
+                    accepted.append(pairs[index][1])
+                    streak[0] = 0
+                elif result is pipelined.NOT_TRIED:
+                    result = NOT_TRIED
+                else:
+                    failure = classify(result)
+                    with lock:
+                        streak[0] = 0 if failure.refused else streak[0] + 1
+                        if failure.hold or streak[0] >= BREAKER:
+                            stop.set()  # The batch's problem: start no more messages.
+                results[index] = result
+            if accepted and self.on_accepted is not None:
+                self.on_accepted(accepted)
+            return stop.is_set()
 
         def run(i):
             self.clients[i].run(take, report)
@@ -347,22 +362,47 @@ class SMTPTransport(Transport):
     def reset(self):
         """Each Client resets its own transactions."""
 
-    def _close_one(self, i):
-        backend = self.backends[i]
-        if backend.connection is not None:
-            backend.timeout = self.limit()
-            if backend.connection.sock is not None:
-                backend.connection.sock.settimeout(self.limit())  # QUIT waits for a reply too
-            backend.close()
+    def _detach(self, i):
+        """Take backend i's connection off it (the backend can open a new
+        one at once); (the smtplib connection or None, whether it is broken)."""
+        backend, client = self.backends[i], self.clients[i]
         self.clients[i] = None
+        connection, backend.connection = backend.connection, None
+        return connection, client is not None and client.broken
+
+    def _close_one(self, i):
+        _hang_up(*self._detach(i), self.limit())
 
     def close(self):
-        try:
-            self._on_each(self._close_one, range(len(self.backends)))
-        finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=False)
-                self.pool = None
+        """Close every connection. With several, QUIT and its reply (every
+        message's answer is in by then) are left to the connections'
+        threads: the batch does not wait a round trip for them."""
+        ends = [self._detach(i) for i in range(len(self.backends))]
+        ends = [(c, broken) for c, broken in ends if c is not None]
+        pool, self.pool = self.pool, None
+        if pool is None:
+            for connection, broken in ends:
+                _hang_up(connection, broken, self.limit())
+            return
+        for connection, broken in ends:
+            pool.submit(_hang_up, connection, broken, self.limit())
+        pool.shutdown(wait=False)
+
+
+def _hang_up(connection, broken, timeout):
+    """QUIT and close an smtplib connection; a broken one is closed without
+    a byte more, not even QUIT: a message cut short in a BDAT chunk would
+    take it as its own last bytes."""
+    if connection is None:
+        return
+    try:
+        if not broken and connection.sock is not None:
+            connection.sock.settimeout(timeout)  # QUIT waits for a reply too
+            connection.quit()
+    except Exception:  # noqa: BLE001, S110 - closed below all the same
+        pass
+    finally:
+        connection.close()
 
 
 def _raw(message):
@@ -397,8 +437,10 @@ def journal_sent(kind, pks):
 
 
 # How often a batch asks the database which of its readers may still be
-# sent to: a reader who leaves, or erases themselves, mid-batch gets nothing
-# more than the message in flight then.
+# sent to (between send_many calls): a reader who leaves, or erases
+# themselves, mid-batch gets nothing more than the call in flight then (over
+# SMTP with CHUNKING, a window on each connection; without it, 8 messages
+# on each).
 RECHECK_SECONDS = 0.5
 # This many readers in a row failing for a reason that is not their address
 # (a relay that refuses our sender, a provider outage, our own bad
@@ -411,16 +453,18 @@ def deliver(kind, items, build, recheck=None):
     transport's batch_size (one send_many call each); an Outcome.
 
     The readers go to the transport in chunks of its batch_size (one for
-    SMTP and most backends; up to a provider's per-call limit for a
-    provider's batch API, providers.py), each chunk in one send_many().
+    most backends; over SMTP a window, or 8 messages, per connection:
+    SMTPTransport; up to a provider's per-call limit for a provider's batch
+    API, providers.py), each chunk in one send_many().
     Readers no longer confirmed are skipped: as claimed, and, every
     RECHECK_SECONDS while the batch runs, as recheck(subscriber ids) — the
     ids still confirmed — says. The messages a call accepted are noted in
-    the shared cache at once (the journal; over SMTP each as its answer
-    comes), so a worker killed mid-batch re-sends at most the readers in
-    flight: one message for a plain backend, one per connection over SMTP
-    (SMTP_CONNECTIONS), one API call's readers through a provider's batch
-    API.
+    the shared cache at once (the journal; over SMTP as their answers are
+    read), so a worker killed mid-batch re-sends at most the readers in
+    flight: one message for a plain backend; over SMTP a window
+    (SMTP_WINDOW) on each of its SMTP_CONNECTIONS connections where the
+    server offers CHUNKING, one message on each where it does not; one API
+    call's readers through a provider's batch API.
 
     What goes wrong for one reader stays on that reader's row (classify()):
     a refusal of their address fails it, other failures are retried with
@@ -450,9 +494,9 @@ def deliver(kind, items, build, recheck=None):
     deadline = started + claim_timeout / 2
     sender = transport(deadline=started + claim_timeout * 0.8)
     if hasattr(sender, "on_accepted"):
-        # A transport sending several messages at once journals each as
-        # its answer comes: at most the messages in flight are repeated.
-        sender.on_accepted = lambda item: _journal(journal, kind, [item])
+        # A transport sending several messages at once journals them as
+        # their answers are read: at most the messages in flight are repeated.
+        sender.on_accepted = lambda items: _journal(journal, kind, items)
     pace = Pace()
     calls = Pace(conf.CALLS_PER_SECOND, "calls")
     quota = Quota()
@@ -461,7 +505,13 @@ def deliver(kind, items, build, recheck=None):
     # next: over SMTP, whose chunks are many messages on several
     # connections, a chunk is at most a tenth of a second's worth, so what
     # spills over stays small. A provider's call is one request: a second's
-    # worth.
+    # worth. (Over SMTP the size depends on what the server offers: known
+    # once the connections are open.)
+    try:
+        sender.open()
+    except Exception as error:  # noqa: BLE001 - the batch waits for the next try
+        _hold(outcome, items, f"could not connect: {error}")
+        return outcome
     size = int(sender.batch_size)
     if pace.rate:
         share = pace.rate if isinstance(sender, ProviderTransport) else pace.rate // 10
@@ -470,11 +520,6 @@ def deliver(kind, items, build, recheck=None):
     sender.before_call = lambda: calls.wait(deadline)
     checked_at, gone = time.monotonic(), set()
     streak = []  # (item, Failure): consecutive failures that are not about the address
-    try:
-        sender.open()
-    except Exception as error:  # noqa: BLE001 - the batch waits for the next try
-        _hold(outcome, items, f"could not connect: {error}")
-        return outcome
     try:
         index = 0
         while index < len(items):
