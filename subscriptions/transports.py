@@ -40,6 +40,11 @@ try:
 except ImportError:  # django-anymail is optional
     AnymailError = AnymailRecipientsRefused = None
 
+try:
+    from django_redis.client import DefaultClient as DefaultRedisClient
+except ImportError:  # the cache may be another one
+    DefaultRedisClient = None
+
 # Every reader of a call refused, each for their own address: no split helps.
 ProviderRefusedAll = AnymailRecipientsRefused or type("ProviderRefusedAll", (Exception,), {})
 
@@ -225,15 +230,19 @@ class SMTPTransport(Transport):
 
     SMTP_CONNECTIONS connections, opened together, each driven by its own
     thread: a send_many call's messages are shared among them as each is
-    ready for the next, so a distant relay's round trips overlap. A call
-    takes a window's worth of messages per connection where the server
-    offers CHUNKING (all of them in flight at once: about one round trip
-    per call), DEPTH where it does not (with pipelining alone, one round
-    trip per message, plus one per call). Between calls deliver() re-checks
-    its readers, so a call is also the most that goes out unchecked.
+    ready for the next, so a distant relay's round trips overlap. Where the
+    server offers CHUNKING, the first call takes a window per connection,
+    and each later one as many as the last call's pace would send in
+    RECHECK_SECONDS, up to WINDOWS windows per connection: against a fast
+    server the windows follow each other within a call (a call ends with a
+    round trip in which nothing new goes out), against a slow one a call
+    still lasts about as long as deliver() may go without re-checking its
+    readers. Where it does not, a call takes DEPTH messages per connection
+    (with pipelining alone, one round trip per message, plus one per call).
     """
 
     DEPTH = 8
+    WINDOWS = 8
 
     def __init__(self, connection, deadline=None, connections=None, window=None):
         super().__init__(connection, deadline)
@@ -243,6 +252,7 @@ class SMTPTransport(Transport):
         self.backends = [connection, *(get_connection() for _ in range(count - 1))]
         self.clients = [None] * count
         self.pool = None
+        self.pace = None  # messages a second the last call sent (with CHUNKING)
         # on_accepted(items) is called with the messages accepted together
         # (deliver journals them there), from the connection's thread, as
         # soon as their answers are read.
@@ -250,9 +260,13 @@ class SMTPTransport(Transport):
 
     @property
     def batch_size(self):
-        """Messages per send_many call, for the connections open."""
-        chunking = any(c is not None and c.chunking for c in self.clients)
-        return len(self.backends) * (self.window if chunking else self.DEPTH)
+        """Messages for the next send_many call, for the connections open."""
+        if not any(c is not None and c.chunking for c in self.clients):
+            return len(self.backends) * self.DEPTH
+        windows = len(self.backends) * self.window
+        if self.pace is None:
+            return windows
+        return max(windows, min(windows * self.WINDOWS, int(self.pace * RECHECK_SECONDS)))
 
     def _on_each(self, function, indexes):
         """function(i) for each i, on the connections' threads when there
@@ -353,7 +367,12 @@ class SMTPTransport(Transport):
             self.clients[i].run(take, report)
 
         ran = [i for i, c in enumerate(self.clients) if c in clients]
-        for i, error in zip(ran, self._on_each(run, ran), strict=True):
+        started = time.monotonic()
+        errors = self._on_each(run, ran)
+        tried = sum(r is not NOT_TRIED for r in results)
+        if tried == len(pairs):  # a whole call: its pace sizes the next
+            self.pace = tried / max(time.monotonic() - started, 0.001)
+        for i, error in zip(ran, errors, strict=True):
             if error is not None:  # Not an SMTP answer: a bug. This connection is done.
                 logger.error("SMTP connection failed", exc_info=error)
                 self.clients[i].broken = True
@@ -439,8 +458,8 @@ def journal_sent(kind, pks):
 # How often a batch asks the database which of its readers may still be
 # sent to (between send_many calls): a reader who leaves, or erases
 # themselves, mid-batch gets nothing more than the call in flight then (over
-# SMTP with CHUNKING, a window on each connection; without it, 8 messages
-# on each).
+# SMTP with CHUNKING, about this long's worth, and at least a window on each
+# connection; without it, 8 messages on each).
 RECHECK_SECONDS = 0.5
 # This many readers in a row failing for a reason that is not their address
 # (a relay that refuses our sender, a provider outage, our own bad
@@ -452,10 +471,11 @@ def deliver(kind, items, build, recheck=None):
     """Send build(item, raw) to each item's reader, in chunks of the
     transport's batch_size (one send_many call each); an Outcome.
 
-    The readers go to the transport in chunks of its batch_size (one for
-    most backends; over SMTP a window, or 8 messages, per connection:
-    SMTPTransport; up to a provider's per-call limit for a provider's batch
-    API, providers.py), each chunk in one send_many().
+    The readers go to the transport in chunks of its batch_size, read for
+    each chunk (one for most backends; over SMTP what the server's pace
+    sends in RECHECK_SECONDS, or 8 messages per connection: SMTPTransport;
+    up to a provider's per-call limit for a provider's batch API,
+    providers.py), each chunk in one send_many().
     Readers no longer confirmed are skipped: as claimed, and, every
     RECHECK_SECONDS while the batch runs, as recheck(subscriber ids) — the
     ids still confirmed — says. The messages a call accepted are noted in
@@ -512,11 +532,15 @@ def deliver(kind, items, build, recheck=None):
     except Exception as error:  # noqa: BLE001 - the batch waits for the next try
         _hold(outcome, items, f"could not connect: {error}")
         return outcome
-    size = int(sender.batch_size)
-    if pace.rate:
-        share = pace.rate if isinstance(sender, ProviderTransport) else pace.rate // 10
-        size = min(size, share)
-    size = max(1, size)
+
+    def chunk_size():
+        # Read for each chunk: over SMTP it follows the server's pace.
+        size = int(sender.batch_size)
+        if pace.rate:
+            share = pace.rate if isinstance(sender, ProviderTransport) else pace.rate // 10
+            size = min(size, share)
+        return max(1, size)
+
     sender.before_call = lambda: calls.wait(deadline)
     checked_at, gone = time.monotonic(), set()
     streak = []  # (item, Failure): consecutive failures that are not about the address
@@ -532,6 +556,7 @@ def deliver(kind, items, build, recheck=None):
                 gone = rest - set(recheck(rest))
                 checked_at = time.monotonic()
             # While failures mount, no more readers than the breaker has left.
+            size = chunk_size()
             room = min(size, BREAKER - len(streak)) if streak else size
             chunk = []
             while index < len(items) and len(chunk) < max(1, room):
@@ -669,10 +694,14 @@ def _journal(journal, kind, items):
     if not items:
         return
     try:
-        if len(items) == 1:  # set_many would wrap one SET in MULTI/EXEC
-            journal.set(journal_key(kind, items[0].pk), 1, timeout=JOURNAL_SECONDS)
+        keys = [journal_key(kind, i.pk) for i in items]
+        set_all = _set_all(journal)
+        if set_all is not None:
+            set_all(keys)
+        elif len(keys) == 1:  # set_many would wrap one SET in MULTI/EXEC
+            journal.set(keys[0], 1, timeout=JOURNAL_SECONDS)
         else:
-            journal.set_many({journal_key(kind, i.pk): 1 for i in items}, timeout=JOURNAL_SECONDS)
+            journal.set_many(dict.fromkeys(keys, 1), timeout=JOURNAL_SECONDS)
     except Exception:  # noqa: BLE001 - any cache backend's error
         # The cache is down (Redis restarting): the batch still records this
         # send in the database when it ends; only a crash before then would
@@ -681,6 +710,28 @@ def _journal(journal, kind, items):
 
 
 JOURNAL_SECONDS = 7 * 24 * 3600
+
+# Each key set to 1 for JOURNAL_SECONDS, in one command: django-redis's
+# set_many spends more of the worker's time per key than the rest of a
+# message's SMTP commands (a pipelined SET each, in MULTI/EXEC).
+_SET_ALL = "for _, key in ipairs(KEYS) do redis.call('SET', key, ARGV[1], 'EX', ARGV[2]) end"
+
+
+def _set_all(cache):
+    """set_all(keys) setting each of `keys` in `cache` as cache.set(key, 1,
+    JOURNAL_SECONDS) would, in one Redis command; None for a cache that is
+    not django-redis's plain client (set_many then)."""
+    client = getattr(cache, "client", None)
+    if DefaultRedisClient is None or type(client) is not DefaultRedisClient:
+        return None
+    redis = client.get_client(write=True)
+    script = redis.register_script(_SET_ALL)
+
+    def set_all(keys):
+        # django-redis reads an integer back as it is: "1" is 1.
+        script(keys=[cache.make_key(key) for key in keys], args=[1, JOURNAL_SECONDS])
+
+    return set_all
 
 
 def _without(text, address):

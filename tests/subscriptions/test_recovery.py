@@ -40,6 +40,34 @@ def _statuses(mailing):
     return Counter(Delivery.objects.filter(mailing=mailing).values_list("status", flat=True))
 
 
+# The send journal.
+
+
+@pytest.mark.parametrize("count", [1, 40])
+def test_the_journal_notes_what_was_sent_for_a_week_in_one_command(count):
+    """Written in one Redis command (a script setting each key), read back
+    by journal_sent as cache.set(key, 1) would be, kept for JOURNAL_SECONDS."""
+    from types import SimpleNamespace
+
+    from django_redis import get_redis_connection
+
+    items = [SimpleNamespace(pk=pk) for pk in range(1000, 1000 + count)]
+    redis = get_redis_connection("default")
+    before = redis.info("commandstats")
+    transports._journal(cache, "delivery", items)
+    after = redis.info("commandstats")
+    calls = {
+        name: stats["calls"] - before.get(name, {}).get("calls", 0) for name, stats in after.items()
+    }
+    assert calls.get("cmdstat_set", 0) == count  # from the script...
+    assert calls.get("cmdstat_exec", 0) == 0  # ...not a MULTI/EXEC of SETs
+    pks = [i.pk for i in items]
+    assert transports.journal_sent("delivery", pks + [999]) == set(pks)
+    assert cache.get(transports.journal_key("delivery", 1000)) == 1
+    ttl = cache.ttl(transports.journal_key("delivery", pks[-1]))
+    assert transports.JOURNAL_SECONDS - 60 < ttl <= transports.JOURNAL_SECONDS
+
+
 # The sweeper's rules, step by step (time travelled; the cache is real Redis).
 
 

@@ -509,6 +509,26 @@ def test_several_connections_deliver_each_reader_once_results_in_order(smtp_serv
     each_to_its_own(smtp_server)
 
 
+def test_a_call_takes_what_the_servers_pace_sends_in_half_a_second(smtp_server):
+    """With CHUNKING, a batch's first call takes a window per connection;
+    later ones what the last call's pace sends in RECHECK_SECONDS, from one
+    window per connection (a slow server) up to WINDOWS of them (a fast
+    one): deliver() re-checks its readers between calls."""
+    sender = transports.SMTPTransport(get_connection(), connections=2, window=4)
+    sender.open()
+    try:
+        assert sender.batch_size == 2 * 4
+        assert sender.send_many(_pairs(8), _build) == [None] * 8
+        assert sender.batch_size > 2 * 4  # 8 messages took less than half a second
+        assert sender.batch_size <= 2 * 4 * sender.WINDOWS
+        smtp_server.delay = 0.1  # 10 messages a second per connection
+        assert sender.send_many(_pairs(8), _build) == [None] * 8
+        assert sender.batch_size <= 10  # half a second's worth at 20 a second
+        assert sender.batch_size >= 2 * 4  # never less than a window each
+    finally:
+        sender.close()
+
+
 @pytest.mark.parametrize("mode", ["chunking", "pipelining"])
 def test_a_relay_refusing_our_sender_stops_every_connection(smtp_server, mode):
     """A refused MAIL FROM is the batch's problem: no connection starts
