@@ -94,8 +94,9 @@ DEFAULTS = {
     # (Mailgun 1,000, Postmark 500, SparkPost 1,000); 1: one call per reader.
     "RECIPIENTS_PER_CALL": None,
     # A ceiling in a provider's API calls per second across all workers
-    # (over SMTP a "call" is a group of up to SMTP_CONNECTIONS x 8 messages:
-    # MAX_RATE is the setting there); None: none.
+    # (over SMTP a "call" is a group of up to 8 x SMTP_CONNECTIONS x
+    # SMTP_WINDOW messages, SMTP_CONNECTIONS x 8 without CHUNKING: MAX_RATE
+    # is the setting there); None: none.
     "CALLS_PER_SECOND": None,
     # Messages per day (UTC) across all workers; None: no cap. What does not
     # fit waits, pending, for the next day.
@@ -108,6 +109,11 @@ DEFAULTS = {
     # SMTP connections each batch sends over at once (each pipelined where
     # the server offers PIPELINING): more hide a distant relay's latency.
     "SMTP_CONNECTIONS": 4,
+    # Messages in flight at once on each SMTP connection where the server
+    # offers PIPELINING and CHUNKING (RFC 3030: BDAT, no wait for a 354).
+    # A killed worker may repeat up to SMTP_CONNECTIONS x SMTP_WINDOW
+    # messages. 0: never use CHUNKING.
+    "SMTP_WINDOW": 32,
     # The shared cache (Redis) holding the send journal and the pace counter.
     "CACHE": "default",
     # Digests go out at this hour of the site's time zone; weekly ones on

@@ -125,6 +125,9 @@ def placeholder(name):
     return f"{_MARK}{name}{_MARK}"
 
 
+_PLACEHOLDER = re.compile(rf"{_MARK}(\w+?){_MARK}".encode())
+
+
 def _reader_links():
     return {
         "unsubscribe_url": placeholder("UNSUBSCRIBE"),
@@ -239,10 +242,12 @@ class MessageTemplate:
     def __init__(self, subject, text, html):
         self.subject, self.text, self.html = _one_line(subject), text, html
         self._raw = None
+        self._parts = None
 
     def raw(self):
         """The message as bytes (CRLF line ends, 8bit bodies)."""
         if self._raw is None:
+            self._from = conf.from_email
             message = email.message.EmailMessage(policy=email.policy.SMTP.clone(cte_type="8bit"))
             # Header values can hold no line breaks (Message raises on them),
             # so a title with CR/LF can never add a header.
@@ -258,19 +263,29 @@ class MessageTemplate:
             self._raw = message.as_bytes()
         return self._raw
 
+    def parts(self):
+        """raw() cut at its placeholders: [bytes, name, bytes, name, …, bytes]."""
+        if self._parts is None:
+            parts = _PLACEHOLDER.split(self.raw())
+            parts[1::2] = [name.decode("ascii") for name in parts[1::2]]
+            self._parts = parts
+        return self._parts
+
     def for_reader(self, subscriber, message_id, raw=True, **extra):
         values = self.values(subscriber, message_id, **extra)
         if raw:
             values["TO"] = email.utils.formataddr(
                 (subscriber.name, subscriber.email), charset="utf-8"
             )
-            data = self.raw()
-            for name, value in values.items():
-                # The template's lines end in CRLF, as SMTP wants; so must these.
-                data = data.replace(
-                    placeholder(name).encode(), value.replace("\n", "\r\n").encode()
-                )
-            return PrebuiltEmail(data, subscriber.email)
+            # The template's lines end in CRLF, as SMTP wants; so must these.
+            found = {name: value.replace("\n", "\r\n").encode() for name, value in values.items()}
+            parts = self.parts()
+            pieces = [parts[0]]
+            for index in range(1, len(parts), 2):
+                name = parts[index]
+                pieces.append(found[name] if name in found else placeholder(name).encode())
+                pieces.append(parts[index + 1])
+            return PrebuiltEmail(b"".join(pieces), subscriber.email, self._from)
         text, html = self.text, self.html
         for name, value in values.items():
             text = text.replace(placeholder(name), value)
@@ -355,8 +370,8 @@ class PrebuiltEmail(EmailMessage):
     """An EmailMessage whose bytes are already made: Django's SMTP, file and
     console backends send them as they are."""
 
-    def __init__(self, raw, to):
-        super().__init__(from_email=conf.from_email, to=[to])
+    def __init__(self, raw, to, from_email=None):
+        super().__init__(from_email=from_email or conf.from_email, to=[to])
         self.raw = raw
 
     def message(self, policy=None):

@@ -384,10 +384,11 @@ class Subscriber(models.Model):
         """The links a post or digest carries, as fast as they can be made
         for thousands of readers: two signatures, no URL resolving."""
         unsubscribe, preferences = tokens.make_many(self.key, (self.UNSUBSCRIBE, self.PREFERENCES))
+        site = conf.site_url
         return {
-            "UNSUBSCRIBE": tokens.url("unsubscribe", unsubscribe),
-            "ONECLICK": tokens.url("one_click", unsubscribe),
-            "PREFERENCES": tokens.url("preferences", preferences),
+            "UNSUBSCRIBE": tokens.url("unsubscribe", unsubscribe, site),
+            "ONECLICK": tokens.url("one_click", unsubscribe, site),
+            "PREFERENCES": tokens.url("preferences", preferences, site),
         }
 
     # Site-relative links for pages (the site may be reached under another

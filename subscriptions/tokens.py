@@ -11,8 +11,8 @@ for DATA_LINK_MAX_AGE, that is emailed to the address when asked for.
 
 import functools
 import json
-import re
 import time
+from json.encoder import encode_basestring_ascii
 
 from django.conf import settings
 from django.core import signing
@@ -48,46 +48,40 @@ class ExpiredDataLink(ExpiredToken):
 def make(key, purpose):
     """signing.dumps(key, salt=f"subscriptions.{purpose}"), byte for byte
     (so load() and every link already sent agree), made faster for a
-    provider's batch call that signs thousands a second (make_many)."""
+    provider's batch call that signs thousands a second: the HMAC key
+    Django's signing derives on each call is derived once per purpose and
+    SECRET_KEY, and copied."""
     return make_many(key, (purpose,))[0]
 
 
 def make_many(key, purposes):
-    """make(key, purpose) for each of `purposes`, sharing the work: the
-    signed value (the key and the time) is written once, and the HMAC key
-    Django's signing derives on each call is derived once per purpose and
-    SECRET_KEY, and copied."""
-    value = f"{_encoded(key)}:{_now()}"
+    """make(key, purpose) for each of `purposes`, in order: the signed value
+    (the key and the time) is made once for all of them."""
+    value = f"{_encoded(key)}:{_base62(int(time.time()))}"
     data, secret = value.encode(), settings.SECRET_KEY
-    tokens = []
+    signed = []
     for purpose in purposes:
         mac = _mac(secret, purpose).copy()
         mac.update(data)
-        tokens.append(f"{value}:{signing.b64_encode(mac.digest()).decode()}")
-    return tokens
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]*")
+        signed.append(f"{value}:{signing.b64_encode(mac.digest()).decode()}")
+    return signed
 
 
 def _encoded(key):
-    """signing.b64_encode(json.dumps(key, separators=(",", ":"))), as
-    signing.dumps writes its value; JSON-encoding a key of URL-safe
-    characters (every key Subscriber makes) is quoting it."""
-    text = f'"{key}"' if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else None
-    if text is None:
-        text = json.dumps(key, separators=(",", ":"))
+    # json.dumps(key, separators=(",", ":")) is, for a string,
+    # encode_basestring_ascii(key) (JSONEncoder.encode), without making an
+    # encoder for each call.
+    text = encode_basestring_ascii(key) if isinstance(key, str) else _dumps(key)
     return signing.b64_encode(text.encode("latin-1")).decode()
 
 
-def _now():
-    """signing's timestamp, base62 (made once a second, not per token)."""
-    return _stamp(int(time.time()))
+def _dumps(key):
+    return json.dumps(key, separators=(",", ":"))
 
 
 @functools.lru_cache(maxsize=2)
-def _stamp(second):
-    return signing.b62_encode(second)
+def _base62(seconds):
+    return signing.b62_encode(seconds)
 
 
 @functools.lru_cache(maxsize=16)
@@ -116,10 +110,14 @@ def path(name, token):
 
 @functools.lru_cache
 def _pattern(name):
-    return path(name, "TOKEN")
+    """The path of subscriptions:<name> around its token: (before, after)."""
+    before, _, after = path(name, "TOKEN").partition("TOKEN")
+    return before, after
 
 
-def url(name, token):
+def url(name, token, site=None):
     """The absolute URL of subscriptions:<name> for `token`, resolving the
-    URL once per name: emails make thousands of these a second."""
-    return conf.absolute_url(_pattern(name).replace("TOKEN", token))
+    URL once per name: emails make thousands of these a second. `site`:
+    conf.site_url, when the caller has it already."""
+    before, after = _pattern(name)
+    return f"{conf.site_url if site is None else site}{before}{token}{after}"

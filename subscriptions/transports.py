@@ -40,6 +40,11 @@ try:
 except ImportError:  # django-anymail is optional
     AnymailError = AnymailRecipientsRefused = None
 
+try:
+    from django_redis.client import DefaultClient as DefaultRedisClient
+except ImportError:  # the cache may be another one
+    DefaultRedisClient = None
+
 # Every reader of a call refused, each for their own address: no split helps.
 ProviderRefusedAll = AnymailRecipientsRefused or type("ProviderRefusedAll", (Exception,), {})
 
@@ -218,29 +223,50 @@ def _holds(result):
 class SMTPTransport(Transport):
     """Django's SMTP backend's connections, driven by pipelined.Client: ours are
     checked addresses already (the backend would parse both again for each
-    message), bodies go as 8bit where the server offers 8BITMIME, and
-    commands are pipelined (RFC 2920) where it offers PIPELINING.
+    message), bodies go as 8bit where the server offers 8BITMIME, commands
+    are pipelined (RFC 2920) where it offers PIPELINING, and messages go as
+    BDAT chunks, SMTP_WINDOW of them in flight per connection, where it also
+    offers CHUNKING (RFC 3030).
 
     SMTP_CONNECTIONS connections, opened together, each driven by its own
     thread: a send_many call's messages are shared among them as each is
-    ready for the next, so a distant relay's round trips overlap. A call
-    takes DEPTH messages per connection: with pipelining each connection
-    waits one round trip per message, plus one per call.
+    ready for the next, so a distant relay's round trips overlap. Where the
+    server offers CHUNKING, the first call takes a window per connection,
+    and each later one as many as the last call's pace would send in
+    RECHECK_SECONDS, up to WINDOWS windows per connection: against a fast
+    server the windows follow each other within a call (a call ends with a
+    round trip in which nothing new goes out), against a slow one a call
+    still lasts about as long as deliver() may go without re-checking its
+    readers. Where it does not, a call takes DEPTH messages per connection
+    (with pipelining alone, one round trip per message, plus one per call).
     """
 
     DEPTH = 8
+    WINDOWS = 8
 
-    def __init__(self, connection, deadline=None, connections=None):
+    def __init__(self, connection, deadline=None, connections=None, window=None):
         super().__init__(connection, deadline)
         self.sender = sanitize_address(conf.from_email, "utf-8")
         count = max(1, int(connections or conf.SMTP_CONNECTIONS or 1))
+        self.window = max(0, int(conf.SMTP_WINDOW if window is None else window))
         self.backends = [connection, *(get_connection() for _ in range(count - 1))]
         self.clients = [None] * count
-        self.batch_size = count * self.DEPTH
         self.pool = None
-        # on_accepted(item) is called as each message is accepted (deliver
-        # journals it there), from the connection's thread.
+        self.pace = None  # messages a second the last call sent (with CHUNKING)
+        # on_accepted(items) is called with the messages accepted together
+        # (deliver journals them there), from the connection's thread, as
+        # soon as their answers are read.
         self.on_accepted = None
+
+    @property
+    def batch_size(self):
+        """Messages for the next send_many call, for the connections open."""
+        if not any(c is not None and c.chunking for c in self.clients):
+            return len(self.backends) * self.DEPTH
+        windows = len(self.backends) * self.window
+        if self.pace is None:
+            return windows
+        return max(windows, min(windows * self.WINDOWS, int(self.pace * RECHECK_SECONDS)))
 
     def _on_each(self, function, indexes):
         """function(i) for each i, on the connections' threads when there
@@ -261,14 +287,13 @@ class SMTPTransport(Transport):
         return list(self.pool.map(run, indexes))
 
     def _open_one(self, i):
+        self._close_one(i)
         backend = self.backends[i]
-        self.clients[i] = None
-        if backend.connection is not None:
-            with contextlib.suppress(Exception):
-                backend.close()
         backend.timeout = self.limit()  # bounds the connection and greeting
         backend.open()
-        self.clients[i] = pipelined.Client(backend.connection, self.sender, self.limit)
+        self.clients[i] = pipelined.Client(
+            backend.connection, self.sender, self.limit, window=self.window
+        )
 
     def open(self):
         """Open every connection; fails only if none opens."""
@@ -319,26 +344,35 @@ class SMTPTransport(Transport):
 
         streak = [0]  # failures in a row (as they come) that are not about the address
 
-        def report(index, result):
-            if result is None:
-                if self.on_accepted is not None:
-                    self.on_accepted(pairs[index][1])
-                streak[0] = 0
-            elif result is pipelined.NOT_TRIED:
-                result = NOT_TRIED
-            else:
-                failure = classify(result)
-                with lock:
-                    streak[0] = 0 if failure.refused else streak[0] + 1
-                    if failure.hold or streak[0] >= BREAKER:
-                        stop.set()  # The batch's problem: start no more messages.
-            results[index] = result
+        def report(done):
+            accepted = []
+            for index, result in done:
+                if result is None:
+                    accepted.append(pairs[index][1])
+                    streak[0] = 0
+                elif result is pipelined.NOT_TRIED:
+                    result = NOT_TRIED
+                else:
+                    failure = classify(result)
+                    with lock:
+                        streak[0] = 0 if failure.refused else streak[0] + 1
+                        if failure.hold or streak[0] >= BREAKER:
+                            stop.set()  # The batch's problem: start no more messages.
+                results[index] = result
+            if accepted and self.on_accepted is not None:
+                self.on_accepted(accepted)
+            return stop.is_set()
 
         def run(i):
             self.clients[i].run(take, report)
 
         ran = [i for i, c in enumerate(self.clients) if c in clients]
-        for i, error in zip(ran, self._on_each(run, ran), strict=True):
+        started = time.monotonic()
+        errors = self._on_each(run, ran)
+        tried = sum(r is not NOT_TRIED for r in results)
+        if tried == len(pairs):  # a whole call: its pace sizes the next
+            self.pace = tried / max(time.monotonic() - started, 0.001)
+        for i, error in zip(ran, errors, strict=True):
             if error is not None:  # Not an SMTP answer: a bug. This connection is done.
                 logger.error("SMTP connection failed", exc_info=error)
                 self.clients[i].broken = True
@@ -347,22 +381,47 @@ class SMTPTransport(Transport):
     def reset(self):
         """Each Client resets its own transactions."""
 
-    def _close_one(self, i):
-        backend = self.backends[i]
-        if backend.connection is not None:
-            backend.timeout = self.limit()
-            if backend.connection.sock is not None:
-                backend.connection.sock.settimeout(self.limit())  # QUIT waits for a reply too
-            backend.close()
+    def _detach(self, i):
+        """Take backend i's connection off it (the backend can open a new
+        one at once); (the smtplib connection or None, whether it is broken)."""
+        backend, client = self.backends[i], self.clients[i]
         self.clients[i] = None
+        connection, backend.connection = backend.connection, None
+        return connection, client is not None and client.broken
+
+    def _close_one(self, i):
+        _hang_up(*self._detach(i), self.limit())
 
     def close(self):
-        try:
-            self._on_each(self._close_one, range(len(self.backends)))
-        finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=False)
-                self.pool = None
+        """Close every connection. With several, QUIT and its reply (every
+        message's answer is in by then) are left to the connections'
+        threads: the batch does not wait a round trip for them."""
+        ends = [self._detach(i) for i in range(len(self.backends))]
+        ends = [(c, broken) for c, broken in ends if c is not None]
+        pool, self.pool = self.pool, None
+        if pool is None:
+            for connection, broken in ends:
+                _hang_up(connection, broken, self.limit())
+            return
+        for connection, broken in ends:
+            pool.submit(_hang_up, connection, broken, self.limit())
+        pool.shutdown(wait=False)
+
+
+def _hang_up(connection, broken, timeout):
+    """QUIT and close an smtplib connection; a broken one is closed without
+    a byte more, not even QUIT: a message cut short in a BDAT chunk would
+    take it as its own last bytes."""
+    if connection is None:
+        return
+    try:
+        if not broken and connection.sock is not None:
+            connection.sock.settimeout(timeout)  # QUIT waits for a reply too
+            connection.quit()
+    except Exception:  # noqa: BLE001, S110 - closed below all the same
+        pass
+    finally:
+        connection.close()
 
 
 def _raw(message):
@@ -397,8 +456,10 @@ def journal_sent(kind, pks):
 
 
 # How often a batch asks the database which of its readers may still be
-# sent to: a reader who leaves, or erases themselves, mid-batch gets nothing
-# more than the message in flight then.
+# sent to (between send_many calls): a reader who leaves, or erases
+# themselves, mid-batch gets nothing more than the call in flight then (over
+# SMTP with CHUNKING, about this long's worth, and at least a window on each
+# connection; without it, 8 messages on each).
 RECHECK_SECONDS = 0.5
 # This many readers in a row failing for a reason that is not their address
 # (a relay that refuses our sender, a provider outage, our own bad
@@ -410,17 +471,20 @@ def deliver(kind, items, build, recheck=None):
     """Send build(item, raw) to each item's reader, in chunks of the
     transport's batch_size (one send_many call each); an Outcome.
 
-    The readers go to the transport in chunks of its batch_size (one for
-    SMTP and most backends; up to a provider's per-call limit for a
-    provider's batch API, providers.py), each chunk in one send_many().
+    The readers go to the transport in chunks of its batch_size, read for
+    each chunk (one for most backends; over SMTP what the server's pace
+    sends in RECHECK_SECONDS, or 8 messages per connection: SMTPTransport;
+    up to a provider's per-call limit for a provider's batch API,
+    providers.py), each chunk in one send_many().
     Readers no longer confirmed are skipped: as claimed, and, every
     RECHECK_SECONDS while the batch runs, as recheck(subscriber ids) — the
     ids still confirmed — says. The messages a call accepted are noted in
-    the shared cache at once (the journal; over SMTP each as its answer
-    comes), so a worker killed mid-batch re-sends at most the readers in
-    flight: one message for a plain backend, one per connection over SMTP
-    (SMTP_CONNECTIONS), one API call's readers through a provider's batch
-    API.
+    the shared cache at once (the journal; over SMTP as their answers are
+    read), so a worker killed mid-batch re-sends at most the readers in
+    flight: one message for a plain backend; over SMTP a window
+    (SMTP_WINDOW) on each of its SMTP_CONNECTIONS connections where the
+    server offers CHUNKING, one message on each where it does not; one API
+    call's readers through a provider's batch API.
 
     What goes wrong for one reader stays on that reader's row (classify()):
     a refusal of their address fails it, other failures are retried with
@@ -450,9 +514,9 @@ def deliver(kind, items, build, recheck=None):
     deadline = started + claim_timeout / 2
     sender = transport(deadline=started + claim_timeout * 0.8)
     if hasattr(sender, "on_accepted"):
-        # A transport sending several messages at once journals each as
-        # its answer comes: at most the messages in flight are repeated.
-        sender.on_accepted = lambda item: _journal(journal, kind, [item])
+        # A transport sending several messages at once journals them as
+        # their answers are read: at most the messages in flight are repeated.
+        sender.on_accepted = lambda items: _journal(journal, kind, items)
     pace = Pace()
     calls = Pace(conf.CALLS_PER_SECOND, "calls")
     quota = Quota()
@@ -461,20 +525,25 @@ def deliver(kind, items, build, recheck=None):
     # next: over SMTP, whose chunks are many messages on several
     # connections, a chunk is at most a tenth of a second's worth, so what
     # spills over stays small. A provider's call is one request: a second's
-    # worth.
-    size = int(sender.batch_size)
-    if pace.rate:
-        share = pace.rate if isinstance(sender, ProviderTransport) else pace.rate // 10
-        size = min(size, share)
-    size = max(1, size)
-    sender.before_call = lambda: calls.wait(deadline)
-    checked_at, gone = time.monotonic(), set()
-    streak = []  # (item, Failure): consecutive failures that are not about the address
+    # worth. (Over SMTP the size depends on what the server offers: known
+    # once the connections are open.)
     try:
         sender.open()
     except Exception as error:  # noqa: BLE001 - the batch waits for the next try
         _hold(outcome, items, f"could not connect: {error}")
         return outcome
+
+    def chunk_size():
+        # Read for each chunk: over SMTP it follows the server's pace.
+        size = int(sender.batch_size)
+        if pace.rate:
+            share = pace.rate if isinstance(sender, ProviderTransport) else pace.rate // 10
+            size = min(size, share)
+        return max(1, size)
+
+    sender.before_call = lambda: calls.wait(deadline)
+    checked_at, gone = time.monotonic(), set()
+    streak = []  # (item, Failure): consecutive failures that are not about the address
     try:
         index = 0
         while index < len(items):
@@ -487,6 +556,7 @@ def deliver(kind, items, build, recheck=None):
                 gone = rest - set(recheck(rest))
                 checked_at = time.monotonic()
             # While failures mount, no more readers than the breaker has left.
+            size = chunk_size()
             room = min(size, BREAKER - len(streak)) if streak else size
             chunk = []
             while index < len(items) and len(chunk) < max(1, room):
@@ -624,10 +694,14 @@ def _journal(journal, kind, items):
     if not items:
         return
     try:
-        if len(items) == 1:  # set_many would wrap one SET in MULTI/EXEC
-            journal.set(journal_key(kind, items[0].pk), 1, timeout=JOURNAL_SECONDS)
-        elif not _set_all(journal, [journal_key(kind, i.pk) for i in items], JOURNAL_SECONDS):
-            journal.set_many({journal_key(kind, i.pk): 1 for i in items}, timeout=JOURNAL_SECONDS)
+        keys = [journal_key(kind, i.pk) for i in items]
+        set_all = _set_all(journal)
+        if set_all is not None:
+            set_all(keys)
+        elif len(keys) == 1:  # set_many would wrap one SET in MULTI/EXEC
+            journal.set(keys[0], 1, timeout=JOURNAL_SECONDS)
+        else:
+            journal.set_many(dict.fromkeys(keys, 1), timeout=JOURNAL_SECONDS)
     except Exception:  # noqa: BLE001 - any cache backend's error
         # The cache is down (Redis restarting): the batch still records this
         # send in the database when it ends; only a crash before then would
@@ -637,27 +711,27 @@ def _journal(journal, kind, items):
 
 JOURNAL_SECONDS = 7 * 24 * 3600
 
+# Each key set to 1 for JOURNAL_SECONDS, in one command: django-redis's
+# set_many spends more of the worker's time per key than the rest of a
+# message's SMTP commands (a pipelined SET each, in MULTI/EXEC).
 _SET_ALL = "for _, key in ipairs(KEYS) do redis.call('SET', key, ARGV[1], 'EX', ARGV[2]) end"
 
 
-def _set_all(cache, keys, timeout):
-    """Set each of `keys` to 1 for `timeout` seconds, as cache.set_many()
-    would, in one Redis command (a script) when `cache` is django-redis's
-    with one server: a thousand keys cost a few milliseconds instead of
-    set_many()'s pipeline of a thousand commands. False, having done
-    nothing, for any other cache."""
-    try:
-        from django_redis.client import DefaultClient, ShardClient
-    except ImportError:
-        return False
+def _set_all(cache):
+    """set_all(keys) setting each of `keys` in `cache` as cache.set(key, 1,
+    JOURNAL_SECONDS) would, in one Redis command; None for a cache that is
+    not django-redis's plain client (set_many then)."""
     client = getattr(cache, "client", None)
-    if not isinstance(client, DefaultClient) or isinstance(client, ShardClient):
-        return False
-    # django-redis stores an int as itself (not pickled) and reads it back so.
-    client.get_client(write=True).eval(
-        _SET_ALL, len(keys), *(cache.make_key(key) for key in keys), 1, int(timeout)
-    )
-    return True
+    if DefaultRedisClient is None or type(client) is not DefaultRedisClient:
+        return None
+    redis = client.get_client(write=True)
+    script = redis.register_script(_SET_ALL)
+
+    def set_all(keys):
+        # django-redis reads an integer back as it is: "1" is 1.
+        script(keys=[cache.make_key(key) for key in keys], args=[1, JOURNAL_SECONDS])
+
+    return set_all
 
 
 def _without(text, address):

@@ -140,7 +140,9 @@ def _empty_cache(redis_server):
 
 
 class SMTPSink:
-    """An aiosmtpd handler keeping every message it receives, parsed.
+    """An aiosmtpd handler keeping every message it receives, parsed, and
+    its bytes as they came (`message.raw`); `message.chunked` says whether
+    they came by BDAT.
 
     `refuse` maps an address to [code, times]: its RCPT TO is answered with
     that code (e.g. 451 or 550) the next `times` times (None: always)."""
@@ -152,8 +154,10 @@ class SMTPSink:
         self.refuse_data = {}  # address: code answered to its message's end of DATA
         self.delay = 0  # seconds before answering DATA: a slow server
         # aiosmtpd reads pipelined commands in order but does not say so in
-        # EHLO; we do (RFC 2920), unless told not to.
+        # EHLO; we do (RFC 2920), unless told not to. CHUNKING (RFC 3030,
+        # BDAT) is ChunkingSMTP's, offered unless told not to.
         self.pipelining = True
+        self.chunking = True
         self.ahead = []  # per MAIL FROM: whether its RCPT TO had arrived before the answer
         self.peers = set()  # the client connections seen
         self._changed = threading.Condition()
@@ -162,6 +166,8 @@ class SMTPSink:
         session.host_name = hostname
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
+        if self.chunking:
+            responses.insert(-1, "250-CHUNKING")
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
@@ -192,6 +198,8 @@ class SMTPSink:
             if address in self.refuse_data:
                 return f"{self.refuse_data[address]} Message refused for now"
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        message.raw = envelope.content
+        message.chunked = getattr(envelope, "chunked", False)
         message.envelope_recipients = list(envelope.rcpt_tos)
         message.received_at = time.time()
         with self._changed:
@@ -207,6 +215,7 @@ class SMTPSink:
             self.refuse_data.clear()
             self.delay = 0
             self.pipelining = True
+            self.chunking = True
             self.ahead.clear()
             self.peers.clear()
 
@@ -224,16 +233,62 @@ class SMTPSink:
             return [m for m in self.messages if address in m.envelope_recipients]
 
 
+def chunking_controller(handler, **kwargs):
+    """An aiosmtpd Controller whose server also speaks CHUNKING (RFC 3030),
+    when `handler.chunking` says so: BDAT <size> [LAST] and then exactly
+    <size> bytes, read whatever the answer (so none is ever read as a
+    command). A BDAT that fails leaves the transaction as it was (the
+    envelope kept), as a server may: only RSET clears it."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import SMTP
+
+    class ChunkingSMTP(SMTP):
+        async def smtp_BDAT(self, arg):
+            if not self.event_handler.chunking:
+                await self.push('500 Error: command "BDAT" not recognized')
+                return
+            size, _, last = (arg or "").partition(" ")
+            if not size.isdigit() or last.upper() not in ("", "LAST"):
+                await self.push("501 Syntax: BDAT <size> [LAST]")
+                return
+            data = await self._reader.readexactly(int(size))
+            if await self.check_helo_needed("EHLO"):
+                return
+            if not self.envelope.mail_from:
+                await self.push("503 5.5.1 Error: need MAIL command")
+                return
+            if not self.envelope.rcpt_tos:
+                await self.push("554 5.5.1 Error: no valid recipients")
+                return
+            chunks = getattr(self.envelope, "chunks", [])
+            self.envelope.chunks = [*chunks, data]
+            if not last:
+                await self.push(f"250 2.0.0 {len(data)} bytes received")
+                return
+            self.envelope.content = self.envelope.original_content = b"".join(self.envelope.chunks)
+            self.envelope.chunked = True
+            status = await self._call_handler_hook("DATA")
+            if status.startswith("250"):
+                self._set_post_data_state()
+            else:
+                self.envelope.chunks = []
+            await self.push(status)
+
+    class ChunkingController(Controller):
+        def factory(self):
+            return ChunkingSMTP(self.handler, **self.SMTP_kwargs)
+
+    return ChunkingController(handler, **kwargs)
+
+
 @pytest.fixture(scope="session")
 def _smtp_sink():
     import logging
 
-    from aiosmtpd.controller import Controller
-
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # One line per SMTP command.
 
     sink = SMTPSink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller = chunking_controller(sink, hostname="127.0.0.1", port=free_port())
     controller.start()
     sink.host, sink.port = controller.hostname, controller.port
     try:

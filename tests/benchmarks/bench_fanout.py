@@ -146,6 +146,7 @@ def drive(n, processes, control_port):
         json.dumps(
             {
                 "messages": stats["messages"],
+                "chunked": stats.get("chunked", 0),  # of them, sent by BDAT
                 "duplicates": stats["duplicates"],
                 "seconds": stats["last"] - started,
                 "per_second": stats["messages"] / (stats["last"] - started),

@@ -3,11 +3,13 @@
 aiosmtpd costs ~0.7 ms of CPU per message, more than the senders being
 measured, so benchmarks use this small asyncio responder instead. It speaks
 enough ESMTP for smtplib and Django's SMTP backend: EHLO/HELO (advertising
-8BITMIME, PIPELINING and SIZE), MAIL, RCPT, DATA (with dot-unstuffing), RSET,
-NOOP and QUIT, and answers 250 to everything well formed. It keeps nothing
-but counters:
+8BITMIME, PIPELINING, SIZE and, unless told not to, CHUNKING), MAIL, RCPT,
+DATA (with dot-unstuffing), BDAT (RFC 3030: exactly the bytes it announces),
+RSET, NOOP and QUIT, and answers 250 to everything well formed. It keeps
+nothing but counters:
 
-- ``messages``: DATA transactions accepted; ``recipients``: their RCPT TOs;
+- ``messages``: transactions accepted (DATA or BDAT LAST); ``recipients``:
+  their RCPT TOs; ``chunked``: how many of the messages came by BDAT;
 - ``duplicates``: a recipient receiving the same message twice, the message
   being its Message-ID header, or its Subject when it has none;
 - ``first``/``last``: wall-clock times (``time.time()``) of the first and
@@ -16,8 +18,9 @@ but counters:
 - ``connections``: SMTP connections opened.
 
 With ``latency`` (seconds), every reply leaves that long after the command
-it answers arrived, in order: a relay that far away (a round trip of
-``latency``), pipelined commands answered together.
+it answers arrived (for DATA and BDAT: after the message's last byte), in
+order: a relay that far away (a round trip of ``latency``), pipelined
+commands answered together, whether the message came by DATA or by BDAT.
 
 It runs in its own process so it never competes with a sender for a GIL;
 ``SmtpSink`` starts it, in its own process group, and talks to it over a
@@ -55,6 +58,7 @@ class Counters:
 
     def reset(self):
         self.messages = 0
+        self.chunked = 0
         self.recipients = 0
         self.duplicates = 0
         self.bytes = 0
@@ -63,8 +67,9 @@ class Counters:
         self.last = None
         self.seen = set()
 
-    def accept(self, recipients, data):
+    def accept(self, recipients, data, chunked=False):
         now = time.time()
+        self.chunked += chunked
         if self.first is None:
             self.first = now
         self.last = now
@@ -83,6 +88,7 @@ class Counters:
     def as_dict(self):
         return {
             "messages": self.messages,
+            "chunked": self.chunked,
             "recipients": self.recipients,
             "duplicates": self.duplicates,
             "bytes": self.bytes,
@@ -95,13 +101,17 @@ class Counters:
 class SmtpProtocol(asyncio.Protocol):
     """One SMTP session. Commands are parsed line by line from the buffer
     (pipelined commands included); in DATA the buffer is searched for the
-    terminating dot in one go, which keeps the cost per message small."""
+    terminating dot in one go, and a BDAT chunk is taken whole by its
+    length, which keeps the cost per message small."""
 
-    def __init__(self, counters, latency=0.0):
+    def __init__(self, counters, latency=0.0, chunking=True):
         self.counters = counters
         self.latency = latency
+        self.chunking = chunking
         self.buffer = b""
         self.in_data = False
+        self.chunk = None  # in a BDAT: (bytes still to come, LAST?)
+        self.parts = []  # a BDAT message's chunks before its LAST
         self.recipients = []
         self.outbox = []  # (due, bytes or None to close), in order: replies held back
 
@@ -138,6 +148,17 @@ class SmtpProtocol(asyncio.Protocol):
         self.buffer += data
         replies = []
         while True:
+            if self.chunk is not None:
+                left, last = self.chunk
+                part = self.buffer[:left]
+                self.buffer = self.buffer[left:]
+                self.parts.append(part)
+                if len(part) < left:
+                    self.chunk = (left - len(part), last)
+                    break
+                self.chunk = None
+                replies.append(self.chunk_end(last))
+                continue
             if self.in_data:
                 # The body so far starts with "\r\n" for the search, since the
                 # terminator may be the very first line of an empty message.
@@ -161,6 +182,8 @@ class SmtpProtocol(asyncio.Protocol):
                     break
             self.buffer = rest
             reply = self.command(line)
+            if reply is None:  # a BDAT: its bytes come next
+                continue
             replies.append(reply)
             if reply.startswith(b"221"):
                 self.write(b"".join(replies), close=True)
@@ -168,10 +191,33 @@ class SmtpProtocol(asyncio.Protocol):
         if replies:
             self.write(b"".join(replies))
 
+    def chunk_end(self, last):
+        """The reply to a BDAT whose bytes have all come."""
+        if not last:
+            return b"250 OK chunk\r\n"
+        body, self.parts = b"".join(self.parts), []
+        if not self.recipients:
+            # RFC 3030: the chunk is read all the same, and refused.
+            return b"554 No valid recipients\r\n"
+        self.counters.accept(self.recipients, body, chunked=True)
+        self.recipients = []
+        return b"250 OK queued\r\n"
+
     def command(self, line):
         verb = line[:4].upper()
         if verb == b"EHLO":
-            return b"250-127.0.0.1\r\n250-8BITMIME\r\n250-PIPELINING\r\n250 SIZE 104857600\r\n"
+            chunking = b"250-CHUNKING\r\n" if self.chunking else b""
+            return (
+                b"250-127.0.0.1\r\n250-8BITMIME\r\n250-PIPELINING\r\n"
+                + chunking
+                + b"250 SIZE 104857600\r\n"
+            )
+        if verb == b"BDAT" and self.chunking:
+            size, _, last = line[5:].strip().partition(b" ")
+            if not size.isdigit() or last.upper() not in (b"", b"LAST"):
+                return b"501 Syntax: BDAT size [LAST]\r\n"
+            self.chunk = (int(size), bool(last))
+            return None  # answered when its bytes have come
         if verb == b"HELO":
             return b"250 127.0.0.1\r\n"
         if verb == b"MAIL":
@@ -187,7 +233,7 @@ class SmtpProtocol(asyncio.Protocol):
             self.in_data = True
             return b"354 End data with <CR><LF>.<CR><LF>\r\n"
         if verb == b"RSET":
-            self.recipients = []
+            self.recipients, self.parts = [], []
             return b"250 OK\r\n"
         if verb == b"NOOP":
             return b"250 OK\r\n"
@@ -206,11 +252,11 @@ async def control(counters, reader, writer):
     writer.close()
 
 
-async def serve(port, control_port, latency=0.0):
+async def serve(port, control_port, latency=0.0, chunking=True):
     counters = Counters()
     loop = asyncio.get_running_loop()
     smtp = await loop.create_server(
-        lambda: SmtpProtocol(counters, latency), "127.0.0.1", port, backlog=512
+        lambda: SmtpProtocol(counters, latency, chunking), "127.0.0.1", port, backlog=512
     )
     ctl = await asyncio.start_server(
         lambda r, w: control(counters, r, w), "127.0.0.1", control_port
@@ -228,9 +274,10 @@ class SmtpSink:
     """The sink in a child process (its own process group); counters through
     the control socket. ``stats()``, ``reset()``, ``wait_for(n)``, ``stop()``."""
 
-    def __init__(self, port=0, latency=0.0):
+    def __init__(self, port=0, latency=0.0, chunking=True):
         self.requested_port = port
         self.latency = latency
+        self.chunking = chunking
         self.process = None
         self.port = None
         self.control_port = None
@@ -244,6 +291,7 @@ class SmtpSink:
                 str(self.requested_port),
                 "--latency",
                 str(self.latency),
+                *([] if self.chunking else ["--no-chunking"]),
             ],
             stdout=subprocess.PIPE,
             start_new_session=True,
@@ -317,8 +365,9 @@ def main():
     parser.add_argument(
         "--latency", type=float, default=0.0, help="seconds each reply is held back"
     )
+    parser.add_argument("--no-chunking", action="store_true", help="do not offer CHUNKING (BDAT)")
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.control_port, args.latency))
+    asyncio.run(serve(args.port, args.control_port, args.latency, not args.no_chunking))
 
 
 if __name__ == "__main__":

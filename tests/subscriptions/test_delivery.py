@@ -73,6 +73,16 @@ def received(smtp_server):
     return Counter(rcpt for m in smtp_server.messages for rcpt in m.envelope_recipients)
 
 
+def in_flight():
+    """The most messages a worker killed while sending over SMTP may repeat:
+    the messages in flight, a window (SMTP_WINDOW, the test server offering
+    CHUNKING) on each of its SMTP_CONNECTIONS connections. The suite's
+    workers run with the same settings as this process."""
+    from subscriptions.conf import conf
+
+    return conf.SMTP_CONNECTIONS * max(1, conf.SMTP_WINDOW)
+
+
 @worker
 def test_it_sends_one_message_to_each_matching_reader_and_nobody_else(celery_worker, smtp_server):
     everything = make_subscriber("everything@example.com")

@@ -76,6 +76,13 @@ class TestFastSigning:
             expected = [signing.dumps(key, salt=f"subscriptions.{p}") for p in purposes]
             assert tokens.make_many(key, purposes) == expected
 
+    def test_tokens_made_together_are_each_djangos_signing_dumps(self):
+        purposes = ["unsubscribe", "preferences", "confirm"]
+        with time_machine.travel("2031-07-15 12:34:56", tick=False):
+            for key in self.KEYS:
+                expected = [signing.dumps(key, salt=f"subscriptions.{p}") for p in purposes]
+                assert tokens.make_many(key, purposes) == expected
+
     def test_a_new_secret_key_signs_anew(self, settings):
         with time_machine.travel("2026-01-01 00:00:00", tick=False):
             before = tokens.make("k1", "unsubscribe")
