@@ -525,9 +525,7 @@ def _send_and_close(connections=2, count=8):
 
 
 @pytest.mark.parametrize("fresh", [True, False])
-def test_a_batch_takes_up_the_connections_the_one_before_kept_open(
-    smtp_server, monkeypatch, fresh
-):
+def test_a_batch_takes_up_the_connections_the_one_before_kept_open(smtp_server, monkeypatch, fresh):
     """The next batch of the same process sends over the connections the
     last one left open, at the pace it ended at: no new connection's
     greeting and EHLO (and TLS and login); a NOOP first on one kept longer
