@@ -803,12 +803,14 @@ def _journal(journal, kind, items):
     sweeper reads it: journal_sent)."""
     if not items:
         return
-    try:
-        keys = [journal_key(kind, i.pk) for i in items]
+    keys = [journal_key(kind, i.pk) for i in items]
+    with contextlib.suppress(Exception):  # not a script Redis runs (a cluster): as any cache
         set_all = _set_all(journal)
         if set_all is not None:
             set_all(keys)
-        elif len(keys) == 1:  # set_many would wrap one SET in MULTI/EXEC
+            return
+    try:
+        if len(keys) == 1:  # set_many would wrap one SET in MULTI/EXEC
             journal.set(keys[0], 1, timeout=JOURNAL_SECONDS)
         else:
             journal.set_many(dict.fromkeys(keys, 1), timeout=JOURNAL_SECONDS)
