@@ -113,7 +113,7 @@ DEFAULTS = {
     # offers PIPELINING and CHUNKING (RFC 3030: BDAT, no wait for a 354).
     # A killed worker may repeat up to SMTP_CONNECTIONS x SMTP_WINDOW
     # messages. 0: never use CHUNKING.
-    "SMTP_WINDOW": 32,
+    "SMTP_WINDOW": 64,
     # The shared cache (Redis) holding the send journal and the pace counter.
     "CACHE": "default",
     # Digests go out at this hour of the site's time zone; weekly ones on

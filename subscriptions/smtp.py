@@ -125,6 +125,12 @@ class Client:
             with contextlib.suppress(OSError):
                 connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    @property
+    def clean(self):
+        """Whether the connection can carry more messages (a later batch's):
+        not broken, and nothing read that no command asked for."""
+        return not self.broken and not self._pending
+
     def bound(self):
         sock = self.connection.sock
         if sock is None:

@@ -10,11 +10,14 @@ Outcome for the caller to record on the ledger. A Transport is the small
 part that differs: how a connection opens, sends one message and closes.
 """
 
+import atexit
 import contextlib
 import dataclasses
 import logging
+import os
 import random
 import re
+import select
 import smtplib
 import threading
 import time
@@ -239,6 +242,10 @@ class SMTPTransport(Transport):
     still lasts about as long as deliver() may go without re-checking its
     readers. Where it does not, a call takes DEPTH messages per connection
     (with pipelining alone, one round trip per message, plus one per call).
+
+    close() keeps the connections that can be used again for the next batch
+    of this process (KEEP_SECONDS), which takes them up instead of opening
+    new ones.
     """
 
     DEPTH = 8
@@ -290,10 +297,35 @@ class SMTPTransport(Transport):
         self._close_one(i)
         backend = self.backends[i]
         backend.timeout = self.limit()  # bounds the connection and greeting
-        backend.open()
+        backend.connection = self._take_up(backend)
+        if backend.connection is None:
+            backend.open()
         self.clients[i] = pipelined.Client(
             backend.connection, self.sender, self.limit, window=self.window
         )
+
+    def _take_up(self, backend):
+        """A connection to the same server that an earlier batch of this
+        process kept open and that is still there, else None: one kept a
+        moment ago on which the server has said nothing since (not even
+        closed it) is as sure as one between two calls of a batch; an
+        older one must answer NOOP first. The batch starts at the pace the
+        connection's last batch ended at."""
+        while (kept := _kept.take(_server(backend))) is not None:
+            connection, age, pace = kept
+            try:
+                quiet = not select.select([connection.sock], [], [], 0)[0]
+                if age < FRESH_SECONDS and quiet or self._noop(connection):
+                    self.pace = self.pace or pace
+                    return connection
+            except Exception:  # noqa: BLE001, S110 - gone: closed below
+                pass
+            connection.close()  # gone, or saying what we did not ask: not a byte more
+        return None
+
+    def _noop(self, connection):
+        connection.sock.settimeout(self.limit())
+        return connection.noop()[0] == 250
 
     def open(self):
         """Open every connection; fails only if none opens."""
@@ -383,29 +415,107 @@ class SMTPTransport(Transport):
 
     def _detach(self, i):
         """Take backend i's connection off it (the backend can open a new
-        one at once); (the smtplib connection or None, whether it is broken)."""
+        one at once); (the server, the smtplib connection or None, whether
+        it can be used again)."""
         backend, client = self.backends[i], self.clients[i]
         self.clients[i] = None
         connection, backend.connection = backend.connection, None
-        return connection, client is not None and client.broken
+        return _server(backend), connection, client is not None and client.clean
 
     def _close_one(self, i):
-        _hang_up(*self._detach(i), self.limit())
+        _, connection, clean = self._detach(i)
+        _hang_up(connection, not clean, self.limit())
 
     def close(self):
-        """Close every connection. With several, QUIT and its reply (every
-        message's answer is in by then) are left to the connections'
-        threads: the batch does not wait a round trip for them."""
+        """Keep every connection that can be used again open for the next
+        batch (KEEP_SECONDS); close the others. With several connections,
+        QUIT and its reply are left to the connections' threads: the batch
+        does not wait a round trip for them."""
         ends = [self._detach(i) for i in range(len(self.backends))]
-        ends = [(c, broken) for c, broken in ends if c is not None]
+        ends = [(server, c, clean) for server, c, clean in ends if c is not None]
         pool, self.pool = self.pool, None
-        if pool is None:
-            for connection, broken in ends:
-                _hang_up(connection, broken, self.limit())
-            return
-        for connection, broken in ends:
-            pool.submit(_hang_up, connection, broken, self.limit())
-        pool.shutdown(wait=False)
+        for server, connection, clean in ends:
+            if clean and KEEP_SECONDS:
+                _kept.put(server, connection, self.pace)
+            elif pool is None:
+                _hang_up(connection, not clean, self.limit())
+            else:
+                pool.submit(_hang_up, connection, not clean, self.limit())
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+
+# A batch keeps its SMTP connections open, for the next batch of the same
+# worker process, this long (0: it closes them). Against a distant relay a
+# new connection costs several round trips (the greeting, EHLO, and with
+# them STARTTLS, EHLO again, AUTH); taking up a kept one costs one (NOOP).
+KEEP_SECONDS = 10
+# One kept less than this long ago is taken up without a NOOP unless the
+# server has sent something since (closed it, or said it would).
+FRESH_SECONDS = 2
+
+
+def _server(backend):
+    """What an SMTP connection of Django's backend `backend` is to, and as whom."""
+    return (
+        backend.host, backend.port, backend.username, backend.password,
+        backend.use_tls, backend.use_ssl, backend.ssl_certfile, backend.ssl_keyfile,
+    )  # fmt: skip
+
+
+class _Kept:
+    """SMTP connections kept open between batches, per server. Only the
+    process that kept one takes it up (a process forked after may not: both
+    would write to it)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        # server: [(smtplib connection, kept at, process id, pace)]
+        self.connections = {}
+
+    def put(self, server, connection, pace=None):
+        with self.lock:
+            self.connections.setdefault(server, []).append(
+                (connection, time.monotonic(), os.getpid(), pace)
+            )
+
+    def take(self, server):
+        """(connection, seconds since it was kept, the pace its batch
+        ended at) of the connection to `server` kept last, if it was kept
+        less than KEEP_SECONDS ago, else None; the older ones are closed."""
+        now, pid = time.monotonic(), os.getpid()
+        with self.lock:
+            kept = self.connections.pop(server, [])
+            fresh = [k for k in kept if k[2] == pid and now - k[1] < KEEP_SECONDS]
+            if fresh:
+                self.connections[server] = fresh[:-1]
+        stale = [k for k in kept if k not in fresh]
+        if stale:
+            threading.Thread(target=_hang_up_all, args=(stale,), daemon=True).start()
+        if not fresh:
+            return None
+        connection, at, _, pace = fresh[-1]
+        return connection, now - at, pace
+
+    def clear(self):
+        """Close every connection kept (QUIT)."""
+        with self.lock:
+            kept = [k for connections in self.connections.values() for k in connections]
+            self.connections.clear()
+        _hang_up_all(kept)
+
+
+def _hang_up_all(kept):
+    for connection, _, pid, _ in kept:
+        if pid == os.getpid():
+            _hang_up(connection, False, 1)
+        else:  # our copy of another process's connection: closed, not a byte sent
+            with contextlib.suppress(Exception):
+                connection.close()
+
+
+_kept = _Kept()
+atexit.register(_kept.clear)
 
 
 def _hang_up(connection, broken, timeout):
@@ -693,12 +803,14 @@ def _journal(journal, kind, items):
     sweeper reads it: journal_sent)."""
     if not items:
         return
-    try:
-        keys = [journal_key(kind, i.pk) for i in items]
+    keys = [journal_key(kind, i.pk) for i in items]
+    with contextlib.suppress(Exception):  # not a script Redis runs (a cluster): as any cache
         set_all = _set_all(journal)
         if set_all is not None:
             set_all(keys)
-        elif len(keys) == 1:  # set_many would wrap one SET in MULTI/EXEC
+            return
+    try:
+        if len(keys) == 1:  # set_many would wrap one SET in MULTI/EXEC
             journal.set(keys[0], 1, timeout=JOURNAL_SECONDS)
         else:
             journal.set_many(dict.fromkeys(keys, 1), timeout=JOURNAL_SECONDS)

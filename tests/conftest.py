@@ -160,15 +160,23 @@ class SMTPSink:
         self.chunking = True
         self.ahead = []  # per MAIL FROM: whether its RCPT TO had arrived before the answer
         self.peers = set()  # the client connections seen
+        self.sessions = set()  # the aiosmtpd sessions open (hang_up)
+        self.noops = 0
+        self.loop = None  # the server's event loop (set when it starts)
         self._changed = threading.Condition()
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
+        self.sessions.add(server)
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         if self.chunking:
             responses.insert(-1, "250-CHUNKING")
         return responses
+
+    async def handle_NOOP(self, server, session, envelope, arg):
+        self.noops += 1
+        return "250 OK"
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         # What the client sent after MAIL FROM without waiting for its answer.
@@ -207,7 +215,26 @@ class SMTPSink:
             self._changed.notify_all()
         return "250 Message accepted"
 
+    def hang_up(self):
+        """Close every session open, as a server does with idle ones: a
+        client that kept a connection for later finds it gone (and opens
+        one that hears what the server offers now)."""
+
+        async def close():
+            sessions, self.sessions = list(self.sessions), set()
+            for server in sessions:
+                if server.transport is not None:
+                    server.transport.close()
+            # Closed once aiosmtpd has seen the connection lost.
+            deadline = time.monotonic() + 5
+            while any(s.transport is not None for s in sessions) and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)
+
+        if self.loop is not None:
+            asyncio.run_coroutine_threadsafe(close(), self.loop).result(timeout=10)
+
     def clear(self):
+        self.hang_up()
         with self._changed:
             self.messages.clear()
             self.refuse.clear()
@@ -216,6 +243,7 @@ class SMTPSink:
             self.delay = 0
             self.pipelining = True
             self.chunking = True
+            self.noops = 0
             self.ahead.clear()
             self.peers.clear()
 
@@ -290,7 +318,7 @@ def _smtp_sink():
     sink = SMTPSink()
     controller = chunking_controller(sink, hostname="127.0.0.1", port=free_port())
     controller.start()
-    sink.host, sink.port = controller.hostname, controller.port
+    sink.host, sink.port, sink.loop = controller.hostname, controller.port, controller.loop
     try:
         yield sink
     finally:
@@ -299,12 +327,17 @@ def _smtp_sink():
 
 @pytest.fixture
 def smtp_server(_smtp_sink, settings):
-    """The SMTP server, emptied, with this process's Django sending to it."""
+    """The SMTP server, emptied, with this process's Django sending to it;
+    no connection an earlier test kept open (theirs or a worker's) is used
+    again."""
+    from subscriptions import transports
+
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST = _smtp_sink.host
     settings.EMAIL_PORT = _smtp_sink.port
     settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
     settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    transports._kept.clear()  # connections an earlier test's batches kept open
     _smtp_sink.clear()
     return _smtp_sink
 

@@ -158,7 +158,7 @@ LATENCY = 0.025  # seconds added to each reply: a relay about 25 ms away
 
 def latency_rows(ctx):
     """Our fan-out (2 workers, default settings: 4 connections each, a
-    window of 16 where the server offers CHUNKING) against the sink answering
+    window of 64 where the server offers CHUNKING) against the sink answering
     at once and 25 ms later, offering CHUNKING (BDAT) and not (PIPELINING
     alone, the path before CHUNKING); raw smtplib over one connection at
     both latencies; the ratios. A message costs raw smtplib four round

@@ -68,6 +68,17 @@ def test_the_journal_notes_what_was_sent_for_a_week_in_one_command(count):
     assert transports.JOURNAL_SECONDS - 60 < ttl <= transports.JOURNAL_SECONDS
 
 
+def test_a_journal_redis_will_not_script_is_written_all_the_same(monkeypatch):
+    """A Redis that refuses the script (a cluster, whose keys live apart):
+    the keys are set one by one, as any cache's."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(transports, "_SET_ALL", "return redis.call('NOSUCHCOMMAND')")
+    items = [SimpleNamespace(pk=pk) for pk in (7, 8, 9)]
+    transports._journal(cache, "delivery", items)
+    assert transports.journal_sent("delivery", [6, 7, 8, 9]) == {7, 8, 9}
+
+
 # The sweeper's rules, step by step (time travelled; the cache is real Redis).
 
 

@@ -462,6 +462,7 @@ def test_a_write_cut_short_is_not_ambiguous_and_not_a_byte_follows_it(settings):
     assert server.data.startswith(b"RSET\r\nMAIL FROM:")
     assert len(server.data) < len(big)  # cut short, and nothing after it
     assert not server.data.rstrip(b"\r\n").upper().endswith(b"QUIT")
+    assert not any(port == server.port for _, port, *_ in transports._kept.connections)
 
 
 def _prebuilt(data):
@@ -507,6 +508,68 @@ def test_several_connections_deliver_each_reader_once_results_in_order(smtp_serv
     assert all(smtp_server.ahead)
     assert all(m.chunked == (mode == "chunking") for m in smtp_server.messages)
     each_to_its_own(smtp_server)
+
+
+def _sockets(sender):
+    return {b.connection.sock.getsockname() for b in sender.backends if b.connection}
+
+
+def _send_and_close(connections=2, count=8):
+    sender = transports.SMTPTransport(get_connection(), connections=connections, window=4)
+    sender.open()
+    try:
+        assert sender.send_many(_pairs(count), _build) == [None] * count
+        return _sockets(sender)
+    finally:
+        sender.close()
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_a_batch_takes_up_the_connections_the_one_before_kept_open(smtp_server, monkeypatch, fresh):
+    """The next batch of the same process sends over the connections the
+    last one left open, at the pace it ended at: no new connection's
+    greeting and EHLO (and TLS and login); a NOOP first on one kept longer
+    ago than FRESH_SECONDS."""
+    if not fresh:
+        monkeypatch.setattr(transports, "FRESH_SECONDS", 0)
+    first = _send_and_close()
+    assert len(smtp_server.sessions) == 2
+    sender = transports.SMTPTransport(get_connection(), connections=2, window=4)
+    sender.open()
+    try:
+        assert _sockets(sender) == first
+        assert smtp_server.noops == (0 if fresh else 2)
+        assert sender.batch_size > 2 * 4  # more than the first call of a batch
+        assert sender.send_many(_pairs(8), _build) == [None] * 8
+    finally:
+        sender.close()
+    assert len(smtp_server.sessions) == 2  # no new session said EHLO
+    assert received(smtp_server) == Counter({f"r{i}@example.com": 2 for i in range(8)})
+
+
+def test_a_kept_connection_the_server_has_closed_is_replaced_before_anything_is_sent(
+    smtp_server,
+):
+    first = _send_and_close()
+    smtp_server.hang_up()  # as a server does with idle sessions
+    sender = transports.SMTPTransport(get_connection(), connections=2, window=4)
+    sender.open()
+    try:
+        assert not _sockets(sender) & first
+        assert sender.send_many(_pairs(8), _build) == [None] * 8  # none lost, none ambiguous
+    finally:
+        sender.close()
+    assert received(smtp_server) == Counter({f"r{i}@example.com": 2 for i in range(8)})
+
+
+def test_connections_are_kept_only_so_long(smtp_server, monkeypatch):
+    first = _send_and_close()
+    # Kept longer ago than KEEP_SECONDS (0 here): closed, not taken up; and
+    # with KEEP_SECONDS 0 none is kept at all.
+    monkeypatch.setattr(transports, "KEEP_SECONDS", 0)
+    second = _send_and_close()
+    assert not second & first
+    assert not _send_and_close() & second
 
 
 def test_a_call_takes_what_the_servers_pace_sends_in_half_a_second(smtp_server):
