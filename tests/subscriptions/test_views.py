@@ -143,6 +143,58 @@ class TestSubscribe:
         assert post_subscribe(client, email="x@example.com", ip="10.9.9.9").status_code == 200
 
 
+class TestTheCheckInboxPage:
+    """Rendered once and copied (views.SamePage): the same for every reader,
+    so copying it changes nothing a reader can see."""
+
+    def test_it_is_rendered_once_and_copied_after(self, client):
+        first = post_subscribe(client, email="a@example.com")
+        second = post_subscribe(client, email="b@example.com", ip="10.0.0.2")
+        assert [t.name for t in first.templates][:1] == ["subscriptions/check_inbox.html"]
+        assert second.templates == []  # not rendered: copied
+        assert second.content == first.content
+        assert second["Content-Type"] == first["Content-Type"]
+        assert Subscriber.objects.count() == 2
+
+    def test_a_new_day_or_a_changed_setting_renders_it_again(self, client, settings):
+        # The header shows the date: seconds apart, but not the same day.
+        midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+        midnight += timedelta(days=1)
+        with time_machine.travel(midnight - timedelta(seconds=5), tick=False):
+            post_subscribe(client, email="a@example.com")
+            assert post_subscribe(client, email="b@example.com").templates == []
+        with time_machine.travel(midnight + timedelta(seconds=5), tick=False):
+            assert post_subscribe(client, email="c@example.com").templates != []
+            settings.SITE_NAME = "The Daily Bugle"
+            response = post_subscribe(client, email="d@example.com")
+        assert b"The Daily Bugle" in response.content
+
+    def test_a_page_that_reads_the_reader_is_rendered_for_each(self, client, settings):
+        # A site's own check_inbox.html showing the CSRF token (a form in
+        # its header): every reader gets a page with their own.
+        settings.TEMPLATES = [
+            {
+                **settings.TEMPLATES[0],
+                "APP_DIRS": False,
+                "OPTIONS": {
+                    **settings.TEMPLATES[0]["OPTIONS"],
+                    "loaders": [
+                        (
+                            "django.template.loaders.locmem.Loader",
+                            {"subscriptions/check_inbox.html": "Check your inbox {{ csrf_token }}"},
+                        ),
+                        "django.template.loaders.filesystem.Loader",
+                        "django.template.loaders.app_directories.Loader",
+                    ],
+                },
+            }
+        ]
+        first = post_subscribe(client, email="a@example.com")
+        second = post_subscribe(client, email="b@example.com")
+        assert b"Check your inbox" in first.content
+        assert second.templates != [] and second.content != first.content
+
+
 def confirm_url(subscriber):
     return reverse("subscriptions:confirm", args=[subscriber.make_token(Subscriber.CONFIRM)])
 
