@@ -119,10 +119,10 @@ def _confirm_after_commit(subscriber_id):
     """Email `subscriber_id` their confirmation once the transaction
     commits (robust, as enqueue_after_commit)."""
 
-    def push():  # Not a partial: Django logs a robust hook's __qualname__.
+    def enqueue():  # Not a partial: Django logs a robust hook's __qualname__.
         _push_confirmation(subscriber_id)
 
-    transaction.on_commit(push, robust=True)
+    transaction.on_commit(enqueue, robust=True)
 
 
 def _push_confirmation(subscriber_id):
