@@ -10,7 +10,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django_ratelimit.core import is_ratelimited
 
-from . import delivery, emails, stats
+from . import delivery, emails, ratelimits, stats
 from .conf import conf
 from .forms import FormKind, PreferencesForm, SubscribeForm, wording
 from .models import Consent, Mailing, Subscriber
@@ -21,6 +21,17 @@ def _rate_limited(request, group, key, rate):
     if not rate:
         return False
     return is_ratelimited(request, group=group, key=key, rate=rate, increment=True)
+
+
+def _over_limit(request, email=None):
+    """Count a subscribe POST against the per-IP limit and, when `email` is
+    given and the IP is under its limit, against that address's (one round
+    trip, ratelimits.py); "ip", "email" or None."""
+    limits = [("subscriptions.subscribe.ip", ratelimits.client_ip(request), conf.RATELIMIT_IP)]
+    if email is not None:
+        limits.append(("subscriptions.subscribe.email", email, conf.RATELIMIT_EMAIL))
+    over = ratelimits.first_over(request, limits)
+    return None if over is None else ("ip", "email")[over]
 
 
 # Topics offered beside the reader's own: the provider's suggestions, or
@@ -146,21 +157,23 @@ def subscribe(request):
     if _finding(request):
         return _subscribe_page(request, _unbound_copy(SubscribeForm, request.POST))
 
-    if _rate_limited(request, "subscriptions.subscribe.ip", "ip", conf.RATELIMIT_IP):
-        return render(request, "subscriptions/rate_limited.html", status=429)
-
     form = SubscribeForm(request.POST)
-    if form.is_bot():
+    bot = form.is_bot()
+    valid = not bot and form.is_valid()
+    email = form.cleaned_data["email"] if valid else None
+    # Every POST counts against the per-IP limit; a valid address under it
+    # against the per-address limit too, in the same round trip.
+    over = _over_limit(request, email)
+    if over == "ip":
+        return render(request, "subscriptions/rate_limited.html", status=429)
+    if bot:
         return _check_inbox(request)
-    if not form.is_valid():
+    if not valid:
         return _subscribe_page(request, form, status=400)
 
-    email = form.cleaned_data["email"]
     # Over the per-address limit the reader sees the usual page and nothing
     # is sent: answering differently would tell who was just subscribed.
-    if not _rate_limited(
-        request, "subscriptions.subscribe.email", lambda group, request: email, conf.RATELIMIT_EMAIL
-    ):
+    if over != "email":
         delivery.subscribe(
             email,
             name=form.cleaned_data["name"],

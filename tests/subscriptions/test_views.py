@@ -143,6 +143,69 @@ class TestSubscribe:
         assert post_subscribe(client, email="x@example.com", ip="10.9.9.9").status_code == 200
 
 
+class TestRateLimits:
+    """Both limits counted in one Redis round trip (ratelimits.py), on
+    django-ratelimit's own counters."""
+
+    def test_a_sign_up_counts_both_limits_in_one_round_trip(self, client, monkeypatch):
+        import redis
+
+        commands = []
+        real = redis.Redis.execute_command
+
+        def counted(self, *args, **options):
+            commands.append(args[0])
+            return real(self, *args, **options)
+
+        post_subscribe(client, email="a@example.com")  # the script is loaded
+        monkeypatch.setattr(redis.Redis, "execute_command", counted)
+        assert post_subscribe(client, email="b@example.com").status_code == 200
+        assert commands == ["EVALSHA"]  # the confirmation's push waits for the commit
+
+    def test_the_counters_are_django_ratelimits(self, client, rf):
+        from django_ratelimit.core import get_usage
+
+        for address in ("a@example.com", "b@example.com", "a@example.com"):
+            post_subscribe(client, email=address, ip="10.0.0.7")
+
+        from subscriptions.conf import conf
+
+        def count(group, key):
+            request = rf.post(SUBSCRIBE, REMOTE_ADDR="10.0.0.7")
+            rate = getattr(conf, f"RATELIMIT_{group.upper()}")
+            usage = get_usage(request, f"subscriptions.subscribe.{group}", key=key, rate=rate)
+            return usage["count"]
+
+        assert count("ip", "ip") == 3
+        assert count("email", lambda g, r: "a@example.com") == 2
+        assert count("email", lambda g, r: "b@example.com") == 1
+
+    def test_bad_posts_count_against_the_ip_and_a_limited_ip_spends_no_address(
+        self, client, settings
+    ):
+        settings.SUBSCRIPTIONS_RATELIMIT_IP = "2/h"
+        settings.SUBSCRIPTIONS_RATELIMIT_EMAIL = "1/h"
+        assert post_subscribe(client, email="not an address").status_code == 400
+        assert post_subscribe(client, email="ann@example.com").status_code == 200
+        assert post_subscribe(client, email="bob@example.com").status_code == 429
+        # Bob's one sign-up an hour was not spent by the refused post.
+        assert post_subscribe(client, email="bob@example.com", ip="10.0.0.9").status_code == 200
+        assert set(Subscriber.objects.values_list("email", flat=True)) == {
+            "ann@example.com",
+            "bob@example.com",
+        }
+
+    def test_another_cache_counts_them_one_by_one(self, client, settings, monkeypatch):
+        from subscriptions import ratelimits
+
+        monkeypatch.setattr(ratelimits, "DefaultRedisClient", type("Other", (), {}))
+        settings.SUBSCRIPTIONS_RATELIMIT_IP = "2/h"
+        settings.SUBSCRIPTIONS_RATELIMIT_EMAIL = "1/h"
+        statuses = [post_subscribe(client, email=e).status_code for e in ("a@x.org", "a@x.org")]
+        assert statuses == [200, 200] and Subscriber.objects.count() == 1
+        assert post_subscribe(client, email="c@x.org").status_code == 429
+
+
 class TestTheCheckInboxPage:
     """Rendered once and copied (views.SamePage): the same for every reader,
     so copying it changes nothing a reader can see."""
