@@ -230,7 +230,9 @@ class SubscriberQuerySet(models.QuerySet):
             "consent_ip": consent.ip or None,
             "consent_user_agent": consent.user_agent[:500],
         }
-        with transaction.atomic():
+        # No savepoint of its own inside delivery.subscribe's transaction: an
+        # error leaves through both, and the inner one catches the conflict.
+        with transaction.atomic(savepoint=False):
             # A new address, the common case (a viral article's sign-ups):
             # one INSERT, no read before it and no follows to clear after.
             try:
