@@ -71,15 +71,18 @@ def enqueue_after_commit(task, *args, countdown=None):
 def subscribe(email, *, consent, name="", frequency=None, topics=()):
     """Record a sign-up (SubscriberQuerySet.subscribe) and ask the address
     to confirm it. Answers the same whatever the address's state: the
-    caller cannot tell, so neither can the reader's browser."""
-    with transaction.atomic():
-        subscriber = Subscriber.objects.subscribe(
-            email, consent=consent, name=name, frequency=frequency, topics=topics
-        )
-        if getattr(subscriber, "confirmation_claimed", False):  # a new address
-            _confirm_after_commit(subscriber.pk)
-        elif subscriber.status == Subscriber.Status.PENDING:
-            request_confirmation(subscriber)
+    caller cannot tell, so neither can the reader's browser.
+
+    A new address is one INSERT, committed on its own (no transaction
+    around it: the write lock is held for the statement alone), before its
+    confirmation is queued."""
+    subscriber = Subscriber.objects.subscribe(
+        email, consent=consent, name=name, frequency=frequency, topics=topics
+    )
+    if getattr(subscriber, "confirmation_claimed", False):  # a new address
+        _confirm_after_commit(subscriber.pk)
+    elif subscriber.status == Subscriber.Status.PENDING:
+        request_confirmation(subscriber)
     return subscriber
 
 

@@ -117,6 +117,29 @@ def test_a_new_address_signs_up_with_one_insert_that_claims_its_confirmation(
     assert len(queued) == 1  # the confirmation email, after the commit
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.parametrize("topics", [[], ["el-paso"]])
+def test_outside_a_transaction_a_new_address_is_one_statement_committed_alone(client, topics):
+    """No BEGIN, SAVEPOINT or COMMIT around the INSERT (the database's write
+    lock is held for it alone); its follows go in one transaction with it."""
+    from django.db import connection
+
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql.split()[0])
+        return execute(sql, params, many, context)
+
+    data = {"email": "new@example.com", "form": "footer", "source": "/", "topics": topics}
+    with connection.execute_wrapper(record):
+        assert client.post("/subscribe/", data).status_code == 200
+    assert statements == (["INSERT"] if not topics else ["BEGIN", "INSERT", "INSERT"])
+    assert Subscriber.objects.get().topics() == topics
+    # A known address: its own transaction, the same page.
+    assert client.post("/subscribe/", data).status_code == 200
+    assert Subscriber.objects.count() == 1
+
+
 @pytest.mark.django_db
 def test_a_known_pending_address_takes_the_latest_choices_and_no_second_email(
     client, django_capture_on_commit_callbacks
