@@ -13,8 +13,9 @@ a warm-up, and prints per POST:
 - `--phases`: CPU and wall time spent in each part (the parts are wrapped
   with timers; they overlap: the sign-up's transaction holds its commit and
   the confirmation's queueing);
-- `--profile`: a cProfile listing (cumulative), which makes everything
-  about twice as slow.
+- `--profile`: a cProfile listing (cumulative; SORT=tottime LINES=80 in
+  the environment to change it), which makes everything about twice as
+  slow.
 
 It imports the code of the checkout it runs in (the working directory), so
 it measures a worktree of main as well as a branch:
@@ -210,7 +211,8 @@ def run(args):
                     f"  ({calls / n:.0f} a POST)"
                 )
         if profile:
-            pstats.Stats(profile).sort_stats("cumulative").print_stats(50)
+            listing = pstats.Stats(profile).sort_stats(os.environ.get("SORT", "cumulative"))
+            listing.print_stats(int(os.environ.get("LINES", "50")))
 
 
 if __name__ == "__main__":
