@@ -133,7 +133,10 @@ def test_outside_a_transaction_a_new_address_is_one_statement_committed_alone(cl
     data = {"email": "new@example.com", "form": "footer", "source": "/", "topics": topics}
     with connection.execute_wrapper(record):
         assert client.post("/subscribe/", data).status_code == 200
-    assert statements == (["INSERT"] if not topics else ["BEGIN", "INSERT", "INSERT"])
+    if topics:  # SQLite's BEGIN is a statement, PostgreSQL's is the driver's
+        assert [s for s in statements if s != "BEGIN"] == ["INSERT", "INSERT"]
+    else:
+        assert statements == ["INSERT"]
     assert Subscriber.objects.get().topics() == topics
     # A known address: its own transaction, the same page.
     assert client.post("/subscribe/", data).status_code == 200
