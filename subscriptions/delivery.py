@@ -128,18 +128,22 @@ def _confirm_after_commit(subscriber_id):
     transaction.on_commit(enqueue, robust=True)
 
 
+# Push the id (KEYS[1]) and ring the bell (KEYS[2]) in one command; 1 when
+# the bell was silent (so a task must be queued).
+_PUSH = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+if redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
+"""
+
+
 def _push_confirmation(subscriber_id):
     redis, cache = _confirmations_redis()
     if redis is None:  # not django-redis: a task of its own
         tasks.send_confirmation.apply_async((subscriber_id,))
         return
-    _, rang = (
-        redis.pipeline(transaction=False)
-        .rpush(cache.make_key(CONFIRMATIONS), subscriber_id)
-        .set(cache.make_key(CONFIRMATIONS_BELL), 1, nx=True, ex=BELL_SECONDS)
-        .execute()
-    )
-    if rang:
+    keys = [cache.make_key(CONFIRMATIONS), cache.make_key(CONFIRMATIONS_BELL)]
+    if redis.register_script(_PUSH)(keys=keys, args=[subscriber_id, BELL_SECONDS]):
         tasks.send_confirmations.apply_async()
 
 

@@ -69,5 +69,16 @@ def first_over(request, limits):
         window = _get_window(value, period)
         keys.append(cache.make_key(_make_cache_key(group, window, rate, value, ALL)))
         args += [limit, period + EXPIRATION_FUDGE]
-    over = client.get_client(write=True).register_script(_COUNT)(keys=keys, args=args)
+    over = _script(client.get_client(write=True))(keys=keys, args=args)
     return limits[over - 1][0] if over else None
+
+
+_scripts = {}
+
+
+def _script(redis):
+    """The counting script, registered once per Redis client."""
+    script = _scripts.get(id(redis))
+    if script is None or script.registered_client is not redis:
+        script = _scripts[id(redis)] = redis.register_script(_COUNT)
+    return script
