@@ -27,11 +27,17 @@ def _over_limit(request, email=None):
     """Count a subscribe POST against the per-IP limit and, when `email` is
     given and the IP is under its limit, against that address's (one round
     trip, ratelimits.py); "ip", "email" or None."""
-    limits = [("subscriptions.subscribe.ip", ratelimits.client_ip(request), conf.RATELIMIT_IP)]
-    if email is not None:
+    limits, names = [], []
+    if conf.RATELIMIT_IP:  # the IP only when asked: REMOTE_ADDR may be empty
+        limits.append(
+            ("subscriptions.subscribe.ip", ratelimits.client_ip(request), conf.RATELIMIT_IP)
+        )
+        names.append("ip")
+    if email is not None and conf.RATELIMIT_EMAIL:
         limits.append(("subscriptions.subscribe.email", email, conf.RATELIMIT_EMAIL))
+        names.append("email")
     over = ratelimits.first_over(request, limits)
-    return None if over is None else ("ip", "email")[over]
+    return None if over is None else names[over]
 
 
 # Topics offered beside the reader's own: the provider's suggestions, or

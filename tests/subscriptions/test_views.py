@@ -195,6 +195,13 @@ class TestRateLimits:
             "bob@example.com",
         }
 
+    def test_without_a_per_ip_limit_the_ip_is_not_asked_for(self, client, settings):
+        # Behind a proxy on a unix socket REMOTE_ADDR is empty, which
+        # django-ratelimit refuses to key on.
+        settings.SUBSCRIPTIONS_RATELIMIT_IP = None
+        assert post_subscribe(client, ip="").status_code == 200
+        assert Subscriber.objects.count() == 1
+
     def test_another_cache_counts_them_one_by_one(self, client, settings, monkeypatch):
         from subscriptions import ratelimits
 
