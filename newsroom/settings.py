@@ -277,12 +277,26 @@ SILENCED_SYSTEM_CHECKS = [
 
 NEWSROOM_ARTICLES_PER_PAGE = 10
 
+# Celery's lines for each run of a task beat starts more often than once a
+# minute (the sweep, every 3 s) are left out; their failures are not.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "routine_tasks": {
+            "()": "newsroom.log.QuietRoutineTasks",
+            "tasks": [e["task"] for e in CELERY_BEAT_SCHEDULE.values() if e["schedule"] < 60],
+        }
+    },
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        **{
+            name: {"filters": ["routine_tasks"]}
+            for name in ("celery.worker.strategy", "celery.app.trace", "celery.beat")
+        },
+    },
 }
 
 # Behind a proxy, the request header holding the client's IP for

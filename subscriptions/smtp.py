@@ -340,12 +340,11 @@ class Client:
         return replies
 
     def _chunk_result(self, job):
-        """The result RSET, MAIL FROM, RCPT TO and BDAT's replies mean. The
-        reply to BDAT LAST is the server's word on the message: 250 is
-        accepted, whatever came before it."""
+        """The result RSET, MAIL FROM, RCPT TO and BDAT's replies mean, read
+        in order: a refused sender or recipient is refused even if a server
+        then answers 250 to BDAT (RFC 3030 has it refuse a message with no
+        valid recipient; one that takes it anyway has taken it for nobody)."""
         rset, mail, rcpt, bdat = job.replies
-        if bdat[0] == 250:
-            return None
         if rset[0] != 250:
             self.broken = True  # Nothing said after it can be trusted.
             return smtplib.SMTPResponseException(*rset)
@@ -353,6 +352,8 @@ class Client:
             return smtplib.SMTPSenderRefused(mail[0], mail[1], self.sender)
         if rcpt[0] not in (250, 251):
             return smtplib.SMTPRecipientsRefused({job.address: rcpt})
+        if bdat[0] == 250:
+            return None
         return smtplib.SMTPDataError(*bdat)
 
     def _lost_in_flight(self, report, error, flight):

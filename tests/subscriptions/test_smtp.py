@@ -216,15 +216,12 @@ def test_an_address_smtp_cannot_carry_fails_alone(smtp_server, mode):
     assert set(received(smtp_server)) == {"r0@example.com", "r2@example.com"}
 
 
-class ScriptedServer:
-    """A one-connection SMTP server offering PIPELINING that accepts the
-    first message and drops the connection at `drop` on the second: "data"
-    (after reading its MAIL/RCPT/DATA, before answering them) or "body"
-    (after reading its whole body, before answering it)."""
+class OneConnectionServer:
+    """An SMTP server written out by hand for one connection, in a thread:
+    it greets, lets `converse(conn, stream)` do the rest, then closes the
+    connection and stops listening."""
 
-    def __init__(self, drop):
-        self.drop = drop
-        self.accepted = 0
+    def __init__(self):
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.host, self.port = self.listener.getsockname()
         self.thread = threading.Thread(target=self.serve, daemon=True)
@@ -232,35 +229,49 @@ class ScriptedServer:
 
     def serve(self):
         conn, _ = self.listener.accept()
-        stream = conn.makefile("rb")
         conn.sendall(b"220 scripted ESMTP\r\n")
-        transaction = []
         try:
-            while line := stream.readline():
-                verb = line[:4].upper()
-                if verb == b"EHLO":
-                    conn.sendall(b"250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
-                elif verb in (b"MAIL", b"RCPT"):
-                    transaction.append(b"250 OK\r\n")
-                elif verb == b"DATA":
-                    if self.accepted == 1 and self.drop == "data":
-                        return
-                    conn.sendall(b"".join(transaction) + b"354 go on\r\n")
-                    transaction = []
-                    while (body := stream.readline()) != b".\r\n":
-                        assert body
-                    if self.accepted == 1 and self.drop == "body":
-                        return
-                    self.accepted += 1
-                    conn.sendall(b"250 queued\r\n")
-                elif verb == b"QUIT":
-                    conn.sendall(b"221 bye\r\n")
-                    return
-                else:
-                    conn.sendall(b"250 OK\r\n")
+            self.converse(conn, conn.makefile("rb"))
         finally:
             conn.close()
             self.listener.close()
+
+
+class ScriptedServer(OneConnectionServer):
+    """Offers PIPELINING, accepts the first message and drops the connection
+    at `drop` on the second: "data" (after reading its MAIL/RCPT/DATA,
+    before answering them) or "body" (after reading its whole body, before
+    answering it)."""
+
+    def __init__(self, drop):
+        self.drop = drop
+        self.accepted = 0
+        super().__init__()
+
+    def converse(self, conn, stream):
+        transaction = []
+        while line := stream.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                conn.sendall(b"250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            elif verb in (b"MAIL", b"RCPT"):
+                transaction.append(b"250 OK\r\n")
+            elif verb == b"DATA":
+                if self.accepted == 1 and self.drop == "data":
+                    return
+                conn.sendall(b"".join(transaction) + b"354 go on\r\n")
+                transaction = []
+                while (body := stream.readline()) != b".\r\n":
+                    assert body
+                if self.accepted == 1 and self.drop == "body":
+                    return
+                self.accepted += 1
+                conn.sendall(b"250 queued\r\n")
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 OK\r\n")
 
 
 def test_a_connection_lost_after_a_whole_message_is_ambiguous_and_the_rest_not_tried():
@@ -285,50 +296,38 @@ def test_a_connection_lost_before_the_body_is_not_ambiguous():
     assert results[2] is smtp.NOT_TRIED
 
 
-class ChunkingServer:
-    """A one-connection SMTP server offering PIPELINING and CHUNKING,
-    written out by hand: `answer(index, replies)` decides what happens to
-    the replies to message `index` (its RSET, MAIL, RCPT and BDAT), once
-    its bytes have all come: return them to send, or None to send nothing
-    more and drop the connection. `received`: each message's bytes."""
+class ChunkingServer(OneConnectionServer):
+    """Offers PIPELINING and CHUNKING: `answer(index, replies)` decides what
+    happens to the replies to message `index` (its RSET, MAIL, RCPT and
+    BDAT), once its bytes have all come: return them to send, or None to
+    send nothing more and drop the connection. `received`: each message's
+    bytes."""
 
     def __init__(self):
         self.received = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.host, self.port = self.listener.getsockname()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
     def answer(self, index, replies):
         return replies
 
-    def serve(self):
-        conn, _ = self.listener.accept()
-        stream = conn.makefile("rb")
-        conn.sendall(b"220 scripted ESMTP\r\n")
+    def converse(self, conn, stream):
         replies = []
-        try:
-            while line := stream.readline():
-                verb = line[:4].upper()
-                if verb == b"EHLO":
-                    conn.sendall(
-                        b"250-scripted\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n"
-                    )
-                elif verb == b"BDAT":
-                    self.received.append(stream.read(int(line.split()[1])))
-                    out = self.answer(len(self.received) - 1, [*replies, b"250 queued\r\n"])
-                    replies = []
-                    if out is None:
-                        return
-                    conn.sendall(b"".join(out))
-                elif verb == b"QUIT":
-                    conn.sendall(b"221 bye\r\n")
+        while line := stream.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                conn.sendall(b"250-scripted\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n")
+            elif verb == b"BDAT":
+                self.received.append(stream.read(int(line.split()[1])))
+                out = self.answer(len(self.received) - 1, [*replies, b"250 queued\r\n"])
+                replies = []
+                if out is None:
                     return
-                else:  # RSET, MAIL, RCPT: answered with their message
-                    replies.append(b"250 OK\r\n")
-        finally:
-            conn.close()
-            self.listener.close()
+                conn.sendall(b"".join(out))
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:  # RSET, MAIL, RCPT: answered with their message
+                replies.append(b"250 OK\r\n")
 
 
 class WindowServer(ChunkingServer):
@@ -391,6 +390,23 @@ def test_a_refusal_read_before_the_connection_is_lost_stays_a_refusal():
     assert isinstance(results[0], smtplib.SMTPRecipientsRefused)
     assert transports.classify(results[0]).refused
     assert isinstance(results[1], smtp.AmbiguousSend)
+
+
+def test_a_refused_recipient_stays_refused_whatever_the_server_says_to_bdat():
+    """RFC 3030 has BDAT answer 5xx with no valid recipient; a server that
+    answers 250 anyway has taken a message for nobody: the reader's address
+    was refused, and it is not counted as sent to them."""
+
+    class AcceptingForNobody(ChunkingServer):
+        def answer(self, index, replies):
+            if index == 1:
+                return [b"250 OK\r\n", b"250 OK\r\n", b"550 5.1.1 no such user\r\n", replies[-1]]
+            return replies
+
+    results = client(AcceptingForNobody(), window=4).send([(a, message(a)) for a in addresses(3)])
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], smtplib.SMTPRecipientsRefused)
+    assert transports.classify(results[1]).refused
 
 
 class StallingServer:
