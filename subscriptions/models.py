@@ -4,6 +4,7 @@ their consent; mailings and the delivery ledger (Delivery, Digest).
 Nothing here queues work or sends email: delivery.py does, calling these.
 """
 
+import contextlib
 import re
 import secrets
 import uuid
@@ -230,23 +231,29 @@ class SubscriberQuerySet(models.QuerySet):
             "consent_ip": consent.ip or None,
             "consent_user_agent": consent.user_agent[:500],
         }
-        with transaction.atomic():
-            # A new address, the common case (a viral article's sign-ups):
-            # one INSERT, no read before it and no follows to clear after.
-            try:
-                with transaction.atomic():
-                    subscriber = self.create(
-                        email=email,
-                        status=Status.PENDING,
-                        confirmation_sent_at=fields["consent_at"],
-                        **fields,
-                    )
-            except IntegrityError:  # the address is known (the unique email)
-                subscriber = self.get(email=email)
-            else:
+        # A new address, the common case (a viral article's sign-ups): one
+        # INSERT, nothing read before it and no follows to clear after.
+        # Outside a transaction it is its own (autocommit): the database's
+        # write lock is held for that statement and its commit, not for the
+        # Python around it. Its follows, if any, go in one transaction with
+        # it; inside the caller's transaction a savepoint catches a conflict.
+        own = topics or transaction.get_connection(self.db).in_atomic_block
+        try:
+            with transaction.atomic(using=self.db) if own else contextlib.nullcontext():
+                subscriber = self.create(
+                    email=email,
+                    status=Status.PENDING,
+                    confirmation_sent_at=fields["consent_at"],
+                    **fields,
+                )
                 Follow.objects.bulk_create([Follow(subscriber=subscriber, topic=t) for t in topics])
-                subscriber.confirmation_claimed = True
-                return subscriber
+        except IntegrityError:  # the address is known (the unique email)
+            pass
+        else:
+            subscriber.confirmation_claimed = True
+            return subscriber
+        with transaction.atomic(using=self.db):
+            subscriber = self.get(email=email)
             updated = self.filter(
                 pk=subscriber.pk, status__in=[Status.PENDING, Status.UNSUBSCRIBED]
             ).update(status=Status.PENDING, **fields)

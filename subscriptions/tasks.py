@@ -30,6 +30,12 @@ def send_confirmation(subscriber_id):
 
 
 @shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def send_confirmations():
+    """The confirmation emails of the sign-ups waiting in Redis."""
+    return delivery.send_confirmations()
+
+
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
 def send_welcome(subscriber_id):
     delivery.send_welcome(subscriber_id)
 

@@ -1,12 +1,16 @@
+import time
+
 from django.core.paginator import Paginator
+from django.core.signals import setting_changed
 from django.http import HttpResponse, HttpResponseNotFound, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django_ratelimit.core import is_ratelimited
 
-from . import delivery, emails, stats
+from . import delivery, emails, ratelimits, stats
 from .conf import conf
 from .forms import FormKind, PreferencesForm, SubscribeForm, wording
 from .models import Consent, Mailing, Subscriber
@@ -17,6 +21,23 @@ def _rate_limited(request, group, key, rate):
     if not rate:
         return False
     return is_ratelimited(request, group=group, key=key, rate=rate, increment=True)
+
+
+def _over_limit(request, email=None):
+    """Count a subscribe POST against the per-IP limit and, when `email` is
+    given and the IP is under its limit, against that address's (one round
+    trip, ratelimits.py); "ip", "email" or None."""
+    limits, names = [], []
+    if conf.RATELIMIT_IP:  # the IP only when asked: REMOTE_ADDR may be empty
+        limits.append(
+            ("subscriptions.subscribe.ip", ratelimits.client_ip(request), conf.RATELIMIT_IP)
+        )
+        names.append("ip")
+    if email is not None and conf.RATELIMIT_EMAIL:
+        limits.append(("subscriptions.subscribe.email", email, conf.RATELIMIT_EMAIL))
+        names.append("email")
+    over = ratelimits.first_over(request, limits)
+    return None if over is None else names[over]
 
 
 # Topics offered beside the reader's own: the provider's suggestions, or
@@ -81,6 +102,53 @@ def _subscribe_page(request, form, status=200):
     )
 
 
+class SamePage:
+    """A page every reader gets alike — the answer to a sign-up, which must
+    tell nobody anything — rendered at most once a minute (and once a day,
+    for the dates in the site's header) per process, then copied: rendering
+    it was a fifth of a sign-up's time. A rendering that looked at the
+    reader (their session or account, the CSRF token, messages) is not
+    kept: such a page is rendered for each request. Forgotten when a
+    setting changes."""
+
+    SECONDS = 60
+
+    def __init__(self, template_name):
+        self.template_name = template_name
+        self.kept = None  # (until, date, content)
+        setting_changed.connect(self.forget, weak=False)
+
+    def forget(self, **kwargs):
+        self.kept = None
+
+    def __call__(self, request):
+        now, today = time.time(), timezone.localdate()
+        kept = self.kept
+        if kept and now < kept[0] and kept[1] == today:
+            return HttpResponse(kept[2])
+        before = _what_was_read(request)
+        response = render(request, self.template_name)
+        after = _what_was_read(request)
+        if before == after == (False, False, False):
+            self.kept = (now + self.SECONDS, today, response.content)
+        return response
+
+
+def _what_was_read(request):
+    """Whether the reader's session (so their account), CSRF token or
+    messages were read while answering this request."""
+    session = getattr(request, "session", None)
+    messages = getattr(request, "_messages", None)
+    return (
+        bool(session is not None and session.accessed),
+        bool(request.META.get("CSRF_COOKIE_NEEDS_UPDATE")),
+        bool(getattr(messages, "used", False)),
+    )
+
+
+_check_inbox = SamePage("subscriptions/check_inbox.html")
+
+
 @never_cache
 @require_http_methods(["GET", "HEAD", "POST"])
 def subscribe(request):
@@ -95,21 +163,23 @@ def subscribe(request):
     if _finding(request):
         return _subscribe_page(request, _unbound_copy(SubscribeForm, request.POST))
 
-    if _rate_limited(request, "subscriptions.subscribe.ip", "ip", conf.RATELIMIT_IP):
-        return render(request, "subscriptions/rate_limited.html", status=429)
-
     form = SubscribeForm(request.POST)
-    if form.is_bot():
-        return render(request, "subscriptions/check_inbox.html")
-    if not form.is_valid():
+    bot = form.is_bot()
+    valid = not bot and form.is_valid()
+    email = form.cleaned_data["email"] if valid else None
+    # Every POST counts against the per-IP limit; a valid address under it
+    # against the per-address limit too, in the same round trip.
+    over = _over_limit(request, email)
+    if over == "ip":
+        return render(request, "subscriptions/rate_limited.html", status=429)
+    if bot:
+        return _check_inbox(request)
+    if not valid:
         return _subscribe_page(request, form, status=400)
 
-    email = form.cleaned_data["email"]
     # Over the per-address limit the reader sees the usual page and nothing
     # is sent: answering differently would tell who was just subscribed.
-    if not _rate_limited(
-        request, "subscriptions.subscribe.email", lambda group, request: email, conf.RATELIMIT_EMAIL
-    ):
+    if over != "email":
         delivery.subscribe(
             email,
             name=form.cleaned_data["name"],
@@ -122,7 +192,7 @@ def subscribe(request):
                 user_agent=request.headers.get("User-Agent", ""),
             ),
         )
-    return render(request, "subscriptions/check_inbox.html")
+    return _check_inbox(request)
 
 
 def _from_token(request, token, purpose):

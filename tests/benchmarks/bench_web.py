@@ -224,6 +224,9 @@ def rows(ctx):
         if name == "article":
             row.target = "≥ 0.5, p99 < 50 ms"
             row.met = row.ratio >= 0.5 and result["p99_ms"] < 50 and not result["errors"]
+        if name == "subscribe":
+            row.target = "≥ 0.2"
+            row.met = row.ratio >= 0.2 and not result["errors"]
         table.append(row)
     return table
 

@@ -51,3 +51,11 @@ def test_site_url_follows_the_port_make_run_serves_on():
     assert load_settings("SITE_URL", PORT="8123", SITE_URL="https://news.example/") == {
         "SITE_URL": "https://news.example"
     }
+
+
+def test_database_connections_are_kept_between_requests_unless_the_url_says_otherwise():
+    kept = load_settings("DATABASES")["DATABASES"]["default"]
+    assert (kept["CONN_MAX_AGE"], kept["CONN_HEALTH_CHECKS"]) == (600, True)
+    url = "postgres://app:app@127.0.0.1:5433/app?conn_max_age=0"
+    per_request = load_settings("DATABASES", DATABASE_URL=url)["DATABASES"]["default"]
+    assert per_request["CONN_MAX_AGE"] == 0

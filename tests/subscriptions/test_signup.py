@@ -117,6 +117,32 @@ def test_a_new_address_signs_up_with_one_insert_that_claims_its_confirmation(
     assert len(queued) == 1  # the confirmation email, after the commit
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.parametrize("topics", [[], ["el-paso"]])
+def test_outside_a_transaction_a_new_address_is_one_statement_committed_alone(client, topics):
+    """No BEGIN, SAVEPOINT or COMMIT around the INSERT (the database's write
+    lock is held for it alone); its follows go in one transaction with it."""
+    from django.db import connection
+
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql.split()[0])
+        return execute(sql, params, many, context)
+
+    data = {"email": "new@example.com", "form": "footer", "source": "/", "topics": topics}
+    with connection.execute_wrapper(record):
+        assert client.post("/subscribe/", data).status_code == 200
+    if topics:  # SQLite's BEGIN is a statement, PostgreSQL's is the driver's
+        assert [s for s in statements if s != "BEGIN"] == ["INSERT", "INSERT"]
+    else:
+        assert statements == ["INSERT"]
+    assert Subscriber.objects.get().topics() == topics
+    # A known address: its own transaction, the same page.
+    assert client.post("/subscribe/", data).status_code == 200
+    assert Subscriber.objects.count() == 1
+
+
 @pytest.mark.django_db
 def test_a_known_pending_address_takes_the_latest_choices_and_no_second_email(
     client, django_capture_on_commit_callbacks
@@ -136,3 +162,103 @@ def test_a_known_pending_address_takes_the_latest_choices_and_no_second_email(
     )
     assert queued == []  # one confirmation per window
     assert Subscriber.objects.count() == 1
+
+
+# Confirmation emails wait in Redis for one task that sends them
+# (delivery.send_confirmations): a sign-up pushes an id, and only the one that
+# finds no task on its way queues one.
+
+
+def waiting():
+    redis, cache = delivery._confirmations_redis()
+    return [int(i) for i in redis.lrange(cache.make_key(delivery.CONFIRMATIONS), 0, -1)]
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """The Celery tasks the sign-ups queue, by name (none is published)."""
+    from subscriptions import tasks
+
+    found = []
+    for task in (tasks.send_confirmations, tasks.send_confirmation):
+        monkeypatch.setattr(
+            task, "apply_async", lambda args=(), *_, _name=task.name, **__: found.append(_name)
+        )
+    return found
+
+
+def sign_up(client, *addresses):
+    for i, address in enumerate(addresses):
+        response = client.post("/subscribe/", {"email": address}, REMOTE_ADDR=f"10.0.3.{i}")
+        assert response.status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_burst_of_sign_ups_queues_one_task_that_confirms_each_address(
+    client, smtp_server, queued, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        sign_up(client, "a@example.com", "b@example.com", "c@example.com")
+    ids = list(Subscriber.objects.order_by("pk").values_list("pk", flat=True))
+    assert waiting() == ids
+    assert queued == ["subscriptions.tasks.send_confirmations"]
+
+    assert delivery.send_confirmations() == 3
+    assert sorted(m["To"] for m in smtp_server.wait_for(3)) == [
+        "a@example.com",
+        "b@example.com",
+        "c@example.com",
+    ]
+    assert waiting() == []
+    # The task rang the bell off: the next sign-up queues the next task.
+    with django_capture_on_commit_callbacks(execute=True):
+        sign_up(client, "d@example.com")
+    assert queued == ["subscriptions.tasks.send_confirmations"] * 2
+
+
+@pytest.mark.django_db
+def test_a_mail_server_that_is_down_keeps_the_address_first_in_line(
+    client, queued, settings, django_capture_on_commit_callbacks
+):
+    from tests.support import free_port
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()  # nobody listens
+    with django_capture_on_commit_callbacks(execute=True):
+        sign_up(client, "a@example.com", "b@example.com")
+    ids = waiting()
+    with pytest.raises(ConnectionError):  # the task is tried again (autoretry)
+        delivery.send_confirmations()
+    assert waiting() == ids
+
+
+@pytest.mark.django_db
+def test_a_cache_that_is_not_django_redis_gets_a_task_per_sign_up(
+    client, queued, monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.core.cache import caches
+
+    monkeypatch.setattr(delivery, "_confirmations_redis", lambda: (None, caches["default"]))
+    with django_capture_on_commit_callbacks(execute=True):
+        sign_up(client, "a@example.com", "b@example.com")
+    assert queued == ["subscriptions.tasks.send_confirmation"] * 2
+
+
+@pytest.mark.django_db
+def test_the_sweeper_queues_a_task_for_confirmations_left_waiting(
+    client, queued, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        sign_up(client, "a@example.com")
+    assert queued == ["subscriptions.tasks.send_confirmations"]
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery.sweep()  # the task is on its way: nothing more
+    assert queued == ["subscriptions.tasks.send_confirmations"]
+    # The broker lost it, and its bell expired.
+    redis, cache = delivery._confirmations_redis()
+    redis.delete(cache.make_key(delivery.CONFIRMATIONS_BELL))
+    cache.delete("subscriptions:sweep:scheduled")  # the slow part's turn
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery.sweep()
+    assert queued == ["subscriptions.tasks.send_confirmations"] * 2
+    assert waiting() == list(Subscriber.objects.values_list("pk", flat=True))

@@ -143,6 +143,128 @@ class TestSubscribe:
         assert post_subscribe(client, email="x@example.com", ip="10.9.9.9").status_code == 200
 
 
+class TestRateLimits:
+    """Both limits counted in one Redis round trip (ratelimits.py), on
+    django-ratelimit's own counters."""
+
+    def test_a_sign_up_counts_both_limits_in_one_round_trip(self, client, monkeypatch):
+        import redis
+
+        commands = []
+        real = redis.Redis.execute_command
+
+        def counted(self, *args, **options):
+            commands.append(args[0])
+            return real(self, *args, **options)
+
+        post_subscribe(client, email="a@example.com")  # the script is loaded
+        monkeypatch.setattr(redis.Redis, "execute_command", counted)
+        assert post_subscribe(client, email="b@example.com").status_code == 200
+        assert commands == ["EVALSHA"]  # the confirmation's push waits for the commit
+
+    def test_the_counters_are_django_ratelimits(self, client, rf):
+        from django_ratelimit.core import get_usage
+
+        for address in ("a@example.com", "b@example.com", "a@example.com"):
+            post_subscribe(client, email=address, ip="10.0.0.7")
+
+        from subscriptions.conf import conf
+
+        def count(group, key):
+            request = rf.post(SUBSCRIBE, REMOTE_ADDR="10.0.0.7")
+            rate = getattr(conf, f"RATELIMIT_{group.upper()}")
+            usage = get_usage(request, f"subscriptions.subscribe.{group}", key=key, rate=rate)
+            return usage["count"]
+
+        assert count("ip", "ip") == 3
+        assert count("email", lambda g, r: "a@example.com") == 2
+        assert count("email", lambda g, r: "b@example.com") == 1
+
+    def test_bad_posts_count_against_the_ip_and_a_limited_ip_spends_no_address(
+        self, client, settings
+    ):
+        settings.SUBSCRIPTIONS_RATELIMIT_IP = "2/h"
+        settings.SUBSCRIPTIONS_RATELIMIT_EMAIL = "1/h"
+        assert post_subscribe(client, email="not an address").status_code == 400
+        assert post_subscribe(client, email="ann@example.com").status_code == 200
+        assert post_subscribe(client, email="bob@example.com").status_code == 429
+        # Bob's one sign-up an hour was not spent by the refused post.
+        assert post_subscribe(client, email="bob@example.com", ip="10.0.0.9").status_code == 200
+        assert set(Subscriber.objects.values_list("email", flat=True)) == {
+            "ann@example.com",
+            "bob@example.com",
+        }
+
+    def test_without_a_per_ip_limit_the_ip_is_not_asked_for(self, client, settings):
+        # Behind a proxy on a unix socket REMOTE_ADDR is empty, which
+        # django-ratelimit refuses to key on.
+        settings.SUBSCRIPTIONS_RATELIMIT_IP = None
+        assert post_subscribe(client, ip="").status_code == 200
+        assert Subscriber.objects.count() == 1
+
+    def test_another_cache_counts_them_one_by_one(self, client, settings, monkeypatch):
+        from subscriptions import ratelimits
+
+        monkeypatch.setattr(ratelimits, "DefaultRedisClient", type("Other", (), {}))
+        settings.SUBSCRIPTIONS_RATELIMIT_IP = "2/h"
+        settings.SUBSCRIPTIONS_RATELIMIT_EMAIL = "1/h"
+        statuses = [post_subscribe(client, email=e).status_code for e in ("a@x.org", "a@x.org")]
+        assert statuses == [200, 200] and Subscriber.objects.count() == 1
+        assert post_subscribe(client, email="c@x.org").status_code == 429
+
+
+class TestTheCheckInboxPage:
+    """Rendered once and copied (views.SamePage): the same for every reader,
+    so copying it changes nothing a reader can see."""
+
+    def test_it_is_rendered_once_and_copied_after(self, client):
+        first = post_subscribe(client, email="a@example.com")
+        second = post_subscribe(client, email="b@example.com", ip="10.0.0.2")
+        assert [t.name for t in first.templates][:1] == ["subscriptions/check_inbox.html"]
+        assert second.templates == []  # not rendered: copied
+        assert second.content == first.content
+        assert second["Content-Type"] == first["Content-Type"]
+        assert Subscriber.objects.count() == 2
+
+    def test_a_new_day_or_a_changed_setting_renders_it_again(self, client, settings):
+        # The header shows the date: seconds apart, but not the same day.
+        midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+        midnight += timedelta(days=1)
+        with time_machine.travel(midnight - timedelta(seconds=5), tick=False):
+            post_subscribe(client, email="a@example.com")
+            assert post_subscribe(client, email="b@example.com").templates == []
+        with time_machine.travel(midnight + timedelta(seconds=5), tick=False):
+            assert post_subscribe(client, email="c@example.com").templates != []
+            settings.SITE_NAME = "The Daily Bugle"
+            response = post_subscribe(client, email="d@example.com")
+        assert b"The Daily Bugle" in response.content
+
+    def test_a_page_that_reads_the_reader_is_rendered_for_each(self, client, settings):
+        # A site's own check_inbox.html showing the CSRF token (a form in
+        # its header): every reader gets a page with their own.
+        settings.TEMPLATES = [
+            {
+                **settings.TEMPLATES[0],
+                "APP_DIRS": False,
+                "OPTIONS": {
+                    **settings.TEMPLATES[0]["OPTIONS"],
+                    "loaders": [
+                        (
+                            "django.template.loaders.locmem.Loader",
+                            {"subscriptions/check_inbox.html": "Check your inbox {{ csrf_token }}"},
+                        ),
+                        "django.template.loaders.filesystem.Loader",
+                        "django.template.loaders.app_directories.Loader",
+                    ],
+                },
+            }
+        ]
+        first = post_subscribe(client, email="a@example.com")
+        second = post_subscribe(client, email="b@example.com")
+        assert b"Check your inbox" in first.content
+        assert second.templates != [] and second.content != first.content
+
+
 def confirm_url(subscriber):
     return reverse("subscriptions:confirm", args=[subscriber.make_token(Subscriber.CONFIRM)])
 

@@ -1,0 +1,84 @@
+"""Several django-ratelimit limits counted in one Redis round trip.
+
+The subscribe POST counts two limits, per IP and per address: through
+django-ratelimit that is two to four cache commands, each a round trip. Here
+they are one Lua script on the same counters — the same keys, windows and
+counts as django-ratelimit's (its settings RATELIMIT_ENABLE,
+RATELIMIT_USE_CACHE, RATELIMIT_IP_META_KEY and the IP masks hold) — when the
+cache is django-redis's plain client; with any other cache, one
+is_ratelimited() call per limit, as before.
+"""
+
+from django.conf import settings
+from django.core.cache import caches
+from django_ratelimit import ALL
+from django_ratelimit.core import (
+    _get_ip,
+    _get_window,
+    _make_cache_key,
+    _split_rate,
+    is_ratelimited,
+)
+
+try:
+    from django_redis.client import DefaultClient as DefaultRedisClient
+except ImportError:  # the cache may be another one
+    DefaultRedisClient = None
+
+# As django-ratelimit keeps a counter: a little longer than its window.
+EXPIRATION_FUDGE = 5
+
+# KEYS[i]: a counter; ARGV[2i - 1]: its limit, ARGV[2i]: its lifetime in
+# seconds. Counts each in turn and stops at the first over its limit (the
+# ones after it are not counted, as when they were asked one by one);
+# returns its index, or 0.
+_COUNT = """
+for i, key in ipairs(KEYS) do
+  local count = redis.call('INCR', key)
+  if count == 1 then redis.call('EXPIRE', key, ARGV[2 * i]) end
+  if count > tonumber(ARGV[2 * i - 1]) then return i end
+end
+return 0
+"""
+
+
+def client_ip(request):
+    """The client's IP as django-ratelimit's "ip" key sees it."""
+    return _get_ip(request)
+
+
+def first_over(request, limits):
+    """Count this request against each of `limits` ([(group, value, rate)],
+    in order; a rate of None is no limit), stopping at the first it is over;
+    returns that one's index, or None."""
+    limits = [(i, group, value, rate) for i, (group, value, rate) in enumerate(limits) if rate]
+    if not limits or not getattr(settings, "RATELIMIT_ENABLE", True):
+        return None
+    cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+    client = getattr(cache, "client", None)
+    if DefaultRedisClient is None or type(client) is not DefaultRedisClient:
+        for i, group, value, rate in limits:
+            if is_ratelimited(
+                request, group=group, key=lambda g, r, v=value: v, rate=rate, increment=True
+            ):
+                return i
+        return None
+    keys, args = [], []
+    for _, group, value, rate in limits:
+        limit, period = _split_rate(rate)
+        window = _get_window(value, period)
+        keys.append(cache.make_key(_make_cache_key(group, window, rate, value, ALL)))
+        args += [limit, period + EXPIRATION_FUDGE]
+    over = _script(client.get_client(write=True))(keys=keys, args=args)
+    return limits[over - 1][0] if over else None
+
+
+_scripts = {}
+
+
+def _script(redis):
+    """The counting script, registered once per Redis client."""
+    script = _scripts.get(id(redis))
+    if script is None or script.registered_client is not redis:
+        script = _scripts[id(redis)] = redis.register_script(_COUNT)
+    return script
