@@ -163,8 +163,9 @@ def through_anymail(n, fake):
         manage("migrate", "--noinput", env=env)
         workers = [start_worker(f"w{i}@bench", env) for i in range(PROCESSES)]
         try:
+            pids = ",".join(str(w.pid) for w in workers)
             driver = subprocess.run(
-                [PYTHON, __file__, "--drive", str(n), fake.url],
+                [PYTHON, __file__, "--drive", str(n), fake.url, pids],
                 cwd=ROOT, env=env, capture_output=True, text=True,
             )  # fmt: skip
             if driver.returncode:
@@ -177,9 +178,20 @@ def through_anymail(n, fake):
     return result
 
 
-def drive(n, url):
+def cpu_seconds(pids):
+    """User + system CPU time the processes `pids` have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def drive(n, url, pids=()):
     """In the driver process: readers, publish, wait for the fake; then the
-    queries of one fan-out and one batch on a second post."""
+    queries of one fan-out and one batch on a second post. `pids`: the
+    workers', whose CPU time from publish to the last call is reported."""
     import os
 
     import django
@@ -211,10 +223,12 @@ def drive(n, url):
         if time.monotonic() > deadline:
             raise SystemExit("workers did not start")
     fake.reset()
+    cpu_before = cpu_seconds(pids)
     started = time.time()
     with transaction.atomic():
         first_post.publish()
     stats = fake.wait_for(n, timeout=900)
+    worker_cpu = cpu_seconds(pids) - cpu_before
     mailing = Mailing.objects.get()
     wait_until(
         lambda: Mailing.objects.get(pk=mailing.pk).status == Mailing.Status.DONE,
@@ -246,6 +260,7 @@ def drive(n, url):
                 "readers_per_second": stats["recipients"] / seconds,
                 "calls_per_second": stats["calls"] / seconds,
                 "readers_per_call": stats["recipients"] / stats["calls"],
+                "worker_cpu_per_1000": worker_cpu / (stats["recipients"] / 1000),
                 "fanout_queries": counts[0],
                 "batch_queries": counts[1],
                 "batch_messages": sent,
@@ -273,6 +288,7 @@ def rows(ctx):
             met=ratio >= 0.5,
             notes=f"{ours['unique']:,} readers in {ours['calls']} calls "
             f"(BATCH_SIZE {BATCH_SIZE:,}), "
+            f"workers' CPU {ours['worker_cpu_per_1000'] * 1000:.0f} ms per 1,000 readers, "
             f"{ours['calls_per_second']:.1f} calls/s (raw {raw['calls_per_second']:.1f}), "
             f"{ours['duplicates']} duplicates, mailing {ours['mailing']}",
             raw={"ours": ours, "raw": raw},
@@ -312,7 +328,7 @@ def rows(ctx):
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--drive":
-        drive(int(sys.argv[2]), sys.argv[3])
+        drive(int(sys.argv[2]), sys.argv[3], [int(p) for p in sys.argv[4].split(",") if p])
     elif len(sys.argv) > 1 and sys.argv[1] == "--raw":
         raw_call_loop(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
