@@ -582,3 +582,24 @@ def test_per_reader_values_are_copied_as_anymail_copies_them():
     ):
         assert per_recipient(odd) == force_non_lazy_dict(odd)
         assert type(next(iter(per_recipient(odd)["a@example.com"].values()))) is not type(lazy_text)
+
+
+def test_the_multipart_form_is_urllib3s_byte_for_byte():
+    from urllib3 import encode_multipart_formdata
+
+    from subscriptions.providers import multipart_form
+
+    fields = [
+        ("to", "reader@example.com"),
+        ("to", "Zoë <zoe@example.com>"),
+        ("h:Message-Id", "%recipient.h:Message-Id%"),
+        ("recipient-variables", '{"reader@example.com": {"v:row": "delivery:1"}}'),
+        ("text", "line\r\nanother\n"),
+        ("raw", b"\xff\x00"),
+        ('odd "name"', "quoted by urllib3"),
+    ]
+    for chosen in (fields, fields[:-1]):
+        assert multipart_form(chosen, "b0undary") == encode_multipart_formdata(chosen, "b0undary")
+    body, content_type = multipart_form(fields[:2])
+    boundary = content_type.removeprefix("multipart/form-data; boundary=")
+    assert body.startswith(f"--{boundary}\r\n".encode()) and len(boundary) == 32
