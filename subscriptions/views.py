@@ -4,7 +4,7 @@ from django.core.paginator import Paginator
 from django.core.signals import setting_changed
 from django.http import HttpResponse, HttpResponseNotFound, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
@@ -108,29 +108,30 @@ class SamePage:
     for the dates in the site's header) per process, then copied: rendering
     it was a fifth of a sign-up's time. A rendering that looked at the
     reader (their session or account, the CSRF token, messages) is not
-    kept: such a page is rendered for each request. Forgotten when a
-    setting changes."""
+    kept: such a page is rendered for each request. One is kept per
+    language (a site with LocaleMiddleware answers each reader in theirs).
+    Forgotten when a setting changes."""
 
     SECONDS = 60
 
     def __init__(self, template_name):
         self.template_name = template_name
-        self.kept = None  # (until, date, content)
+        self.kept = {}  # language: (until, date, content)
         setting_changed.connect(self.forget, weak=False)
 
     def forget(self, **kwargs):
-        self.kept = None
+        self.kept = {}
 
     def __call__(self, request):
-        now, today = time.time(), timezone.localdate()
-        kept = self.kept
+        now, today, language = time.time(), timezone.localdate(), translation.get_language()
+        kept = self.kept.get(language)
         if kept and now < kept[0] and kept[1] == today:
             return HttpResponse(kept[2])
         before = _what_was_read(request)
         response = render(request, self.template_name)
         after = _what_was_read(request)
         if before == after == (False, False, False):
-            self.kept = (now + self.SECONDS, today, response.content)
+            self.kept[language] = (now + self.SECONDS, today, response.content)
         return response
 
 

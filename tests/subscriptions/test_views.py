@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from subscriptions import tokens
 from subscriptions.models import Subscriber
@@ -238,6 +238,14 @@ class TestTheCheckInboxPage:
             settings.SITE_NAME = "The Daily Bugle"
             response = post_subscribe(client, email="d@example.com")
         assert b"The Daily Bugle" in response.content
+
+    def test_a_reader_in_another_language_gets_a_page_in_theirs(self, client):
+        post_subscribe(client, email="a@example.com")
+        with translation.override("fr"):
+            french = post_subscribe(client, email="b@example.com", ip="10.0.0.2")
+            assert post_subscribe(client, email="c@example.com", ip="10.0.0.3").templates == []
+        assert french.templates != []  # rendered in French, then copied
+        assert post_subscribe(client, email="d@example.com", ip="10.0.0.4").templates == []
 
     def test_a_page_that_reads_the_reader_is_rendered_for_each(self, client, settings):
         # A site's own check_inbox.html showing the CSRF token (a form in
