@@ -134,19 +134,26 @@ def measure(base, seconds, warmup):
     return results
 
 
+def site_env(name, redis, site_url):
+    """The environment the site runs in for a web benchmark: its own
+    database `name`, the private Redis, the benchmark settings, DEBUG off,
+    mail dropped."""
+    return project_env(
+        DATABASE_URL=bench_database_url(name),
+        REDIS_URL=redis.url,
+        DJANGO_SETTINGS_MODULE="tests.benchmarks.web_settings",
+        DEBUG="false",
+        SITE_URL=site_url,
+        EMAIL_URL="dummymail://",
+        LOG_LEVEL="WARNING",
+    )
+
+
 def serve_and_measure(seconds=10, warmup=2):
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     port = free_port()
     with RedisServer() as redis:
-        env = project_env(
-            DATABASE_URL=bench_database_url("web"),
-            REDIS_URL=redis.url,
-            DJANGO_SETTINGS_MODULE="tests.benchmarks.web_settings",
-            DEBUG="false",
-            SITE_URL=f"http://127.0.0.1:{port}",
-            EMAIL_URL="dummymail://",
-            LOG_LEVEL="WARNING",
-        )
+        env = site_env("web", redis, f"http://127.0.0.1:{port}")
         manage("migrate", "--noinput", env=env)
         manage("load_seeds", "--no-email", env=env)
         log = open(BENCH_DIR / "gunicorn.log", "w")  # noqa: SIM115

@@ -37,12 +37,8 @@ from pathlib import Path
 ROOT = Path.cwd()
 sys.path.insert(0, str(ROOT))
 
-from tests.benchmarks.common import (  # noqa: E402
-    RedisServer,
-    bench_database_url,
-    manage,
-    project_env,
-)
+from tests.benchmarks.bench_web import site_env  # noqa: E402
+from tests.benchmarks.common import RedisServer, manage  # noqa: E402
 
 PHASES = [
     # (module, attribute path, label)
@@ -96,15 +92,7 @@ def main():
     args = parser.parse_args()
 
     with RedisServer() as redis:
-        env = project_env(
-            DATABASE_URL=bench_database_url("profile"),
-            REDIS_URL=redis.url,
-            DJANGO_SETTINGS_MODULE="tests.benchmarks.web_settings",
-            DEBUG="false",
-            SITE_URL="http://127.0.0.1:8000",
-            EMAIL_URL="dummymail://",
-            LOG_LEVEL="WARNING",
-        )
+        env = site_env("profile", redis, "http://127.0.0.1:8000")
         manage("migrate", "--noinput", env=env)
         manage("load_seeds", "--no-email", env=env)
         os.environ.update(env)
