@@ -409,7 +409,7 @@ def test_a_refused_recipient_stays_refused_whatever_the_server_says_to_bdat():
     assert transports.classify(results[1]).refused
 
 
-class StallingServer:
+class StallingServer(OneConnectionServer):
     """Greets, answers EHLO (PIPELINING, CHUNKING), then reads nothing more
     until told to (`go`): a client's writes stall once the buffers between
     them are full. Then it reads everything to the end (`data`), saying when
@@ -418,14 +418,9 @@ class StallingServer:
 
     def __init__(self):
         self.go, self.drained, self.data = threading.Event(), threading.Event(), b""
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.host, self.port = self.listener.getsockname()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def serve(self):
-        conn, _ = self.listener.accept()
-        conn.sendall(b"220 scripted ESMTP\r\n")
+    def converse(self, conn, stream):
         line = b""
         while not line.endswith(b"\r\n"):
             line += conn.recv(1)
@@ -442,8 +437,6 @@ class StallingServer:
             if not chunk:
                 break
             self.data += chunk
-        conn.close()
-        self.listener.close()
 
 
 def test_a_write_cut_short_is_not_ambiguous_and_not_a_byte_follows_it(settings):
