@@ -30,7 +30,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from . import emails, heartbeat, tasks, transports
+from . import emails, heartbeat, rediscache, tasks, transports
 from .conf import conf
 from .heartbeat import heartbeats
 from .models import (
@@ -43,11 +43,6 @@ from .models import (
     Subscriber,
     _due,
 )
-
-try:
-    from django_redis.client import DefaultClient as DefaultRedisClient
-except ImportError:  # the cache may be another one
-    DefaultRedisClient = None
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +138,7 @@ def _push_confirmation(subscriber_id):
         tasks.send_confirmation.apply_async((subscriber_id,))
         return
     keys = [cache.make_key(CONFIRMATIONS), cache.make_key(CONFIRMATIONS_BELL)]
-    if redis.register_script(_PUSH)(keys=keys, args=[subscriber_id, BELL_SECONDS]):
+    if rediscache.script(redis, _PUSH)(keys=keys, args=[subscriber_id, BELL_SECONDS]):
         tasks.send_confirmations.apply_async()
 
 
@@ -151,10 +146,7 @@ def _confirmations_redis():
     """(redis-py client, cache) of the shared cache when it is django-redis's
     plain client; (None, cache) otherwise."""
     cache = caches[conf.CACHE]
-    client = getattr(cache, "client", None)
-    if DefaultRedisClient is None or type(client) is not DefaultRedisClient:
-        return None, cache
-    return client.get_client(write=True), cache
+    return rediscache.client(cache), cache
 
 
 def _ring_for_confirmations():

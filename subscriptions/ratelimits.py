@@ -20,10 +20,7 @@ from django_ratelimit.core import (
     is_ratelimited,
 )
 
-try:
-    from django_redis.client import DefaultClient as DefaultRedisClient
-except ImportError:  # the cache may be another one
-    DefaultRedisClient = None
+from . import rediscache
 
 # As django-ratelimit keeps a counter: a little longer than its window.
 EXPIRATION_FUDGE = 5
@@ -55,8 +52,8 @@ def first_over(request, limits):
     if not limits or not getattr(settings, "RATELIMIT_ENABLE", True):
         return None
     cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
-    client = getattr(cache, "client", None)
-    if DefaultRedisClient is None or type(client) is not DefaultRedisClient:
+    redis = rediscache.client(cache)
+    if redis is None:
         for i, group, value, rate in limits:
             if is_ratelimited(
                 request, group=group, key=lambda g, r, v=value: v, rate=rate, increment=True
@@ -69,16 +66,5 @@ def first_over(request, limits):
         window = _get_window(value, period)
         keys.append(cache.make_key(_make_cache_key(group, window, rate, value, ALL)))
         args += [limit, period + EXPIRATION_FUDGE]
-    over = _script(client.get_client(write=True))(keys=keys, args=args)
+    over = rediscache.script(redis, _COUNT)(keys=keys, args=args)
     return limits[over - 1][0] if over else None
-
-
-_scripts = {}
-
-
-def _script(redis):
-    """The counting script, registered once per Redis client."""
-    script = _scripts.get(id(redis))
-    if script is None or script.registered_client is not redis:
-        script = _scripts[id(redis)] = redis.register_script(_COUNT)
-    return script

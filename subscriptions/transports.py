@@ -33,6 +33,7 @@ from django.core.mail.backends import console, smtp
 from django.core.mail.message import sanitize_address
 from django.utils import timezone
 
+from . import rediscache
 from . import smtp as pipelined
 from .conf import conf
 from .providers import provider_of
@@ -42,11 +43,6 @@ try:
     from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 except ImportError:  # django-anymail is optional
     AnymailError = AnymailRecipientsRefused = None
-
-try:
-    from django_redis.client import DefaultClient as DefaultRedisClient
-except ImportError:  # the cache may be another one
-    DefaultRedisClient = None
 
 # Every reader of a call refused, each for their own address: no split helps.
 ProviderRefusedAll = AnymailRecipientsRefused or type("ProviderRefusedAll", (Exception,), {})
@@ -833,11 +829,10 @@ def _set_all(cache):
     """set_all(keys) setting each of `keys` in `cache` as cache.set(key, 1,
     JOURNAL_SECONDS) would, in one Redis command; None for a cache that is
     not django-redis's plain client (set_many then)."""
-    client = getattr(cache, "client", None)
-    if DefaultRedisClient is None or type(client) is not DefaultRedisClient:
+    redis = rediscache.client(cache)
+    if redis is None:
         return None
-    redis = client.get_client(write=True)
-    script = redis.register_script(_SET_ALL)
+    script = rediscache.script(redis, _SET_ALL)
 
     def set_all(keys):
         # django-redis reads an integer back as it is: "1" is 1.

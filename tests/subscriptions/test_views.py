@@ -203,9 +203,9 @@ class TestRateLimits:
         assert Subscriber.objects.count() == 1
 
     def test_another_cache_counts_them_one_by_one(self, client, settings, monkeypatch):
-        from subscriptions import ratelimits
+        from subscriptions import rediscache
 
-        monkeypatch.setattr(ratelimits, "DefaultRedisClient", type("Other", (), {}))
+        monkeypatch.setattr(rediscache, "DefaultClient", type("Other", (), {}))
         settings.SUBSCRIPTIONS_RATELIMIT_IP = "2/h"
         settings.SUBSCRIPTIONS_RATELIMIT_EMAIL = "1/h"
         statuses = [post_subscribe(client, email=e).status_code for e in ("a@x.org", "a@x.org")]
