@@ -54,8 +54,15 @@ def enqueue_after_commit(task, *args, countdown=None):
     the confirmation from the admin), and for deliveries the sweeper
     queues the work again."""
 
+    _after_commit(task.apply_async, args, countdown=countdown)
+
+
+def _after_commit(function, *args, **kwargs):
+    """Call `function(*args, **kwargs)` once the transaction commits; an
+    error it raises is logged (robust), not raised."""
+
     def enqueue():  # Not a partial: Django logs a robust hook's __qualname__.
-        task.apply_async(args, countdown=countdown)
+        function(*args, **kwargs)
 
     transaction.on_commit(enqueue, robust=True)
 
@@ -116,11 +123,7 @@ BELL_SECONDS = 30
 def _confirm_after_commit(subscriber_id):
     """Email `subscriber_id` their confirmation once the transaction
     commits (robust, as enqueue_after_commit)."""
-
-    def enqueue():  # Not a partial: Django logs a robust hook's __qualname__.
-        _push_confirmation(subscriber_id)
-
-    transaction.on_commit(enqueue, robust=True)
+    _after_commit(_push_confirmation, subscriber_id)
 
 
 # Push the id (KEYS[1]) and ring the bell (KEYS[2]) in one command; 1 when
