@@ -21,6 +21,7 @@ from django.db.models import (
     Count,
     Exists,
     F,
+    Lookup,
     Max,
     Min,
     OuterRef,
@@ -603,6 +604,22 @@ class Follow(models.Model):
 MAX_ID = 2**63 - 1
 
 
+class _AmongArray(Lookup):
+    """`lhs = ANY(ARRAY(subquery))`, for PostgreSQL: the ids are chosen
+    once (an InitPlan) and each row is found by its primary key. With `pk
+    IN (subquery)` the planner may join the subquery to a sequential scan
+    of the whole table: a claim of a few thousand rows then reads every
+    delivery of every mailing, and a mailing's claims grow with the square
+    of its readers."""
+
+    lookup_name = "among_array"
+
+    def as_sql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = compiler.compile(self.rhs)  # "(SELECT ...)"
+        return f"{lhs} = ANY(ARRAY{rhs})", (*lhs_params, *rhs_params)
+
+
 def _due():
     return Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now())
 
@@ -680,7 +697,10 @@ class SendableQuerySet(models.QuerySet):
         # One statement: the ids are chosen inside the database (UPDATE ...
         # WHERE id IN (SELECT ... LIMIT n)), not sent back and forth.
         due = self.filter(_due(), status=Status.PENDING).order_by("pk").values("pk")[:limit]
-        if not self.model.objects.filter(pk__in=due, status=Status.PENDING).update(
+        chosen = Q(pk__in=due)
+        if connections[self.db].vendor == "postgresql":
+            chosen = _AmongArray(F("pk"), Subquery(due))
+        if not self.model.objects.filter(chosen, status=Status.PENDING).update(
             status=Status.SENDING, claim=token, claimed_at=now
         ):
             return []
@@ -774,16 +794,6 @@ class SendableQuerySet(models.QuerySet):
         pending, how many of them are due now, and when the first retry is."""
         return self.filter(status=self.model.Status.PENDING).aggregate(
             count=Count("pk"), due=Count("pk", filter=_due()), next=Min("next_attempt_at")
-        )
-
-    def stale(self, limit=10000):
-        """Ids of rows claimed longer than CLAIM_TIMEOUT ago: their worker
-        died or lost its broker."""
-        before = timezone.now() - conf.duration("CLAIM_TIMEOUT")
-        return list(
-            self.filter(status=self.model.Status.SENDING, claimed_at__lt=before).values_list(
-                "pk", flat=True
-            )[:limit]
         )
 
     def release(self, ids, sent, due_at=None):
@@ -1171,16 +1181,6 @@ class Delivery(Sendable):
         indexes = [
             # delivery.send_mailing_batch: a mailing's pending deliveries in a reader-id range.
             models.Index(fields=["mailing", "status", "subscriber"], name="delivery_batch_idx"),
-            # SendableQuerySet.stale: old claims. Partial: only rows being sent
-            # are in it, so a fan-out's inserts and a batch's outcomes leave it
-            # alone, and PostgreSQL cannot take it for the claim's index.
-            # (status leads, though constant, so that SQLite's planner, which
-            # keeps no statistics here, sees an equality and takes it.)
-            models.Index(
-                fields=["status", "claimed_at"],
-                condition=Q(status="sending"),
-                name="delivery_sending_idx",
-            ),
             # DigestQuerySet.create_due: deliveries waiting for a digest (partial,
             # as above: a fan-out's instant readers are not in it).
             models.Index(
@@ -1192,10 +1192,15 @@ class Delivery(Sendable):
             models.Index(
                 fields=["mailing"], condition=Q(ambiguous=True), name="delivery_ambiguous_idx"
             ),
-            # Sendable.claim: rows this worker claimed. Partial, as above: only
-            # rows being sent have a claim.
+            # The rows a batch claimed (SendableQuerySet.claim, record), and the
+            # sweeper's claims in flight with their age (delivery._dead_claims,
+            # from this index alone). Partial: only rows being sent are in it,
+            # so a fan-out's inserts and a batch's outcomes leave it alone.
+            # One index for both: each claim writes one index entry fewer a row.
             models.Index(
-                fields=["claim"], condition=Q(status="sending"), name="delivery_claimed_idx"
+                fields=["claim", "claimed_at"],
+                condition=Q(status="sending"),
+                name="delivery_in_flight_idx",
             ),
             # DigestQuerySet.posts_of and friends: a digest's deliveries. Partial:
             # an instant reader's delivery never has one.
@@ -1530,7 +1535,7 @@ class CorrectionDelivery(Sendable):
             models.Index(
                 fields=["correction", "status", "subscriber"], name="correction_batch_idx"
             ),
-            # SendableQuerySet.stale.
+            # The sweeper: claims in flight and their age (delivery._dead_claims).
             models.Index(fields=["status", "claimed_at"], name="correction_stale_idx"),
             # Sendable.claim.
             models.Index(fields=["claim"], name="correction_claim_idx"),
