@@ -465,9 +465,20 @@ def _send_batch(rows, kind, prepare, record_also=None):
 
 
 def _journaled(kind, claimed):
-    """The claimed rows the send journal says were sent already."""
+    """The claimed rows the send journal says were sent already.
+
+    Only a row that went back to pending from a claim can be sent and not
+    recorded: the sweeper's release() and a retry set its next_attempt_at,
+    which a row fresh from the fan-out (or one an editor sent again) does
+    not have. So a first attempt asks the journal nothing: no round trip
+    for most of a mailing, and a key left for the same id by an earlier
+    database (restored from a backup; the journal lives a week) does not
+    stand for a send nobody made."""
+    again = [i.pk for i in claimed if i.next_attempt_at is not None]
+    if not again:
+        return []
     try:
-        sent = transports.journal_sent(kind, [i.pk for i in claimed])
+        sent = transports.journal_sent(kind, again)
     except Exception:  # noqa: BLE001 - the cache is down: nothing is known
         return []
     return [i for i in claimed if i.pk in sent]

@@ -799,7 +799,9 @@ class SendableQuerySet(models.QuerySet):
     def release(self, ids, sent, due_at=None):
         """Take back stale claims: rows among `ids` whose message is known
         to have been accepted (`sent`, from the send journal) are recorded
-        as sent, the rest go back to pending (due at `due_at`, if given).
+        as sent, the rest go back to pending, due at `due_at` (default now).
+        A row taken back always has a next_attempt_at: that is how the
+        next batch knows to ask the journal about it (delivery._journaled).
         Returns how many went back."""
         Status = self.model.Status
         sent = set(sent)
@@ -807,10 +809,9 @@ class SendableQuerySet(models.QuerySet):
             self.filter(pk__in=sent, status=Status.SENDING).update(
                 status=Status.SENT, sent_at=timezone.now(), claim=""
             )
-        due = {"next_attempt_at": due_at} if due_at else {}
         return self.filter(
             pk__in=[pk for pk in ids if pk not in sent], status=Status.SENDING
-        ).update(status=Status.PENDING, claim="", **due)
+        ).update(status=Status.PENDING, claim="", next_attempt_at=due_at or timezone.now())
 
     def still_held(self, claim, subscriber_ids):
         """The ids among `subscriber_ids` of readers still confirmed whose
