@@ -559,25 +559,29 @@ def send_digest_batch(first, last):
     BATCH_SIZE, and queue the rest; returns the number sent. A digest's
     deliveries take its outcome."""
     rows = Digest.objects.filter(pk__range=(first, last))
-    listed = {}
+    listed, posts, shown = {}, {}, set()
 
     def prepare(claimed):
-        posts, found = Digest.objects.posts_of(claimed)
+        found_posts, found = Digest.objects.posts_of(claimed)
+        posts.update(found_posts)
         listed.update(found)
         _attach_notes(posts)
+        shown.update(note.pk for listing in posts.values() for m in listing for note in m.notes)
         follows = Digest.objects.follows_of(claimed)
         labels = conf.topic_labels({key for keys in follows.values() for key in keys})
         # A digest with nothing to list is never sent (its posts were erased).
         return emails.digest(posts, follows, labels), [d for d in claimed if not posts.get(d.pk)]
 
-    claimed, outcome = _send_batch(
-        rows,
-        "digest",
-        prepare,
+    def record_also(outcome):
         # A digest's deliveries take its outcome, in the same transaction:
         # a crash between the two would leave them attached to a sent digest.
-        record_also=lambda outcome: Digest.objects.record_listed(outcome, listed),
-    )
+        Digest.objects.record_listed(outcome, listed)
+        # And the corrections made since it read its notes reach its readers.
+        sent = [(d.subscriber_id, m.pk) for d in outcome.sent for m in posts.get(d.pk, [])]
+        for batch in Correction.objects.add_missed([p for p in sent if p[0]], shown):
+            enqueue_after_commit(tasks.send_correction_batch, *batch)
+
+    claimed, outcome = _send_batch(rows, "digest", prepare, record_also=record_also)
     _queue_rest(rows, tasks.send_digest_batch, first, last)
     return len(outcome.sent)
 

@@ -1402,6 +1402,36 @@ class CorrectionQuerySet(models.QuerySet):
             notes.setdefault(correction.mailing_id, []).append(correction)
         return notes
 
+    def add_missed(self, listed, shown):
+        """Corrections made while a digest batch was out: it read its posts'
+        notes (`shown`, their ids), then sent, and a correction made in
+        between is in neither those digests nor its own fan-out (which takes
+        the readers whose copy was sent before it was made). Each reader of
+        `listed` ((reader id, mailing id) pairs, what the sent digests
+        listed) gets a CorrectionDelivery for each such correction of the
+        post, which goes back to sending if it was done. Returns [(correction
+        id, first reader id, last reader id)]: the batches to queue. One
+        query when there is none."""
+        readers_of = {}
+        for reader, mailing in listed:
+            readers_of.setdefault(mailing, set()).add(reader)
+        if not readers_of:
+            return []
+        late = self.filter(mailing__in=list(readers_of)).exclude(pk__in=list(shown))
+        batches = []
+        for correction, mailing in late.values_list("pk", "mailing_id"):
+            readers = sorted(readers_of[mailing])
+            CorrectionDelivery.objects.bulk_create(
+                [CorrectionDelivery(correction_id=correction, subscriber_id=r) for r in readers],
+                ignore_conflicts=True,
+            )
+            batches.append((correction, readers[0], readers[-1]))
+        if batches:
+            self.filter(
+                pk__in=[correction for correction, _, _ in batches], status=Correction.Status.DONE
+            ).update(status=Correction.Status.SENDING, finished_at=None, progress_at=timezone.now())
+        return batches
+
 
 class Correction(models.Model):
     """A short note correcting a post, emailed once to every reader the
