@@ -162,9 +162,26 @@ def _ring_for_confirmations():
         enqueue_after_commit(tasks.send_confirmations)
 
 
+# A task that finds more confirmations waiting than this queues one more
+# task before it starts, which does the same: in a burst of sign-ups (a
+# viral article's), every free worker joins in, each taking ids from the
+# same list (LPOP: each id goes to one of them), instead of one worker
+# sending them all one after the other. At most one task more than the
+# workers busy with the list waits in the queue.
+CONFIRMATIONS_PER_WORKER = 20
+
+
+def _call_for_help():
+    try:
+        tasks.send_confirmations.apply_async()
+    except Exception:  # noqa: BLE001 - the broker is down: this task goes on alone
+        logger.warning("Could not queue a second confirmations task", exc_info=True)
+
+
 def send_confirmations():
     """Send the confirmation emails waiting in the list (the task the bell
-    queued); returns how many ids it took. One id at a time, so a worker
+    queued); returns how many ids it took. A long line calls in another
+    worker (CONFIRMATIONS_PER_WORKER). One id at a time, so a worker
     killed here loses at most the one it was sending (as a task of its own
     did). A mail server that is down puts the id back first in line and
     raises, so the task is tried again later."""
@@ -173,6 +190,8 @@ def send_confirmations():
         return 0
     key = cache.make_key(CONFIRMATIONS)
     redis.delete(cache.make_key(CONFIRMATIONS_BELL))
+    if redis.llen(key) > CONFIRMATIONS_PER_WORKER:
+        _call_for_help()
     taken = 0
     while (subscriber_id := redis.lpop(key)) is not None:
         taken += 1
