@@ -455,6 +455,8 @@ def test_a_batch_smaller_than_the_providers_calls_is_reported(settings):
 
 ADDRESSES = [
     "reader@example.com",
+    "Ann.Lee@Example.COM",
+    "Ann Lee 2 <Mixed.Case@Mail.Example.org>",
     "first.last+tag@mail.example.co.uk",
     "Ann Lee <ann@example.com>",
     "O'Brien <ob@example.com>",
@@ -470,7 +472,33 @@ ADDRESSES = [
 
 
 def _same(parsed):
-    return [(a.display_name, a.addr_spec, a.address, a.username, a.domain) for a in parsed]
+    """Everything anymail reads of, or may ask, an EmailAddress."""
+    from anymail.utils import EmailAddress
+
+    def idna(domain):  # shows whether, and on what, it is called
+        return f"idna({domain})"
+
+    return [
+        (
+            isinstance(a, EmailAddress),
+            a.display_name,
+            a.addr_spec,
+            a.address,
+            a.username,
+            a.domain,
+            str(a),
+            repr(a).partition("(")[2],
+            a.format(),
+            a.format(idna_encode=idna),
+            a.format(use_rfc2047=True),
+            a.format(use_rfc2047="force"),
+            a.format_addr_spec(idna_encode=idna),
+            a.format_display_name(use_quotes=True),
+            a.as_dict(),
+            a.uses_eai,
+        )
+        for a in parsed
+    ]
 
 
 def test_plain_addresses_become_the_email_addresses_anymail_parses():
