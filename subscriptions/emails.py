@@ -320,25 +320,27 @@ class MessageTemplate:
             html = html.replace(placeholder(name), field(name, True))
         static = list_headers("")
         del static["List-Unsubscribe"]
-        message = EmailMultiAlternatives(
-            self.subject,
-            text,
-            conf.from_email,
-            [email.utils.formataddr((s.name, s.email)) for s, _ in readers],
-            headers=static,
-        )
-        message.attach_alternative(html, "text/html")
-        message.merge_data = {
-            s.email: {name: value for name, value in values.items() if name in used}
-            for s, values in readers
-        }
-        message.merge_headers = {
-            s.email: {
+        # One pass over the readers; list_unsubscribe(url) is before + url + after.
+        before, _, after = list_unsubscribe("\0").partition("\0")
+        to, merge_data, merge_headers = [], {}, {}
+        for s, values in readers:
+            address = s.email
+            # formataddr((name, address)) is the address when there is no
+            # name (it raises for a non-ASCII one: left to it).
+            to.append(
+                address
+                if not s.name and address.isascii()
+                else email.utils.formataddr((s.name, address))
+            )
+            merge_data[address] = {name: value for name, value in values.items() if name in used}
+            merge_headers[address] = {
                 "Message-ID": f"<{values['MESSAGEID']}>",
-                "List-Unsubscribe": list_unsubscribe(values["ONECLICK"]),
+                "List-Unsubscribe": f"{before}{values['ONECLICK']}{after}",
             }
-            for s, values in readers
-        }
+        message = EmailMultiAlternatives(self.subject, text, conf.from_email, to, headers=static)
+        message.attach_alternative(html, "text/html")
+        message.merge_data = merge_data
+        message.merge_headers = merge_headers
         if metadata:
             message.merge_metadata = metadata
         return message
@@ -434,14 +436,13 @@ def post(mailing):
             maker = subscriber.email_links_maker()
         return maker(subscriber)
 
-    def values(delivery):
+    def values(delivery):  # template.values(), the links made for the batch
         subscriber = delivery.subscriber
-        return template.values(
-            subscriber,
-            message_id_of(delivery.subscriber_id),
-            links(subscriber),
+        return {
+            "MESSAGEID": message_id_of(delivery.subscriber_id),
+            **links(subscriber),
             **extra(subscriber),
-        )
+        }
 
     def build(delivery, raw):
         subscriber = delivery.subscriber

@@ -284,14 +284,18 @@ def multipart_form(fields, boundary=None):
 
         return encode_multipart_formdata(fields, boundary)
     boundary = boundary or secrets.token_hex(16)
-    parts = []
+    # Text joined as text and encoded once (UTF-8 of a join is the join of
+    # the UTF-8s); a bytes value ends the text before it.
+    parts, text = [], []
     for name, value in fields:
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-        )
-        parts.append(value if isinstance(value, bytes) else str(value).encode())
-        parts.append(b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
+        text.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n')
+        if isinstance(value, bytes):
+            parts += ["".join(text).encode(), value]
+            text = ["\r\n"]
+        else:
+            text += [str(value), "\r\n"]
+    text.append(f"--{boundary}--\r\n")
+    parts.append("".join(text).encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
@@ -328,7 +332,10 @@ def _mailgun_backend():
             # key in the same order, with one dict made per reader rather
             # than three merged, and each header's h: name made once rather
             # than once per reader.
-            meta = list(flatset(values.keys() for values in self.merge_metadata.values()))
+            meta = [
+                (key, f"v:{key}")
+                for key in flatset(values.keys() for values in self.merge_metadata.values())
+            ]
             # (union: the copy anymail iterates, in its order)
             data = list(flatset(values.keys() for values in self.merge_data.values()).union(()))
             headers = [
@@ -341,7 +348,7 @@ def _mailgun_backend():
             merge_headers, variables = self.merge_headers, {}
             for address in self.to_emails:
                 own = merge_metadata.get(address, {})
-                row = {f"v:{key}": own.get(key, "") for key in meta}
+                row = {vkey: own.get(key, "") for key, vkey in meta}
                 own = merge_data.get(address, {})
                 for key in data:
                     row[key] = own.get(key, "")
@@ -352,7 +359,7 @@ def _mailgun_backend():
                     variables[address].update(row)
                 else:
                     variables[address] = row
-            self.data.update({f"v:{key}": f"%recipient.v:{key}%" for key in meta})
+            self.data.update({vkey: f"%recipient.{vkey}%" for _, vkey in meta})
             if variables or self.is_batch():
                 self.data["recipient-variables"] = self.serialize_json(variables)
 

@@ -631,3 +631,35 @@ def test_the_multipart_form_is_urllib3s_byte_for_byte():
     body, content_type = multipart_form(fields[:2])
     boundary = content_type.removeprefix("multipart/form-data; boundary=")
     assert body.startswith(f"--{boundary}\r\n".encode()) and len(boundary) == 32
+
+
+@pytest.mark.parametrize("mailto", ["", "unsubscribe@example.com"])
+def test_a_batch_messages_readers_and_headers_are_each_readers_own(settings, mailto):
+    """for_readers() makes each reader's `to`, Message-ID and List-Unsubscribe
+    in one pass: the same as formataddr() and list_unsubscribe() make them."""
+    import email.utils
+
+    settings.SUBSCRIPTIONS_UNSUBSCRIBE_MAILTO = mailto
+    template = emails.MessageTemplate(
+        "A title", f"{emails.placeholder('UNSUBSCRIBE')}\n", "<p></p>"
+    )
+    readers = []
+    for i, name in enumerate(["", "Ann Lee", "Zoë", 'Lee, "Ann"', ""]):
+        reader = Subscriber(pk=i + 1, email=f"r{i}@Example.com", name=name, key=f"k{i}")
+        readers.append((reader, template.values(reader, emails.message_id("m1", reader.pk))))
+    message = template.for_readers(readers, lambda name, html: f"%recipient.{name}%")
+    assert message.to == [email.utils.formataddr((r.name, r.email)) for r, _ in readers]
+    assert message.merge_headers == {
+        r.email: {
+            "Message-ID": f"<{values['MESSAGEID']}>",
+            "List-Unsubscribe": emails.list_unsubscribe(values["ONECLICK"]),
+        }
+        for r, values in readers
+    }
+    assert message.merge_data == {r.email: {"UNSUBSCRIBE": v["UNSUBSCRIBE"]} for r, v in readers}
+    # A non-ASCII address is refused as formataddr() refuses it.
+    odd = Subscriber(pk=9, email="zoë@example.com", name="", key="k9")
+    with pytest.raises(UnicodeEncodeError):
+        email.utils.formataddr(("", odd.email))
+    with pytest.raises(UnicodeEncodeError):
+        template.for_readers([(odd, template.values(odd, "x@y"))], lambda name, html: name)
