@@ -623,6 +623,7 @@ def _due():
 
 # Subscriber fields a batch never reads (SendableQuerySet.claim defers them).
 SENDING_DEFERS = [
+    "frequency",  # (a digest's frequency is its period's; follows_everything is read)
     "consent_at",
     "consent_ip",
     "consent_user_agent",

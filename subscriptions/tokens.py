@@ -68,18 +68,14 @@ def signer(purposes):
 
     def sign(key):
         value = f"{_encoded(key)}:{_base62(int(time.time()))}"
-        data = value.encode()
-        return [f"{value}:{signature(mac, data)}" for mac in macs]
+        data, signed = value.encode(), []
+        for mac in macs:  # signing's signature: the keyed HMAC copied, base64
+            mac = mac.copy()
+            mac.update(data)
+            signed.append(f"{value}:{_b64(mac.digest())}")
+        return signed
 
     return sign
-
-
-def signature(mac, data):
-    """signing.b64_encode(h.digest()).decode() for `h` a copy of `mac` (an
-    HMAC with its key set: _mac) updated with `data`."""
-    mac = mac.copy()
-    mac.update(data)
-    return _b64(mac.digest())
 
 
 def _b64(data):
