@@ -271,8 +271,8 @@ class MessageTemplate:
             self._parts = parts
         return self._parts
 
-    def for_reader(self, subscriber, message_id, raw=True, **extra):
-        values = self.values(subscriber, message_id, **extra)
+    def for_reader(self, subscriber, message_id, raw=True, links=None, **extra):
+        values = self.values(subscriber, message_id, links, **extra)
         if raw:
             values["TO"] = email.utils.formataddr(
                 (subscriber.name, subscriber.email), charset="utf-8"
@@ -300,9 +300,10 @@ class MessageTemplate:
     # for many readers, each reader's parts written in the provider's merge
     # syntax, which the provider fills in per recipient.
 
-    def values(self, subscriber, message_id, **extra):
-        """{placeholder name: this reader's value}."""
-        return {"MESSAGEID": message_id, **subscriber.email_links(), **extra}
+    def values(self, subscriber, message_id, links=None, **extra):
+        """{placeholder name: this reader's value}. `links`: the reader's
+        email_links(), when the caller made them already."""
+        return {"MESSAGEID": message_id, **(links or subscriber.email_links()), **extra}
 
     def for_readers(self, readers, field, metadata=None):
         """One EmailMultiAlternatives for many readers, for a provider's
@@ -319,25 +320,27 @@ class MessageTemplate:
             html = html.replace(placeholder(name), field(name, True))
         static = list_headers("")
         del static["List-Unsubscribe"]
-        message = EmailMultiAlternatives(
-            self.subject,
-            text,
-            conf.from_email,
-            [email.utils.formataddr((s.name, s.email)) for s, _ in readers],
-            headers=static,
-        )
-        message.attach_alternative(html, "text/html")
-        message.merge_data = {
-            s.email: {name: value for name, value in values.items() if name in used}
-            for s, values in readers
-        }
-        message.merge_headers = {
-            s.email: {
+        # One pass over the readers; list_unsubscribe(url) is before + url + after.
+        before, _, after = list_unsubscribe("\0").partition("\0")
+        to, merge_data, merge_headers = [], {}, {}
+        for s, values in readers:
+            address = s.email
+            # formataddr((name, address)) is the address when there is no
+            # name (it raises for a non-ASCII one: left to it).
+            to.append(
+                address
+                if not s.name and address.isascii()
+                else email.utils.formataddr((s.name, address))
+            )
+            merge_data[address] = {name: value for name, value in values.items() if name in used}
+            merge_headers[address] = {
                 "Message-ID": f"<{values['MESSAGEID']}>",
-                "List-Unsubscribe": list_unsubscribe(values["ONECLICK"]),
+                "List-Unsubscribe": f"{before}{values['ONECLICK']}{after}",
             }
-            for s, values in readers
-        }
+        message = EmailMultiAlternatives(self.subject, text, conf.from_email, to, headers=static)
+        message.attach_alternative(html, "text/html")
+        message.merge_data = merge_data
+        message.merge_headers = merge_headers
         if metadata:
             message.merge_metadata = metadata
         return message
@@ -354,16 +357,26 @@ def message_id(kind, pk, domain=None):
     """Stable for one (mailing, reader) or digest, so a resent message is
     recognisably the same; unguessable, so it reveals no id. `domain`:
     conf.list_id, when the caller has it already."""
+    return message_ids(kind, domain)(pk)
+
+
+def message_ids(kind, domain=None):
+    """message_id(kind, ·, domain) as a function of pk, for a batch."""
     # salted_hmac("subscriptions.message-id", f"{kind}:{pk}"), its key
     # derived once per SECRET_KEY rather than per message.
-    mac = _message_id_mac(settings.SECRET_KEY).copy()
-    mac.update(f"{kind}:{pk}".encode())
-    return f"{kind}.{mac.hexdigest()[:24]}@{domain or conf.list_id}"
+    key, domain = _message_id_mac(settings.SECRET_KEY), domain or conf.list_id
+
+    def of(pk):
+        mac = key.copy()
+        mac.update(f"{kind}:{pk}".encode())
+        return f"{kind}.{mac.hexdigest()[:24]}@{domain}"
+
+    return of
 
 
 @functools.lru_cache(maxsize=4)
 def _message_id_mac(secret):
-    return salted_hmac("subscriptions.message-id", b"", secret)
+    return tokens.keyed(salted_hmac("subscriptions.message-id", b"", secret))
 
 
 class PrebuiltEmail(EmailMessage):
@@ -414,20 +427,35 @@ def post(mailing):
 
         (text, html), extra = stats.tracked(mailing), stats.reader_values
     template = MessageTemplate(mailing.subject, text, html)
-    kind, domain = f"m{mailing.pk}", conf.list_id
+    message_id_of = message_ids(f"m{mailing.pk}")
+    maker = None  # the readers' email_links(), made alike for the whole batch
 
-    def message_id_of(delivery):
-        return message_id(kind, delivery.subscriber_id, domain)
+    def links(subscriber):
+        nonlocal maker
+        if maker is None:
+            maker = subscriber.email_links_maker()
+        return maker(subscriber)
+
+    def values(delivery):  # template.values(), the links made for the batch
+        subscriber = delivery.subscriber
+        return {
+            "MESSAGEID": message_id_of(delivery.subscriber_id),
+            **links(subscriber),
+            **extra(subscriber),
+        }
 
     def build(delivery, raw):
+        subscriber = delivery.subscriber
         return template.for_reader(
-            delivery.subscriber, message_id_of(delivery), raw, **extra(delivery.subscriber)
+            subscriber,
+            message_id_of(delivery.subscriber_id),
+            raw,
+            links(subscriber),
+            **extra(subscriber),
         )
 
     build.template = template
-    build.values = lambda delivery: template.values(
-        delivery.subscriber, message_id_of(delivery), **extra(delivery.subscriber)
-    )
+    build.values = values
     return build
 
 

@@ -389,15 +389,29 @@ class Subscriber(models.Model):
         return self._url("preferences", self.PREFERENCES)
 
     def email_links(self):
-        """The links a post or digest carries, as fast as they can be made
-        for thousands of readers: two signatures, no URL resolving."""
-        unsubscribe, preferences = tokens.make_many(self.key, (self.UNSUBSCRIBE, self.PREFERENCES))
-        site = conf.site_url
-        return {
-            "UNSUBSCRIBE": tokens.url("unsubscribe", unsubscribe, site),
-            "ONECLICK": tokens.url("one_click", unsubscribe, site),
-            "PREFERENCES": tokens.url("preferences", preferences, site),
-        }
+        """The links a post or digest carries."""
+        return self.email_links_maker()(self)
+
+    @classmethod
+    def email_links_maker(cls):
+        """email_links() as a function of the subscriber, for thousands of
+        readers: two signatures each, no URL resolving, and what every
+        reader's links share (the HMACs, the site, the paths around the
+        tokens) looked up once."""
+        sign = tokens.signer((cls.UNSUBSCRIBE, cls.PREFERENCES))
+        (unsubscribe, u), (one_click, o), (preferences, p) = (
+            tokens.around(name) for name in ("unsubscribe", "one_click", "preferences")
+        )
+
+        def email_links(subscriber):
+            token, preferences_token = sign(subscriber.key)
+            return {
+                "UNSUBSCRIBE": f"{unsubscribe}{token}{u}",
+                "ONECLICK": f"{one_click}{token}{o}",
+                "PREFERENCES": f"{preferences}{preferences_token}{p}",
+            }
+
+        return email_links
 
     # Site-relative links for pages (the site may be reached under another
     # host name than SITE_URL, e.g. in development).
@@ -626,6 +640,7 @@ def _due():
 
 # Subscriber fields a batch never reads (SendableQuerySet.claim defers them).
 SENDING_DEFERS = [
+    "frequency",  # (a digest's frequency is its period's; follows_everything is read)
     "consent_at",
     "consent_ip",
     "consent_user_agent",

@@ -455,6 +455,8 @@ def test_a_batch_smaller_than_the_providers_calls_is_reported(settings):
 
 ADDRESSES = [
     "reader@example.com",
+    "Ann.Lee@Example.COM",
+    "Ann Lee 2 <Mixed.Case@Mail.Example.org>",
     "first.last+tag@mail.example.co.uk",
     "Ann Lee <ann@example.com>",
     "O'Brien <ob@example.com>",
@@ -470,7 +472,33 @@ ADDRESSES = [
 
 
 def _same(parsed):
-    return [(a.display_name, a.addr_spec, a.address, a.username, a.domain) for a in parsed]
+    """Everything anymail reads of, or may ask, an EmailAddress."""
+    from anymail.utils import EmailAddress
+
+    def idna(domain):  # shows whether, and on what, it is called
+        return f"idna({domain})"
+
+    return [
+        (
+            isinstance(a, EmailAddress),
+            a.display_name,
+            a.addr_spec,
+            a.address,
+            a.username,
+            a.domain,
+            str(a),
+            repr(a).partition("(")[2],
+            a.format(),
+            a.format(idna_encode=idna),
+            a.format(use_rfc2047=True),
+            a.format(use_rfc2047="force"),
+            a.format_addr_spec(idna_encode=idna),
+            a.format_display_name(use_quotes=True),
+            a.as_dict(),
+            a.uses_eai,
+        )
+        for a in parsed
+    ]
 
 
 def test_plain_addresses_become_the_email_addresses_anymail_parses():
@@ -603,3 +631,35 @@ def test_the_multipart_form_is_urllib3s_byte_for_byte():
     body, content_type = multipart_form(fields[:2])
     boundary = content_type.removeprefix("multipart/form-data; boundary=")
     assert body.startswith(f"--{boundary}\r\n".encode()) and len(boundary) == 32
+
+
+@pytest.mark.parametrize("mailto", ["", "unsubscribe@example.com"])
+def test_a_batch_messages_readers_and_headers_are_each_readers_own(settings, mailto):
+    """for_readers() makes each reader's `to`, Message-ID and List-Unsubscribe
+    in one pass: the same as formataddr() and list_unsubscribe() make them."""
+    import email.utils
+
+    settings.SUBSCRIPTIONS_UNSUBSCRIBE_MAILTO = mailto
+    template = emails.MessageTemplate(
+        "A title", f"{emails.placeholder('UNSUBSCRIBE')}\n", "<p></p>"
+    )
+    readers = []
+    for i, name in enumerate(["", "Ann Lee", "Zoë", 'Lee, "Ann"', ""]):
+        reader = Subscriber(pk=i + 1, email=f"r{i}@Example.com", name=name, key=f"k{i}")
+        readers.append((reader, template.values(reader, emails.message_id("m1", reader.pk))))
+    message = template.for_readers(readers, lambda name, html: f"%recipient.{name}%")
+    assert message.to == [email.utils.formataddr((r.name, r.email)) for r, _ in readers]
+    assert message.merge_headers == {
+        r.email: {
+            "Message-ID": f"<{values['MESSAGEID']}>",
+            "List-Unsubscribe": emails.list_unsubscribe(values["ONECLICK"]),
+        }
+        for r, values in readers
+    }
+    assert message.merge_data == {r.email: {"UNSUBSCRIBE": v["UNSUBSCRIBE"]} for r, v in readers}
+    # A non-ASCII address is refused as formataddr() refuses it.
+    odd = Subscriber(pk=9, email="zoë@example.com", name="", key="k9")
+    with pytest.raises(UnicodeEncodeError):
+        email.utils.formataddr(("", odd.email))
+    with pytest.raises(UnicodeEncodeError):
+        template.for_readers([(odd, template.values(odd, "x@y"))], lambda name, html: name)

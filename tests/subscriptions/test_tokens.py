@@ -83,6 +83,26 @@ class TestFastSigning:
                 expected = [signing.dumps(key, salt=f"subscriptions.{p}") for p in purposes]
                 assert tokens.make_many(key, purposes) == expected
 
+    def test_a_batchs_links_are_each_readers_own_links(self, settings):
+        """Subscriber.email_links_maker() makes a batch's links with what
+        they share looked up once: each is the link the reader's own URL
+        methods make, through reverse() and signing.dumps."""
+        settings.SUBSCRIPTIONS_SITE_URL = "https://news.example.org"
+        readers = [
+            Subscriber(email=f"r{i}@example.com", key=key) for i, key in enumerate(self.KEYS)
+        ]
+        with time_machine.travel("2031-07-15 12:34:56", tick=False):
+            links = Subscriber.email_links_maker()
+            for reader in readers:
+                expected = {
+                    "UNSUBSCRIBE": reader.unsubscribe_url(),
+                    "ONECLICK": reader.one_click_url(),
+                    "PREFERENCES": reader.preferences_url(),
+                }
+                assert links(reader) == reader.email_links() == expected
+                token = expected["PREFERENCES"].rstrip("/").rpartition("/")[2]
+                assert token == signing.dumps(reader.key, salt="subscriptions.preferences")
+
     def test_a_new_secret_key_signs_anew(self, settings):
         with time_machine.travel("2026-01-01 00:00:00", tick=False):
             before = tokens.make("k1", "unsubscribe")
