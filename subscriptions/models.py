@@ -29,10 +29,12 @@ from django.db.models import (
     Sum,
     Value,
     When,
+    sql,
 )
 from django.db.models.base import ModelState
 from django.db.models.constants import OnConflict
 from django.db.models.functions import Coalesce
+from django.db.models.signals import post_save, pre_save
 from django.urls import reverse
 from django.utils import timezone
 
@@ -240,7 +242,7 @@ class SubscriberQuerySet(models.QuerySet):
         own = topics or transaction.get_connection(self.db).in_atomic_block
         try:
             with transaction.atomic(using=self.db) if own else contextlib.nullcontext():
-                subscriber = self.create(
+                subscriber = self._insert_one(
                     email=email,
                     status=Status.PENDING,
                     confirmation_sent_at=fields["consent_at"],
@@ -262,6 +264,61 @@ class SubscriberQuerySet(models.QuerySet):
             subscriber.refresh_from_db()
             subscriber.set_follows(topics)
         return subscriber
+
+    def _insert_one(self, **values):
+        """Subscriber.objects.create(**values), with the INSERT statement
+        that create() makes compiled once per database: compiling it was
+        half the CPU time of a new address's sign-up. Each value is still
+        prepared by its field (pre_save, get_db_prep_save), as create()
+        does. With a pre_save or post_save receiver for Subscriber, or a
+        database that cannot return the new id from the INSERT, it is
+        create() itself."""
+        model = self.model
+        connection = connections[self.db]
+        insert = _insert_statement(model, connection)
+        if insert is None or any(s.has_listeners(model) for s in (pre_save, post_save)):
+            return self.create(**values)
+        statement, fields, returning = insert
+        instance = model(**values)
+        params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            row = connection.ops.fetch_returned_insert_columns(cursor, ())
+        for field, value in zip(returning, row, strict=True):
+            setattr(instance, field.attname, value)
+        instance._state.adding, instance._state.db = False, self.db
+        return instance
+
+
+# (model, database alias, vendor): (sql, fields, returning fields) of the
+# INSERT that Model.save() runs for a new row, or None (_insert_statement).
+_INSERT_STATEMENTS = {}
+
+
+def _insert_statement(model, connection):
+    """The INSERT that Model.save() runs for a new `model` row on
+    `connection`, as Django's compiler makes it, with one plain
+    placeholder a field: (sql, fields in order, returning fields); None
+    where that is not how save() inserts (no INSERT ... RETURNING)."""
+    key = (model, connection.alias, connection.vendor)
+    if key not in _INSERT_STATEMENTS:
+        meta = model._meta
+        fields = [
+            f for f in meta.local_concrete_fields if f is not meta.auto_field and not f.generated
+        ]
+        returning = meta.db_returning_fields
+        found = None
+        if connection.features.can_return_columns_from_insert:
+            query = sql.InsertQuery(model)
+            query.insert_values(fields, [model()])
+            compiler = query.get_compiler(connection=connection)
+            compiler.returning_fields = returning
+            [(statement, params)] = compiler.as_sql()
+            plain = len(params) == statement.count("%s") == len(fields)
+            if plain and not compiler.returning_params:
+                found = statement, fields, returning
+        _INSERT_STATEMENTS[key] = found
+    return _INSERT_STATEMENTS[key]
 
 
 class Subscriber(models.Model):
