@@ -162,9 +162,26 @@ def _ring_for_confirmations():
         enqueue_after_commit(tasks.send_confirmations)
 
 
+# A task that finds more confirmations waiting than this queues one more
+# task before it starts, which does the same: in a burst of sign-ups (a
+# viral article's), every free worker joins in, each taking ids from the
+# same list (LPOP: each id goes to one of them), instead of one worker
+# sending them all one after the other. At most one task more than the
+# workers busy with the list waits in the queue.
+CONFIRMATIONS_PER_WORKER = 20
+
+
+def _call_for_help():
+    try:
+        tasks.send_confirmations.apply_async()
+    except Exception:  # noqa: BLE001 - the broker is down: this task goes on alone
+        logger.warning("Could not queue a second confirmations task", exc_info=True)
+
+
 def send_confirmations():
     """Send the confirmation emails waiting in the list (the task the bell
-    queued); returns how many ids it took. One id at a time, so a worker
+    queued); returns how many ids it took. A long line calls in another
+    worker (CONFIRMATIONS_PER_WORKER). One id at a time, so a worker
     killed here loses at most the one it was sending (as a task of its own
     did). A mail server that is down puts the id back first in line and
     raises, so the task is tried again later."""
@@ -173,6 +190,8 @@ def send_confirmations():
         return 0
     key = cache.make_key(CONFIRMATIONS)
     redis.delete(cache.make_key(CONFIRMATIONS_BELL))
+    if redis.llen(key) > CONFIRMATIONS_PER_WORKER:
+        _call_for_help()
     taken = 0
     while (subscriber_id := redis.lpop(key)) is not None:
         taken += 1
@@ -465,9 +484,20 @@ def _send_batch(rows, kind, prepare, record_also=None):
 
 
 def _journaled(kind, claimed):
-    """The claimed rows the send journal says were sent already."""
+    """The claimed rows the send journal says were sent already.
+
+    Only a row that went back to pending from a claim can be sent and not
+    recorded: the sweeper's release() and a retry set its next_attempt_at,
+    which a row fresh from the fan-out (or one an editor sent again) does
+    not have. So a first attempt asks the journal nothing: no round trip
+    for most of a mailing, and a key left for the same id by an earlier
+    database (restored from a backup; the journal lives a week) does not
+    stand for a send nobody made."""
+    again = [i.pk for i in claimed if i.next_attempt_at is not None]
+    if not again:
+        return []
     try:
-        sent = transports.journal_sent(kind, [i.pk for i in claimed])
+        sent = transports.journal_sent(kind, again)
     except Exception:  # noqa: BLE001 - the cache is down: nothing is known
         return []
     return [i for i in claimed if i.pk in sent]
@@ -548,25 +578,29 @@ def send_digest_batch(first, last):
     BATCH_SIZE, and queue the rest; returns the number sent. A digest's
     deliveries take its outcome."""
     rows = Digest.objects.filter(pk__range=(first, last))
-    listed = {}
+    listed, posts, shown = {}, {}, set()
 
     def prepare(claimed):
-        posts, found = Digest.objects.posts_of(claimed)
+        found_posts, found = Digest.objects.posts_of(claimed)
+        posts.update(found_posts)
         listed.update(found)
         _attach_notes(posts)
+        shown.update(note.pk for listing in posts.values() for m in listing for note in m.notes)
         follows = Digest.objects.follows_of(claimed)
         labels = conf.topic_labels({key for keys in follows.values() for key in keys})
         # A digest with nothing to list is never sent (its posts were erased).
         return emails.digest(posts, follows, labels), [d for d in claimed if not posts.get(d.pk)]
 
-    claimed, outcome = _send_batch(
-        rows,
-        "digest",
-        prepare,
+    def record_also(outcome):
         # A digest's deliveries take its outcome, in the same transaction:
         # a crash between the two would leave them attached to a sent digest.
-        record_also=lambda outcome: Digest.objects.record_listed(outcome, listed),
-    )
+        Digest.objects.record_listed(outcome, listed)
+        # And the corrections made since it read its notes reach its readers.
+        sent = [(d.subscriber_id, m.pk) for d in outcome.sent for m in posts.get(d.pk, [])]
+        for batch in Correction.objects.add_missed([p for p in sent if p[0]], shown):
+            enqueue_after_commit(tasks.send_correction_batch, *batch)
+
+    claimed, outcome = _send_batch(rows, "digest", prepare, record_also=record_also)
     _queue_rest(rows, tasks.send_digest_batch, first, last)
     return len(outcome.sent)
 

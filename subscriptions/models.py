@@ -28,6 +28,7 @@ from django.db.models import (
     Count,
     Exists,
     F,
+    Lookup,
     Max,
     Min,
     OuterRef,
@@ -705,6 +706,22 @@ class Follow(models.Model):
 MAX_ID = 2**63 - 1
 
 
+class _AmongArray(Lookup):
+    """`lhs = ANY(ARRAY(subquery))`, for PostgreSQL: the ids are chosen
+    once (an InitPlan) and each row is found by its primary key. With `pk
+    IN (subquery)` the planner may join the subquery to a sequential scan
+    of the whole table: a claim of a few thousand rows then reads every
+    delivery of every mailing, and a mailing's claims grow with the square
+    of its readers."""
+
+    lookup_name = "among_array"
+
+    def as_sql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = compiler.compile(self.rhs)  # "(SELECT ...)"
+        return f"{lhs} = ANY(ARRAY{rhs})", (*lhs_params, *rhs_params)
+
+
 def _due():
     return Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now())
 
@@ -782,7 +799,10 @@ class SendableQuerySet(models.QuerySet):
         # One statement: the ids are chosen inside the database (UPDATE ...
         # WHERE id IN (SELECT ... LIMIT n)), not sent back and forth.
         due = self.filter(_due(), status=Status.PENDING).order_by("pk").values("pk")[:limit]
-        if not self.model.objects.filter(pk__in=due, status=Status.PENDING).update(
+        chosen = Q(pk__in=due)
+        if connections[self.db].vendor == "postgresql":
+            chosen = _AmongArray(F("pk"), Subquery(due))
+        if not self.model.objects.filter(chosen, status=Status.PENDING).update(
             status=Status.SENDING, claim=token, claimed_at=now
         ):
             return []
@@ -878,20 +898,12 @@ class SendableQuerySet(models.QuerySet):
             count=Count("pk"), due=Count("pk", filter=_due()), next=Min("next_attempt_at")
         )
 
-    def stale(self, limit=10000):
-        """Ids of rows claimed longer than CLAIM_TIMEOUT ago: their worker
-        died or lost its broker."""
-        before = timezone.now() - conf.duration("CLAIM_TIMEOUT")
-        return list(
-            self.filter(status=self.model.Status.SENDING, claimed_at__lt=before).values_list(
-                "pk", flat=True
-            )[:limit]
-        )
-
     def release(self, ids, sent, due_at=None):
         """Take back stale claims: rows among `ids` whose message is known
         to have been accepted (`sent`, from the send journal) are recorded
-        as sent, the rest go back to pending (due at `due_at`, if given).
+        as sent, the rest go back to pending, due at `due_at` (default now).
+        A row taken back always has a next_attempt_at: that is how the
+        next batch knows to ask the journal about it (delivery._journaled).
         Returns how many went back."""
         Status = self.model.Status
         sent = set(sent)
@@ -899,10 +911,9 @@ class SendableQuerySet(models.QuerySet):
             self.filter(pk__in=sent, status=Status.SENDING).update(
                 status=Status.SENT, sent_at=timezone.now(), claim=""
             )
-        due = {"next_attempt_at": due_at} if due_at else {}
         return self.filter(
             pk__in=[pk for pk in ids if pk not in sent], status=Status.SENDING
-        ).update(status=Status.PENDING, claim="", **due)
+        ).update(status=Status.PENDING, claim="", next_attempt_at=due_at or timezone.now())
 
     def still_held(self, claim, subscriber_ids):
         """The ids among `subscriber_ids` of readers still confirmed whose
@@ -1273,16 +1284,6 @@ class Delivery(Sendable):
         indexes = [
             # delivery.send_mailing_batch: a mailing's pending deliveries in a reader-id range.
             models.Index(fields=["mailing", "status", "subscriber"], name="delivery_batch_idx"),
-            # SendableQuerySet.stale: old claims. Partial: only rows being sent
-            # are in it, so a fan-out's inserts and a batch's outcomes leave it
-            # alone, and PostgreSQL cannot take it for the claim's index.
-            # (status leads, though constant, so that SQLite's planner, which
-            # keeps no statistics here, sees an equality and takes it.)
-            models.Index(
-                fields=["status", "claimed_at"],
-                condition=Q(status="sending"),
-                name="delivery_sending_idx",
-            ),
             # DigestQuerySet.create_due: deliveries waiting for a digest (partial,
             # as above: a fan-out's instant readers are not in it).
             models.Index(
@@ -1294,10 +1295,15 @@ class Delivery(Sendable):
             models.Index(
                 fields=["mailing"], condition=Q(ambiguous=True), name="delivery_ambiguous_idx"
             ),
-            # Sendable.claim: rows this worker claimed. Partial, as above: only
-            # rows being sent have a claim.
+            # The rows a batch claimed (SendableQuerySet.claim, record), and the
+            # sweeper's claims in flight with their age (delivery._dead_claims,
+            # from this index alone). Partial: only rows being sent are in it,
+            # so a fan-out's inserts and a batch's outcomes leave it alone.
+            # One index for both: each claim writes one index entry fewer a row.
             models.Index(
-                fields=["claim"], condition=Q(status="sending"), name="delivery_claimed_idx"
+                fields=["claim", "claimed_at"],
+                condition=Q(status="sending"),
+                name="delivery_in_flight_idx",
             ),
             # DigestQuerySet.posts_of and friends: a digest's deliveries. Partial:
             # an instant reader's delivery never has one.
@@ -1498,6 +1504,36 @@ class CorrectionQuerySet(models.QuerySet):
             notes.setdefault(correction.mailing_id, []).append(correction)
         return notes
 
+    def add_missed(self, listed, shown):
+        """Corrections made while a digest batch was out: it read its posts'
+        notes (`shown`, their ids), then sent, and a correction made in
+        between is in neither those digests nor its own fan-out (which takes
+        the readers whose copy was sent before it was made). Each reader of
+        `listed` ((reader id, mailing id) pairs, what the sent digests
+        listed) gets a CorrectionDelivery for each such correction of the
+        post, which goes back to sending if it was done. Returns [(correction
+        id, first reader id, last reader id)]: the batches to queue. One
+        query when there is none."""
+        readers_of = {}
+        for reader, mailing in listed:
+            readers_of.setdefault(mailing, set()).add(reader)
+        if not readers_of:
+            return []
+        late = self.filter(mailing__in=list(readers_of)).exclude(pk__in=list(shown))
+        batches = []
+        for correction, mailing in late.values_list("pk", "mailing_id"):
+            readers = sorted(readers_of[mailing])
+            CorrectionDelivery.objects.bulk_create(
+                [CorrectionDelivery(correction_id=correction, subscriber_id=r) for r in readers],
+                ignore_conflicts=True,
+            )
+            batches.append((correction, readers[0], readers[-1]))
+        if batches:
+            self.filter(
+                pk__in=[correction for correction, _, _ in batches], status=Correction.Status.DONE
+            ).update(status=Correction.Status.SENDING, finished_at=None, progress_at=timezone.now())
+        return batches
+
 
 class Correction(models.Model):
     """A short note correcting a post, emailed once to every reader the
@@ -1632,7 +1668,7 @@ class CorrectionDelivery(Sendable):
             models.Index(
                 fields=["correction", "status", "subscriber"], name="correction_batch_idx"
             ),
-            # SendableQuerySet.stale.
+            # The sweeper: claims in flight and their age (delivery._dead_claims).
             models.Index(fields=["status", "claimed_at"], name="correction_stale_idx"),
             # Sendable.claim.
             models.Index(fields=["claim"], name="correction_claim_idx"),

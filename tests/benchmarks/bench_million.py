@@ -81,14 +81,11 @@ def drive(n):
     from subscriptions import transports
     from subscriptions.conf import conf
     from subscriptions.models import Mailing, Subscriber
-    from tests.benchmarks.common import seed_readers
+    from tests.benchmarks.common import seed_readers, settle_readers
 
     started = time.monotonic()
     seed_readers(n)
-    if connection.vendor == "postgresql":
-        # As a live database would have them: statistics on its readers.
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
+    settle_readers()
     seed_seconds = time.monotonic() - started
     rss_before = peak_rss_mb()
 

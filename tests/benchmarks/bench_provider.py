@@ -43,6 +43,7 @@ from tests.benchmarks.common import (
     manage,
     project_env,
     seed_readers,
+    settle_readers,
     start,
     start_worker,
     stop,
@@ -211,6 +212,7 @@ def drive(n, url, pids=()):
 
     fake.http = requests.Session()
     seed_readers(n)  # reader1..n@example.com, confirmed, in two SQL statements
+    settle_readers()
     body = (ROOT / "seeds" / "000_629ffa57cfc0d820.txt").read_text().split("---\n", 2)[2]
     html = "".join(f"<p>{p}</p>" for p in body.splitlines()[:-2] if p.strip())
 

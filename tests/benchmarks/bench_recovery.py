@@ -46,6 +46,7 @@ from tests.benchmarks.common import (
     manage,
     project_env,
     seed_readers,
+    settle_readers,
     start_worker,
     stop,
 )
@@ -126,6 +127,7 @@ def drive(n, fault, control_port, victim_pid, redis_pid, redis_port):
 
     sink = SmtpSink.attach(control_port)
     seed_readers(n)  # reader1..n@example.com, confirmed, in two SQL statements
+    settle_readers()
     deadline = time.monotonic() + 60
     while len(current_app.control.ping(timeout=0.5)) < 2:
         if time.monotonic() > deadline:

@@ -338,3 +338,59 @@ def test_the_correction_form_never_fails_on_any_text(text):
         assert all(c.isprintable() or c == "\n" for c in cleaned)
     else:
         assert form.errors["text"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("when", ["while the digest is out", "before the digest"])
+def test_a_correction_made_while_a_digest_goes_out_still_reaches_its_reader_once(
+    when, smtp_server, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A digest reads its posts' notes, then sends. A correction made in
+    between is not in it, and the correction's own fan-out leaves the
+    reader out (their copy was not sent when the correction was made): the
+    correction email must reach them all the same, once. Made before the
+    digest read its notes, it is in the digest and no email follows."""
+    from subscriptions import tasks
+
+    capture = django_capture_on_commit_callbacks
+    reader = make_subscriber("daily@example.com", frequency=F.DAILY)
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        mailing = _send_post(Post(title="A post"), capture)
+    assert mailing.status == Mailing.Status.DONE  # no instant reader: nothing sent yet
+    made = []
+
+    def correct():  # the editor's correction, its fan-out and batches run at once
+        made.append(_send_correction(mailing, "The date was wrong.", capture)[0])
+
+    if when == "while the digest is out":
+        attach = delivery._attach_notes
+
+        def attach_then_correct(posts):
+            attach(posts)  # the digest has its notes (none)...
+            correct()  # ...and the editor corrects the post now
+
+        monkeypatch.setattr(delivery, "_attach_notes", attach_then_correct)
+    queued = []
+    monkeypatch.setattr(
+        tasks.send_correction_batch, "apply_async", lambda args, **kwargs: queued.append(args)
+    )
+    with time_machine.travel(start + timedelta(days=1, hours=8), tick=False):
+        if when == "before the digest":
+            correct()
+        _run(capture, Digest.objects.create_due)
+        with capture(execute=True):  # the digest batch, and what it queues
+            delivery.send_digest_batch(0, MAX_ID)
+        for args in queued:
+            _run(capture, lambda args=args: delivery.send_correction_batch(*args))
+    (correction,) = made
+    digest = smtp_server.to(reader.email)[0]
+    in_digest = "The date was wrong." in digest.get_body(("plain",)).get_content()
+    corrections = [m for m in smtp_server.to(reader.email) if m["Subject"].startswith("Correction")]
+    assert in_digest == (when == "before the digest")
+    assert len(corrections) == (0 if in_digest else 1)
+    correction.refresh_from_db()
+    assert correction.status == Correction.Status.DONE
+    # Nothing more, however often its tasks run.
+    _run(capture, lambda: delivery.send_correction_batch(correction.pk, 0, MAX_ID))
+    assert len(smtp_server.to(reader.email)) == 1 + len(corrections)

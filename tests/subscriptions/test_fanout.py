@@ -340,3 +340,32 @@ def test_progress_counts_each_status_of_each_mailing(django_capture_on_commit_ca
     assert list(
         Mailing.objects.with_progress().order_by("-pending_count").values_list("pk", flat=True)
     ) == [busy.pk, idle.pk]
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's planner")
+def test_a_claim_reads_its_own_rows_not_the_whole_ledger_on_postgresql(
+    settings, django_capture_on_commit_callbacks
+):
+    """A claim's UPDATE finds the rows it chose by primary key. Written as
+    `id IN (subquery)`, PostgreSQL joined the chosen ids to a sequential
+    scan of every delivery of every mailing once a claim was a few
+    thousand rows: each batch of a million-reader mailing read the whole
+    ledger."""
+    from tests.benchmarks.common import seed_readers
+
+    settings.SUBSCRIPTIONS_BATCH_SIZE = 20_000
+    seed_readers(40_000)
+    mailing = announce(Post(), django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery.fan_out(mailing.pk)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    with CaptureQueriesContext(connection) as queries:
+        claimed = mailing.deliveries_between(0, 2**62).claim(5_000)
+    assert len(claimed) == 5_000
+    (update,) = [q["sql"] for q in queries if q["sql"].startswith("UPDATE")]
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {update}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Seq Scan" not in plan, plan

@@ -468,3 +468,40 @@ def test_digests_whose_task_was_lost_are_queued_again_looked_for_once_a_minute(
         assert digest_batches_queued_by_a_sweep() == 0
     with time_machine.travel(start + timedelta(seconds=362), tick=False):
         assert digest_batches_queued_by_a_sweep() == 1
+
+
+# The journal on a batch's path: asked about rows a claim gave back, only.
+
+
+@pytest.mark.django_db
+def test_a_reader_a_live_batch_sent_after_its_rows_were_taken_back_is_not_sent_twice(
+    mailoutbox, django_capture_on_commit_callbacks
+):
+    mailing = _fanned_out(django_capture_on_commit_callbacks, n=2)
+    first, second = Delivery.objects.filter(mailing=mailing).claim(10)
+    # The sweeper believes the batch dead and takes its rows back (no due
+    # time given: they are due at once)...
+    Delivery.objects.release([first.pk, second.pk], sent=[])
+    # ...but it was alive: it sent the first reader's message and noted it.
+    cache.set(transports.journal_key("delivery", first.pk), 1)
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
+    assert [m.to for m in mailoutbox] == [[second.subscriber.email]]
+    assert _statuses(mailing) == {SENT: 2}
+
+
+@pytest.mark.django_db
+def test_a_first_attempt_is_sent_whatever_the_journal_holds_for_its_row_id(
+    mailoutbox, django_capture_on_commit_callbacks
+):
+    """A key left in the journal (it lives a week in Redis) for the same row
+    id by an earlier database — restored from a backup, or reset — does not
+    stand for a send nobody made: a row fresh from the fan-out was never
+    claimed, so it cannot have been sent."""
+    mailing = _fanned_out(django_capture_on_commit_callbacks, n=2)
+    for pk in Delivery.objects.filter(mailing=mailing).values_list("pk", flat=True):
+        cache.set(transports.journal_key("delivery", pk), 1)
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
+    assert len(mailoutbox) == 2
+    assert _statuses(mailing) == {SENT: 2}

@@ -89,7 +89,7 @@ def test_no_reminders_when_turned_off(start, settings, django_capture_on_commit_
     assert not Subscriber.objects.filter(reminded_at__isnull=False).exists()
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_the_reminder_arrives_once_and_its_link_confirms(
     client, smtp_server, celery_worker, settings
 ):

@@ -264,6 +264,46 @@ def test_the_sweeper_queues_a_task_for_confirmations_left_waiting(
     assert waiting() == list(Subscriber.objects.values_list("pk", flat=True))
 
 
+@pytest.mark.django_db
+def test_a_long_line_of_confirmations_calls_in_another_worker_and_each_goes_once(
+    client, smtp_server, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A burst larger than one worker's share: the task queues one more
+    before it starts, and both take from the same line, each address once.
+    (The second runs here at the moment it is queued: it takes the whole
+    line, the first finds it empty.)"""
+    from subscriptions import tasks
+
+    many = delivery.CONFIRMATIONS_PER_WORKER + 1
+    queued = []
+    monkeypatch.setattr(tasks.send_confirmations, "apply_async", lambda *a, **k: queued.append(1))
+    with django_capture_on_commit_callbacks(execute=True):
+        sign_up(client, *(f"r{i}@example.com" for i in range(many)))
+    assert len(queued) == 1  # the bell's task
+    helped = []
+
+    def second_worker(*args, **kwargs):
+        # It too finds a long line and calls for help: a third task waits
+        # in the queue (not run here) and finds the line empty later.
+        monkeypatch.setattr(tasks.send_confirmations, "apply_async", lambda *a, **k: None)
+        helped.append(delivery.send_confirmations())
+
+    monkeypatch.setattr(tasks.send_confirmations, "apply_async", second_worker)
+    assert delivery.send_confirmations() == 0  # the second worker took them all
+    assert helped == [many]
+    messages = smtp_server.wait_for(many)
+    assert sorted(m["To"] for m in messages) == sorted(f"r{i}@example.com" for i in range(many))
+    assert waiting() == []
+    # A short line: no one else is called.
+    calls = []
+    monkeypatch.setattr(tasks.send_confirmations, "apply_async", lambda *a, **k: calls.append(1))
+    with django_capture_on_commit_callbacks(execute=True):
+        sign_up(client, "late@example.com")
+    assert calls == [1]  # the bell's task
+    assert delivery.send_confirmations() == 1
+    assert calls == [1]  # nobody else was called in
+
+
 def _insert_values(email):
     now = timezone.now()
     return {
