@@ -302,3 +302,120 @@ def test_a_long_line_of_confirmations_calls_in_another_worker_and_each_goes_once
     assert calls == [1]  # the bell's task
     assert delivery.send_confirmations() == 1
     assert calls == [1]  # nobody else was called in
+
+
+def _insert_values(email):
+    now = timezone.now()
+    return {
+        "email": email,
+        "name": "Ann",
+        "status": Status.PENDING,
+        "frequency": Subscriber.Frequency.DAILY,
+        "follows_everything": False,
+        "consent_at": now,
+        "consent_wording": "Discover more. Subscribe.",
+        "consent_page": "http://testserver/x/",
+        "consent_ip": "10.0.0.1",
+        "consent_user_agent": "Firefox",
+        "confirmation_sent_at": now,
+    }
+
+
+@pytest.mark.django_db
+def test_a_new_address_is_the_insert_create_makes_compiled_once(monkeypatch):
+    """A new address's INSERT is the statement Subscriber.objects.create()
+    runs, with the same values stored, but Django's compiler makes it once
+    per database, not once per sign-up."""
+    from django.db import connection
+    from django.db.models.sql.compiler import SQLInsertCompiler
+
+    by_create, by_signup = [], []
+
+    def recorder(statements):
+        def record(execute, sql, params, many, context):
+            statements.append(sql)
+            return execute(sql, params, many, context)
+
+        return connection.execute_wrapper(record)
+
+    with recorder(by_create):
+        made = Subscriber.objects.create(**_insert_values("made@example.com"))
+    with recorder(by_signup):
+        signed = Subscriber.objects.all()._insert_one(**_insert_values("signed@example.com"))
+    assert by_signup == by_create and by_create[0].startswith("INSERT")
+    assert signed.pk and not signed._state.adding and signed._state.db == "default"
+    skip = {"id", "email", "key", "consent_at", "confirmation_sent_at", "created_at"}
+    stored = Subscriber.objects.values()
+    made_row, signed_row = stored.get(pk=made.pk), stored.get(pk=signed.pk)
+    assert {k: v for k, v in signed_row.items() if k not in skip} == {
+        k: v for k, v in made_row.items() if k not in skip
+    }
+    assert signed_row["key"] == signed.key and len(signed.key) >= 20
+    assert signed_row["created_at"] and signed_row["consent_at"] == signed.consent_at
+
+    compiled = []
+    as_sql = SQLInsertCompiler.as_sql
+    monkeypatch.setattr(
+        SQLInsertCompiler, "as_sql", lambda self: compiled.append(1) or as_sql(self)
+    )
+    for address in ["one@example.com", "two@example.com"]:
+        delivery.subscribe(address, consent=CONSENT)
+    assert compiled == []
+    assert Subscriber.objects.filter(email__in=["one@example.com", "two@example.com"]).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_sign_up_still_calls_pre_and_post_save_receivers_for_subscribers():
+    from django.db.models.signals import post_save, pre_save
+
+    heard = []
+
+    def receiver(sender, instance, **kwargs):
+        heard.append((kwargs.get("created"), instance.email, instance.pk))
+
+    pre_save.connect(receiver, sender=Subscriber)
+    post_save.connect(receiver, sender=Subscriber)
+    try:
+        subscriber = delivery.subscribe("ann@example.com", consent=CONSENT)
+    finally:
+        pre_save.disconnect(receiver, sender=Subscriber)
+        post_save.disconnect(receiver, sender=Subscriber)
+    assert heard == [
+        (None, "ann@example.com", None),
+        (True, "ann@example.com", subscriber.pk),
+    ]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_on_sqlite_sign_ups_of_two_processes_wait_for_each_other_on_a_file_lock(client):
+    """A new address's INSERT (and its commit) runs holding an exclusive
+    lock on a file beside the SQLite database, so another web process
+    waits for it in the kernel, not in SQLite's sleeping busy handler."""
+    import fcntl
+
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only")
+    lock_path = f"{connection.settings_dict['NAME']}-signups.lock"
+    held = []
+
+    def held_by_someone():
+        with open(lock_path, "ab") as other:  # another process's view of it
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(other, fcntl.LOCK_UN)
+            return False
+
+    def record(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        held.append((sql.split()[0], held_by_someone()))
+        return result
+
+    with connection.execute_wrapper(record):
+        assert client.post("/subscribe/", {"email": "ann@example.com"}).status_code == 200
+    assert held == [("INSERT", True)]
+    assert not held_by_someone()  # released once committed
+    assert Subscriber.objects.filter(email="ann@example.com").exists()

@@ -549,3 +549,21 @@ def test_a_broker_outage_does_not_fail_the_sign_up(
     assert Subscriber.objects.get().status == Status.PENDING
     failures = [r for r in caplog.records if "enqueue" in r.getMessage()]
     assert failures and failures[0].exc_info  # the send really failed, and was logged
+
+
+def test_subscribe_forms_share_their_fields_but_not_their_data_or_errors(rf):
+    """SubscribeForm's fields are not copied for each form (a sign-up's
+    cost); what a reader typed and the errors stay with their own form."""
+    from subscriptions.forms import SubscribeForm
+
+    bad = SubscribeForm({"email": "not an address", "name": "Ann"})
+    good = SubscribeForm({"email": "bob@example.com"})
+    blank = SubscribeForm()
+    assert all(bad.fields[name] is good.fields[name] is blank.fields[name] for name in bad.fields)
+    assert bad.fields is not good.fields
+    assert not bad.is_valid() and "email" in bad.errors
+    assert good.is_valid() and good.errors == {}
+    assert good.cleaned_data["email"] == "bob@example.com"
+    bad_html, blank_html = str(bad["email"]), str(blank["email"])
+    assert "not an address" in bad_html and 'aria-invalid="true"' in bad_html
+    assert "not an address" not in blank_html and "aria-invalid" not in blank_html
