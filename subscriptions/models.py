@@ -5,19 +5,12 @@ Nothing here queues work or sends email: delivery.py does, calling these.
 """
 
 import contextlib
-import os
 import re
 import secrets
-import threading
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-
-try:
-    import fcntl
-except ImportError:  # not on Windows: sign-ups wait as SQLite makes them
-    fcntl = None
 
 from django.apps import apps
 from django.core.exceptions import ValidationError
@@ -289,51 +282,13 @@ class SubscriberQuerySet(models.QuerySet):
         statement, fields, returning = insert
         instance = model(**values)
         params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
-        with _sqlite_writers_lock(connection), connection.cursor() as cursor:
+        with connection.cursor() as cursor:
             cursor.execute(statement, params)
             row = connection.ops.fetch_returned_insert_columns(cursor, ())
         for field, value in zip(returning, row, strict=True):
             setattr(instance, field.attname, value)
         instance._state.adding, instance._state.db = False, self.db
         return instance
-
-
-# SQLite lets one writer in at a time and makes the others poll: its busy
-# handler sleeps 1, 2, 5, 10 ms... between tries, where a sign-up's INSERT
-# holds the write lock for its fsync, ~0.5 ms (a tenth of the sign-ups of
-# two web processes under load waited 1 ms or more). Processes inserting
-# sign-ups outside a transaction wait for each other on a file lock beside
-# the database instead, which the kernel hands on the moment it is free.
-# Other writers (workers, the admin) still meet SQLite's own waiting; the
-# lock only orders the sign-ups' waits and is never held across a
-# statement the database might make wait on it, so it cannot deadlock.
-_WRITERS_LOCKS = {}  # (process id, database file): the open lock file
-_WRITERS_THREADS = threading.Lock()  # threads share their process's file
-
-
-@contextlib.contextmanager
-def _sqlite_writers_lock(connection):
-    """Hold the sign-ups' write lock of `connection`'s SQLite database file
-    (nothing for other databases, in-memory ones, or inside a transaction,
-    whose earlier statements may hold SQLite's lock already)."""
-    if (
-        fcntl is None
-        or connection.vendor != "sqlite"
-        or not connection.get_autocommit()
-        or connection.is_in_memory_db()
-    ):
-        yield
-        return
-    key = (os.getpid(), str(connection.settings_dict["NAME"]))  # a fork opens its own
-    with _WRITERS_THREADS:
-        lock = _WRITERS_LOCKS.get(key)
-        if lock is None:
-            lock = _WRITERS_LOCKS[key] = open(f"{key[1]}-signups.lock", "ab")  # noqa: SIM115
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # (model, database alias, vendor): (sql, fields, returning fields) of the

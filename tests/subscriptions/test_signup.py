@@ -384,38 +384,3 @@ def test_a_sign_up_still_calls_pre_and_post_save_receivers_for_subscribers():
         (None, "ann@example.com", None),
         (True, "ann@example.com", subscriber.pk),
     ]
-
-
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_on_sqlite_sign_ups_of_two_processes_wait_for_each_other_on_a_file_lock(client):
-    """A new address's INSERT (and its commit) runs holding an exclusive
-    lock on a file beside the SQLite database, so another web process
-    waits for it in the kernel, not in SQLite's sleeping busy handler."""
-    import fcntl
-
-    from django.db import connection
-
-    if connection.vendor != "sqlite":
-        pytest.skip("SQLite only")
-    lock_path = f"{connection.settings_dict['NAME']}-signups.lock"
-    held = []
-
-    def held_by_someone():
-        with open(lock_path, "ab") as other:  # another process's view of it
-            try:
-                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(other, fcntl.LOCK_UN)
-            return False
-
-    def record(execute, sql, params, many, context):
-        result = execute(sql, params, many, context)
-        held.append((sql.split()[0], held_by_someone()))
-        return result
-
-    with connection.execute_wrapper(record):
-        assert client.post("/subscribe/", {"email": "ann@example.com"}).status_code == 200
-    assert held == [("INSERT", True)]
-    assert not held_by_someone()  # released once committed
-    assert Subscriber.objects.filter(email="ann@example.com").exists()
