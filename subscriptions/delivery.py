@@ -487,9 +487,9 @@ def _journaled(kind, claimed):
     """The claimed rows the send journal says were sent already.
 
     Only a row that went back to pending from a claim can be sent and not
-    recorded: the sweeper's release() and a retry set its next_attempt_at,
-    which a row fresh from the fan-out (or one an editor sent again) does
-    not have. So a first attempt asks the journal nothing: no round trip
+    recorded: the sweeper's release(), a retry and an editor's "retry
+    failed" set its next_attempt_at, which a row fresh from the fan-out
+    does not have. So a first attempt asks the journal nothing: no round trip
     for most of a mailing, and a key left for the same id by an earlier
     database (restored from a backup; the journal lives a week) does not
     stand for a send nobody made."""

@@ -1202,7 +1202,10 @@ class Mailing(models.Model):
         ).update(
             status=Delivery.Status.PENDING,
             attempts=0,
-            next_attempt_at=None,
+            # Due now, and marked as come back: its batch asks the send
+            # journal about it (delivery._journaled), as for any row that
+            # was claimed before.
+            next_attempt_at=timezone.now(),
             error="",
             permanent=False,
         )

@@ -505,3 +505,22 @@ def test_a_first_attempt_is_sent_whatever_the_journal_holds_for_its_row_id(
         delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
     assert len(mailoutbox) == 2
     assert _statuses(mailing) == {SENT: 2}
+
+
+@pytest.mark.django_db
+def test_a_failed_row_an_editor_sends_again_asks_the_journal_first(
+    mailoutbox, django_capture_on_commit_callbacks
+):
+    """A row an editor retries was claimed before: if the journal says an
+    earlier batch got it accepted (the failure was recorded by a batch that
+    took it over), it is recorded as sent, not sent again."""
+    mailing = _fanned_out(django_capture_on_commit_callbacks, n=2)
+    Mailing.objects.filter(pk=mailing.pk).update(status=Mailing.Status.DONE)
+    Delivery.objects.filter(mailing=mailing).update(status=Delivery.Status.FAILED)
+    first, second = Delivery.objects.filter(mailing=mailing).order_by("pk")
+    cache.set(transports.journal_key("delivery", first.pk), 1)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert delivery.retry_failed(Mailing.objects.get(pk=mailing.pk)) == 2
+        delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
+    assert [m.to for m in mailoutbox] == [[second.subscriber.email]]
+    assert _statuses(mailing) == {SENT: 2}
