@@ -436,13 +436,14 @@ def post(mailing):
             maker = subscriber.email_links_maker()
         return maker(subscriber)
 
-    def values(delivery):  # template.values(), the links made for the batch
+    def values(delivery):
         subscriber = delivery.subscriber
-        return {
-            "MESSAGEID": message_id_of(delivery.subscriber_id),
-            **links(subscriber),
+        return template.values(
+            subscriber,
+            message_id_of(delivery.subscriber_id),
+            links(subscriber),
             **extra(subscriber),
-        }
+        )
 
     def build(delivery, raw):
         subscriber = delivery.subscriber

@@ -29,6 +29,7 @@ need a stored template), SendGrid (anymail 15 dropped its support), and
 the rest.
 """
 
+import functools
 import re
 import secrets
 from dataclasses import dataclass
@@ -197,9 +198,7 @@ def parse_recipients(addresses):
     return parsed
 
 
-_plain = None
-
-
+@functools.cache
 def _plain_address():
     """anymail's EmailAddress for an address _PLAIN matches, made without
     parsing or formatting it again: its parts are what the match found, its
@@ -207,9 +206,6 @@ def _plain_address():
     plain name and a dot-atom local part need no quoting, an ASCII domain
     no IDNA). Address's own __init__ validates and its properties format on
     every read: for a 1,000-reader call, three reads each of a thousand."""
-    global _plain
-    if _plain is not None:
-        return _plain
     from anymail.utils import EmailAddress
 
     class PlainAddress(EmailAddress):
@@ -225,7 +221,6 @@ def _plain_address():
                 return super().format(use_rfc2047=use_rfc2047, idna_encode=idna_encode)
             return self.address
 
-    _plain = PlainAddress
     return PlainAddress
 
 

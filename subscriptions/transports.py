@@ -173,13 +173,10 @@ class ProviderTransport(Transport):
     def _call(self, pairs, build, first=False):
         if not first and self.before_call and not self.before_call():
             return [NOT_TRIED] * len(pairs)
-        readers, metadata, kinds = [], {}, {}
+        readers, metadata = [], {}
         for address, item in pairs:  # address: item.subscriber.email (deliver)
             readers.append((item.subscriber, build.values(item)))
-            kind = kinds.get(type(item)) or kinds.setdefault(
-                type(item), type(item).__name__.lower()
-            )
-            metadata[address] = {"row": f"{kind}:{item.pk}"}
+            metadata[address] = {"row": f"{type(item).__name__.lower()}:{item.pk}"}
         message = self.provider.prepare(
             build.template.for_readers(readers, self.provider.field, metadata)
         )
