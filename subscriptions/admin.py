@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 
@@ -618,12 +619,13 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
             return "—"  # nothing sent, nor due to be yet
         waiting = getattr(mailing, "quota_waiting", 0)
         return format_html(
-            '{}<br><span class="help">{} sent · {} failed · {} to send{}</span>',
+            '{}<br><span class="help">{} sent · {} failed · {} to send{}</span>{}',
             progress_bar(mailing),
             mailing.sent_count,
             mailing.failed_count,
             mailing.pending_count,
             f" · {waiting} waiting for tomorrow's quota" if waiting else "",
+            held_note(mailing),
         )
 
     @admin.display(description="Counts")
@@ -640,7 +642,7 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
         waiting = _quota_waiting([mailing.pk]).get(mailing.pk)
         if waiting:
             counts += f"; {waiting} waiting for tomorrow's quota (the daily cap is reached)"
-        return counts
+        return format_html("{}{}", counts, held_note(mailing))
 
     @admin.display(description="Recipients")
     def ledger(self, mailing):
@@ -696,6 +698,20 @@ def _quota_waiting(mailing_ids):
         .annotate(n=Count("pk"))
     )
     return {row["mailing_id"]: row["n"] for row in rows}
+
+
+def held_note(mailing):
+    """What an editor must know of a held mailing: since when, and why."""
+    if not mailing.held:
+        return ""
+    return format_html(
+        '<br><strong class="held">Held since {}: {}</strong> '
+        '<span class="help">(no reader\'s problem, and no attempt spent: its readers '
+        "are tried again every few minutes, and it goes on by itself once this is "
+        "fixed)</span>",
+        date_format(timezone.localtime(mailing.held_since), "j M, H:i"),
+        mailing.held_reason,
+    )
 
 
 def progress_bar(mailing):

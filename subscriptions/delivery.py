@@ -437,8 +437,15 @@ def send_mailing_batch(mailing_id, first, last):
         return 0  # Paused (resume queues it again), done or deleted.
     rows = mailing.deliveries_between(first, last)
     claimed, outcome = _send_batch(rows, "delivery", lambda claimed: (emails.post(mailing), []))
-    if claimed:
-        mailing.moved()
+    if claimed and mailing.moved(outcome):
+        # Once per hold, not at each try: whatever watches the site's error
+        # log hears of it while every reader waits.
+        logger.error(
+            "Mailing %s (%s) is held, its readers waiting without spending an attempt: %s",
+            mailing.pk,
+            mailing.title,
+            outcome.held,
+        )
     if not _queue_rest(rows, tasks.send_mailing_batch, mailing.pk, first, last):
         mailing.finish_if_done()
     return len(outcome.sent)

@@ -1014,6 +1014,13 @@ class Mailing(models.Model):
         default=timezone.now, help_text="The last time a worker moved this mailing forward."
     )
     finished_at = models.DateTimeField(null=True, blank=True)
+    held_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set while its batches are held: a problem that is not any reader's "
+        "(the provider or relay is down, refuses our credentials or our sender).",
+    )
+    held_reason = models.CharField(max_length=500, blank=True)
     web_key = models.UUIDField(
         default=uuid.uuid4,
         unique=True,
@@ -1138,10 +1145,32 @@ class Mailing(models.Model):
             mailing=self, subscriber_id__gte=first, subscriber_id__lte=last
         )
 
-    def moved(self):
+    @property
+    def held(self):
+        """Whether this mailing is sending and its batches are held."""
+        return self.status == self.Status.SENDING and self.held_since is not None
+
+    def moved(self, outcome=None):
         """Note that a worker moved this mailing forward (the sweeper
-        requeues mailings that made no progress for CLAIM_TIMEOUT)."""
-        Mailing.objects.filter(pk=self.pk).update(progress_at=timezone.now())
+        requeues mailings that made no progress for CLAIM_TIMEOUT), and
+        what its batch's `outcome` (transports.Outcome) says of the mailing:
+        held (its batch went back to wait, a problem that is not any
+        reader's: held_since, held_reason), or sending again (some reader's
+        message was accepted). Returns whether this call found the mailing
+        newly held."""
+        now, mine = timezone.now(), Mailing.objects.filter(pk=self.pk)
+        if outcome is not None and outcome.held:
+            reason = outcome.held[:500]
+            if mine.filter(held_since__isnull=True).update(
+                progress_at=now, held_since=now, held_reason=reason
+            ):
+                return True
+            mine.update(progress_at=now, held_reason=reason)
+        elif outcome is not None and outcome.sent:
+            mine.update(progress_at=now, held_since=None, held_reason="")
+        else:
+            mine.update(progress_at=now)
+        return False
 
     def has_work_due(self):
         """Whether something can be done for this mailing now: its fan-out

@@ -60,6 +60,7 @@ class Outcome:
     failed: list = field(default_factory=list)  # error set
     unsent: list = field(default_factory=list)  # out of time: back to pending as they were
     invalid: list = field(default_factory=list)  # also failed: the address cannot exist
+    held: str = ""  # why the batch was held (_hold), if it was
 
 
 # send_many's result for a reader it did not attempt (the connection died
@@ -979,6 +980,7 @@ def _flush(outcome, streak):
 
 def _hold(outcome, items, error):
     """Back to pending, due after a pause, without spending an attempt."""
+    outcome.held = outcome.held or error
     delay = conf.duration("RETRY_BACKOFF").total_seconds() * 4
     at = timezone.now() + timedelta(seconds=delay * random.uniform(0.75, 1.25))
     for item in items:

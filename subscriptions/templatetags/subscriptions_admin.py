@@ -1,6 +1,6 @@
 from django import template
 
-from ..admin import progress_bar
+from ..admin import held_note, progress_bar
 from ..models import Mailing, Subscriber
 
 register = template.Library()
@@ -15,5 +15,5 @@ def subscriptions_dashboard(count=5):
     mailings = Mailing.objects.with_progress().order_by("-created_at", "-pk")[:count]
     return {
         "counts": [(status.label, counts[status], status.value) for status in Subscriber.Status],
-        "mailings": [(mailing, progress_bar(mailing)) for mailing in mailings],
+        "mailings": [(m, progress_bar(m), held_note(m)) for m in mailings],
     }

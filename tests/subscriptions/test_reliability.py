@@ -202,6 +202,58 @@ def test_wrong_credentials_hold_every_batch_and_fail_or_suppress_nobody(
 
 
 @pytest.mark.django_db
+def test_a_held_mailing_says_why_and_since_when_and_goes_on_once_fixed(
+    provider, settings, django_capture_on_commit_callbacks, admin_client, caplog
+):
+    """An outage or a wrong key holds every batch without failing anyone:
+    the editor must see it on the mailing, and the error log hear of it
+    once, not at every try."""
+    from tests.providers import anymail_settings
+
+    settings.EMAIL_BACKEND, anymail = anymail_settings(provider, "mailgun")
+    settings.ANYMAIL = anymail
+    for i in range(3):
+        make_subscriber(f"r{i}@example.com")
+    fine = _send_all(Post(title="Sent before"), django_capture_on_commit_callbacks)
+    assert Mailing.objects.get(pk=fine.pk).held_since is None
+    settings.ANYMAIL = {**anymail, "MAILGUN_API_KEY": "key-wrong"}
+    mailing = _send_all(Post(title="Breaking"), django_capture_on_commit_callbacks)
+    mailing.refresh_from_db()
+    since = mailing.held_since
+    assert mailing.held and since is not None
+    assert mailing.held_reason.startswith("401")
+    for _ in range(2):  # tried again: the same hold, since the same moment
+        Delivery.objects.update(next_attempt_at=None)
+        with django_capture_on_commit_callbacks(execute=False):
+            delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
+    mailing.refresh_from_db()
+    assert (mailing.held_since, mailing.held) == (since, True)
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "is held" in r.message]
+    assert len(errors) == 1 and "Breaking" in errors[0].message
+
+    pages = {
+        "list": "/admin/subscriptions/mailing/",
+        "page": f"/admin/subscriptions/mailing/{mailing.pk}/change/",
+        "dashboard": "/admin/",
+    }
+    for name, url in pages.items():
+        html = admin_client.get(url).content.decode()
+        assert html.count("Held since") == 1, name  # the held one, not the one sent before
+        assert "401" in html, name
+
+    settings.ANYMAIL = anymail  # the key is fixed: the next try sends
+    Delivery.objects.update(next_attempt_at=None)
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery.send_mailing_batch(mailing.pk, 0, MAX_ID)
+    mailing.refresh_from_db()
+    assert (mailing.held_since, mailing.held_reason) == (None, "")
+    assert mailing.status == Mailing.Status.DONE
+    assert provider.recipients() == Counter({f"r{i}@example.com": 2 for i in range(3)})
+    for name, url in pages.items():
+        assert "Held since" not in admin_client.get(url).content.decode(), name
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("connections", [1, 4])
 def test_a_relay_refusing_our_sender_suppresses_nobody(
     smtp_server, settings, django_capture_on_commit_callbacks, connections
