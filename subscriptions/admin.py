@@ -642,7 +642,7 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
         waiting = _quota_waiting([mailing.pk]).get(mailing.pk)
         if waiting:
             counts += f"; {waiting} waiting for tomorrow's quota (the daily cap is reached)"
-        return format_html("{}{}", counts, held_note(mailing))
+        return format_html("{}{}", counts, held_note(mailing, explain=True))
 
     @admin.display(description="Recipients")
     def ledger(self, mailing):
@@ -700,17 +700,22 @@ def _quota_waiting(mailing_ids):
     return {row["mailing_id"]: row["n"] for row in rows}
 
 
-def held_note(mailing):
-    """What an editor must know of a held mailing: since when, and why."""
+def held_note(mailing, explain=False):
+    """What an editor must know of a held mailing: since when, and why
+    (`explain`: and what that means, on the mailing's own page)."""
     if not mailing.held:
         return ""
     return format_html(
-        '<br><strong class="held">Held since {}: {}</strong> '
-        '<span class="help">(no reader\'s problem, and no attempt spent: its readers '
-        "are tried again every few minutes, and it goes on by itself once this is "
-        "fixed)</span>",
+        '<br><strong class="held">Held since {}: {}</strong>{}',
         date_format(timezone.localtime(mailing.held_since), "j M, H:i"),
         mailing.held_reason,
+        format_html(
+            '<br><span class="help">A problem that is not any reader\'s: no attempt is '
+            "spent, its readers are tried again every few minutes, and it goes on by "
+            "itself once this is fixed.</span>"
+        )
+        if explain
+        else "",
     )
 
 

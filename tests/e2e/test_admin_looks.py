@@ -102,3 +102,26 @@ def test_the_admin_looks_like_the_sites_and_helps_editors(admin_page, live_serve
         heading = page.locator("#entity-suggestions h3", has_text=section.title())
         assert heading.is_visible() != empty
     screenshot(page, "admin-article-form")
+
+
+def test_a_held_mailing_stands_out_where_editors_look(admin_page, live_server, screenshot):
+    from subscriptions.models import Mailing
+    from subscriptions.transports import Outcome
+
+    page = admin_page
+    mailing = Mailing.objects.filter(status=Mailing.Status.SENDING).exclude(
+        title__startswith="Report says"
+    )[0]
+    reason = "401 from the provider: Mailgun API response 401 (Unauthorized): 'Forbidden'"
+    assert mailing.moved(Outcome(held=reason))  # as a held batch of it leaves it
+
+    page.goto(f"{live_server.url}/admin/")
+    held = page.locator("#subscriptions-dashboard tr", has_text=mailing.title[:40]).locator(".held")
+    assert "Held since" in held.inner_text() and "401" in held.inner_text()
+    # Red, as Django's own errors are: not to be read past.
+    assert held.evaluate("e => getComputedStyle(e).color") == "rgb(186, 33, 33)"
+    page.goto(f"{live_server.url}/admin/subscriptions/mailing/")
+    row = page.locator("#result_list tr", has_text=mailing.title[:40])
+    assert "Held since" in row.locator(".held").inner_text()
+    assert page.locator("#result_list .held").count() == 1
+    screenshot(page, "admin-mailing-held")
