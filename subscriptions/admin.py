@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 
 from . import csvio, delivery, emails, stats
 from .conf import conf
@@ -709,7 +710,7 @@ def held_note(mailing, explain=False):
         '<br><strong class="held">Held since {}: {}</strong>{}',
         date_format(timezone.localtime(mailing.held_since), "j M, H:i"),
         mailing.held_reason,
-        format_html(
+        mark_safe(
             '<br><span class="help">A problem that is not any reader\'s: no attempt is '
             "spent, its readers are tried again every few minutes, and it goes on by "
             "itself once this is fixed.</span>"
