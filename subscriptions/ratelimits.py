@@ -9,8 +9,11 @@ cache is django-redis's plain client; with any other cache, one
 is_ratelimited() call per limit, as before.
 """
 
+import ipaddress
+
 from django.conf import settings
 from django.core.cache import caches
+from django.utils.module_loading import import_string
 from django_ratelimit import ALL
 from django_ratelimit.core import (
     _get_ip,
@@ -39,9 +42,37 @@ return 0
 """
 
 
+# The per-IP key of every request whose forwarded IP is not an address.
+NO_IP = "no-ip"
+
+
 def client_ip(request):
-    """The client's IP as django-ratelimit's "ip" key sees it."""
-    return _get_ip(request)
+    """The client's IP as django-ratelimit's "ip" key sees it (masked to
+    RATELIMIT_IPV6_MASK, a /64). A forwarded IP that is no address (the
+    header RATELIMIT_IP_META_KEY names, sent by whoever reaches the site
+    without its proxy) is not a 500: every such request shares NO_IP, so
+    changing the garbage escapes no limit."""
+    try:
+        return _get_ip(request)
+    except ValueError:
+        return NO_IP
+
+
+def consent_ip(request):
+    """The client's whole IP, for the consent record: read where the rate
+    limits read it (REMOTE_ADDR, or behind a proxy RATELIMIT_IP_META_KEY),
+    not masked; None when that is no address."""
+    source = getattr(settings, "RATELIMIT_IP_META_KEY", None) or "REMOTE_ADDR"
+    try:
+        if callable(source):
+            ip = source(request)
+        elif "." in source:
+            ip = import_string(source)(request)
+        else:
+            ip = request.META.get(source, "")
+        return str(ipaddress.ip_address(ip.strip()))
+    except (TypeError, ValueError, AttributeError, ImportError):
+        return None
 
 
 def first_over(request, limits):

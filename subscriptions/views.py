@@ -189,7 +189,7 @@ def subscribe(request):
             consent=Consent(
                 wording=form.consent_wording(),
                 page=conf.absolute_url(form.cleaned_data["source"] or request.path),
-                ip=request.META.get("REMOTE_ADDR"),
+                ip=ratelimits.consent_ip(request),
                 user_agent=request.headers.get("User-Agent", ""),
             ),
         )

@@ -202,6 +202,46 @@ class TestRateLimits:
         assert post_subscribe(client, ip="").status_code == 200
         assert Subscriber.objects.count() == 1
 
+    @pytest.mark.parametrize(
+        "forwarded, recorded",
+        [("203.0.113.7", "203.0.113.7"), ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2:3:4:5:6")],
+    )
+    def test_behind_a_proxy_the_consent_records_the_readers_whole_ip(
+        self, client, settings, forwarded, recorded
+    ):
+        """The IP the rate limits read (RATELIMIT_IP_META_KEY), not the
+        proxy's, and not masked to a /64 as the rate limits key it."""
+        settings.RATELIMIT_IP_META_KEY = "HTTP_X_REAL_IP"
+        response = client.post(
+            SUBSCRIBE,
+            {"email": "ann@example.com"},
+            REMOTE_ADDR="127.0.0.1",
+            HTTP_X_REAL_IP=forwarded,
+        )
+        assert response.status_code == 200
+        assert Subscriber.objects.get().consent_ip == recorded
+
+    @pytest.mark.parametrize("forwarded", ["not-an-ip", "203.0.113.7, 10.0.0.1", "", "1.2.3.4/8"])
+    def test_a_forwarded_ip_that_is_no_ip_is_not_a_500_nor_a_way_around_the_limit(
+        self, client, settings, forwarded
+    ):
+        """Reached without the proxy, anyone can send the header; garbage
+        in it shares one bucket (rotating it escapes nothing) and is not
+        recorded as the consent's IP."""
+        settings.RATELIMIT_IP_META_KEY = "HTTP_X_REAL_IP"
+        settings.SUBSCRIPTIONS_RATELIMIT_IP = "2/h"
+        codes = [
+            client.post(
+                SUBSCRIBE,
+                {"email": f"r{i}@example.com"},
+                REMOTE_ADDR="127.0.0.1",
+                HTTP_X_REAL_IP=f"{forwarded}{'x' * i}",
+            ).status_code
+            for i in range(3)
+        ]
+        assert codes == [200, 200, 429]
+        assert set(Subscriber.objects.values_list("consent_ip", flat=True)) == {None}
+
     def test_another_cache_counts_them_one_by_one(self, client, settings, monkeypatch):
         from subscriptions import rediscache
 
