@@ -40,7 +40,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_ratelimit.core import _get_ip, is_ratelimited
 
-from . import emails
+from . import emails, ratelimits
 from .conf import conf
 from .models import Delivery, Mailing, StatCount, StatEvent, StatKind, Subscriber
 
@@ -258,7 +258,11 @@ def _counted(request):
         return True
     try:
         return not is_ratelimited(
-            request, group="subscriptions.stats", key="ip", rate=rate, increment=True
+            request,
+            group="subscriptions.stats",
+            key=lambda group, request: ratelimits.client_ip(request),
+            rate=rate,
+            increment=True,
         )
     except Exception:  # The cache is down: count, as the page would still work.
         return True

@@ -378,6 +378,21 @@ def test_a_flood_from_one_address_still_works_but_is_not_counted(sent, client):
     assert counts() == only(open=2)
 
 
+def test_a_flood_changing_a_forwarded_ip_that_is_no_ip_is_not_counted_either(sent, client):
+    """Reached without its proxy, anyone can send RATELIMIT_IP_META_KEY's
+    header: garbage in it is one client for the limit, whatever it says."""
+    from django.conf import settings
+
+    settings.RATELIMIT_IP_META_KEY = "HTTP_X_REAL_IP"
+    settings.SUBSCRIPTIONS_STATS_RATELIMIT = "2/m"
+    _, _, _, html = sent
+    with later():
+        for i in range(4):
+            response = hit(client, pixel(html), HTTP_X_REAL_IP=f"not-an-ip-{i}")
+            assert response.status_code == 200
+    assert counts() == only(open=2)
+
+
 # Readers: aggregate by default, individually only when asked and not opted out.
 
 
