@@ -35,7 +35,7 @@ run: install
 	echo "  Site:   http://127.0.0.1:$(PORT)/"; \
 	echo "  Admin:  http://127.0.0.1:$(PORT)/admin/"; \
 	echo "  Feed:   http://127.0.0.1:$(PORT)/feed/"; \
-	if [ -z "$$EMAIL_URL" ]; then echo "  Emails: written to var/mail/ (set EMAIL_URL to send them)"; fi; \
+	if [ -z "$$EMAIL_URL$$EMAIL_BACKEND" ]; then echo "  Emails: written to var/mail/ (set EMAIL_URL to send them)"; fi; \
 	echo "  Press Ctrl-C to stop."; echo ""; \
 	exec $(BIN)/honcho start $(if $(REDIS_URL),web worker beat,)
 
@@ -47,7 +47,7 @@ test: install
 screenshots: install
 	rm -rf docs/screenshots
 	NEWSROOM_DOCS_SCREENSHOTS=docs/screenshots SECRET_KEY="$${SECRET_KEY:-insecure-test-only-key}" \
-	  $(BIN)/pytest -q tests/e2e/test_looks.py tests/e2e/test_admin_looks.py
+	  $(BIN)/pytest -q tests/e2e/test_looks.py tests/e2e/test_admin_looks.py tests/e2e/test_stats_looks.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -44,8 +44,9 @@ SITE_NAME = env.str("SITE_NAME", default="Newsroom")
 SITE_DESCRIPTION = env.str(
     "SITE_DESCRIPTION", default="News about the people, organisations and places that matter."
 )
-# An image shown instead of the site's name in the masthead and emails (its
-# alt text is SITE_NAME); empty: the name set in type.
+# An image shown instead of the site's name in the site's masthead (its alt
+# text is SITE_NAME; emails keep the name set in type); empty: the name set
+# in type.
 SITE_LOGO_URL = env.str("SITE_LOGO_URL", default="")
 _site = urlsplit(SITE_URL)
 if _site.scheme not in ("http", "https") or not _site.hostname:

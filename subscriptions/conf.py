@@ -67,9 +67,10 @@ DEFAULTS = {
     # Seconds between a post going live and its email starting to go out:
     # the undo window, in which an editor can cancel the mailing. 0: at once.
     "SEND_DELAY": 60,
-    # Readers per fan-out chunk, and messages per batch task (one SMTP
-    # connection, or as few provider calls as its limit allows: 1,000 fills
-    # one Mailgun or SendGrid call). Fewer, larger chunks also mean fewer
+    # Readers per fan-out chunk, and messages per batch task (over
+    # SMTP_CONNECTIONS connections, or as few provider calls as its limit
+    # allows: 1,000 fills one Mailgun or SparkPost call, two Postmark
+    # calls). Fewer, larger chunks also mean fewer
     # queries per reader (a chunk and a batch each cost a fixed number).
     "BATCH_SIZE": 1000,
     # A claim older than this belongs to a dead worker: the sweeper takes it back.
