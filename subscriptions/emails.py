@@ -305,23 +305,41 @@ class MessageTemplate:
         email_links(), when the caller made them already."""
         return {"MESSAGEID": message_id, **(links or subscriber.email_links()), **extra}
 
-    def for_readers(self, readers, field, metadata=None):
+    def for_readers(self, readers, field, metadata=None, links=None):
         """One EmailMultiAlternatives for many readers, for a provider's
         batch send: `readers` is [(subscriber, values)], `field(name, html)`
         the provider's merge syntax for the value `name` (in the HTML part
         or elsewhere); each reader's values go in merge_data, their
         Message-ID and List-Unsubscribe in merge_headers, and
-        metadata[address] in merge_metadata."""
+        metadata[address] in merge_metadata.
+
+        `links` ({placeholder: (before, name, after)}, as
+        Subscriber.email_tokens_maker makes them): a reader's value of that
+        placeholder is before + values[name] + after. The message then
+        carries the site and path once, around the provider's field, and
+        each reader's merge_data only their tokens, not their URLs. Headers
+        stay whole values in merge_headers: a provider fills a header whose
+        value is one field (anymail's merge_headers), and Mailgun does not
+        document filling a field inside a longer header value."""
+        links = links or {}
         text, html = self.text, self.html
         names = {name for _, values in readers for name in values}
-        used = {name for name in names if placeholder(name) in text + html}
-        for name in sorted(used):
-            text = text.replace(placeholder(name), field(name, False))
-            html = html.replace(placeholder(name), field(name, True))
+        used = set()
+        for name in sorted(names | set(links)):
+            if placeholder(name) not in text + html:
+                continue
+            before, key, after = links.get(name, ("", name, ""))
+            used.add(key)
+            text = text.replace(placeholder(name), f"{before}{field(key, False)}{after}")
+            html = html.replace(placeholder(name), f"{before}{field(key, True)}{after}")
         static = list_headers("")
         del static["List-Unsubscribe"]
-        # One pass over the readers; list_unsubscribe(url) is before + url + after.
+        # One pass over the readers; List-Unsubscribe is before + token + after.
         before, _, after = list_unsubscribe("\0").partition("\0")
+        one_click = "ONECLICK"
+        if one_click in links:
+            link_before, one_click, link_after = links["ONECLICK"]
+            before, after = before + link_before, link_after + after
         to, merge_data, merge_headers = [], {}, {}
         for s, values in readers:
             address = s.email
@@ -335,7 +353,7 @@ class MessageTemplate:
             merge_data[address] = {name: value for name, value in values.items() if name in used}
             merge_headers[address] = {
                 "Message-ID": f"<{values['MESSAGEID']}>",
-                "List-Unsubscribe": f"{before}{values['ONECLICK']}{after}",
+                "List-Unsubscribe": f"{before}{values[one_click]}{after}",
             }
         message = EmailMultiAlternatives(self.subject, text, conf.from_email, to, headers=static)
         message.attach_alternative(html, "text/html")
@@ -418,8 +436,9 @@ def post(mailing):
     the delivery's reader. With SUBSCRIPTIONS_STATS on, and only then, the
     reader's copy (never the stored snapshot) gets the tracking pixel and
     its links go through the click redirect (stats.tracked).
-    build.template and build.values(delivery) (that reader's placeholder
-    values) let a provider's batch call carry many readers in one message
+    build.template, build.values(delivery) (that reader's values: their
+    tokens, not their links) and build.links() (the links around those
+    tokens) let a provider's batch call carry many readers in one message
     (MessageTemplate.for_readers)."""
     text, html, extra = mailing.text, mailing.html, lambda subscriber: {}
     if conf.STATS:
@@ -428,7 +447,8 @@ def post(mailing):
         (text, html), extra = stats.tracked(mailing), stats.reader_values
     template = MessageTemplate(mailing.subject, text, html)
     message_id_of = message_ids(f"m{mailing.pk}")
-    maker = None  # the readers' email_links(), made alike for the whole batch
+    # The readers' email_links() and email tokens, made alike for the whole batch.
+    maker = tokens_maker = None
 
     def links(subscriber):
         nonlocal maker
@@ -436,14 +456,22 @@ def post(mailing):
             maker = subscriber.email_links_maker()
         return maker(subscriber)
 
+    def reader_tokens(subscriber):
+        nonlocal tokens_maker
+        if tokens_maker is None:
+            tokens_maker = subscriber.email_tokens_maker()
+        return tokens_maker[0](subscriber)
+
     def values(delivery):
         subscriber = delivery.subscriber
-        return template.values(
-            subscriber,
-            message_id_of(delivery.subscriber_id),
-            links(subscriber),
+        return {
+            "MESSAGEID": message_id_of(delivery.subscriber_id),
+            **reader_tokens(subscriber),
             **extra(subscriber),
-        )
+        }
+
+    def links_around():
+        return tokens_maker[1] if tokens_maker else None
 
     def build(delivery, raw):
         subscriber = delivery.subscriber
@@ -457,6 +485,7 @@ def post(mailing):
 
     build.template = template
     build.values = values
+    build.links = links_around
     return build
 
 

@@ -455,13 +455,14 @@ class Subscriber(models.Model):
         readers: two signatures each, no URL resolving, and what every
         reader's links share (the HMACs, the site, the paths around the
         tokens) looked up once."""
-        sign = tokens.signer((cls.UNSUBSCRIBE, cls.PREFERENCES))
-        (unsubscribe, u), (one_click, o), (preferences, p) = (
-            tokens.around(name) for name in ("unsubscribe", "one_click", "preferences")
+        tokens_of, links = cls.email_tokens_maker()
+        (unsubscribe, _, u), (one_click, _, o), (preferences, _, p) = (
+            links[name] for name in ("UNSUBSCRIBE", "ONECLICK", "PREFERENCES")
         )
 
         def email_links(subscriber):
-            token, preferences_token = sign(subscriber.key)
+            found = tokens_of(subscriber)
+            token, preferences_token = found["t"], found["p"]
             return {
                 "UNSUBSCRIBE": f"{unsubscribe}{token}{u}",
                 "ONECLICK": f"{one_click}{token}{o}",
@@ -469,6 +470,30 @@ class Subscriber(models.Model):
             }
 
         return email_links
+
+    @classmethod
+    def email_tokens_maker(cls):
+        """email_links() cut at its tokens, for a provider's batch call that
+        writes the site and paths once and sends each reader only their
+        tokens: (tokens, links), where tokens(subscriber) is {"t": the
+        unsubscribe and one-click token (one for both), "p": the preferences
+        token} and links {name of email_links(): (before, token name,
+        after)}, each link being before + tokens[token name] + after."""
+        sign = tokens.signer((cls.UNSUBSCRIBE, cls.PREFERENCES))
+
+        def tokens_of(subscriber):
+            token, preferences_token = sign(subscriber.key)
+            return {"t": token, "p": preferences_token}
+
+        links = {}
+        for name, url_name, key in (
+            ("UNSUBSCRIBE", "unsubscribe", "t"),
+            ("ONECLICK", "one_click", "t"),
+            ("PREFERENCES", "preferences", "p"),
+        ):
+            before, after = tokens.around(url_name)
+            links[name] = (before, key, after)
+        return tokens_of, links
 
     # Site-relative links for pages (the site may be reached under another
     # host name than SITE_URL, e.g. in development).

@@ -4,7 +4,10 @@ django-anymail's batch sending (merge_data / merge_headers / merge_metadata).
 A provider listed here is first-class: transports.ProviderTransport sends
 a post to up to `per_call` readers in one API call, each reader's links,
 Message-ID and List-Unsubscribe filled in by the provider (or, for
-Postmark, in each message of its batch call). Every other Django email
+Postmark, in each message of its batch call). A reader's share of the call
+is their tokens, not their URLs: the links' site and paths are written once
+in the message around the merge field (emails.MessageTemplate.for_readers);
+headers go as whole values. Every other Django email
 backend, and any other anymail provider, sends one message per reader.
 
 What anymail 15.2 does for each (checked in its source):

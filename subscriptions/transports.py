@@ -179,7 +179,7 @@ class ProviderTransport(Transport):
             readers.append((item.subscriber, build.values(item)))
             metadata[address] = {"row": f"{type(item).__name__.lower()}:{item.pk}"}
         message = self.provider.prepare(
-            build.template.for_readers(readers, self.provider.field, metadata)
+            build.template.for_readers(readers, self.provider.field, metadata, build.links())
         )
         self.calls += 1
         try:

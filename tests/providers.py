@@ -25,7 +25,8 @@ that carries the address.
 
 `accepted` holds one entry per message a recipient would get, its fields
 as that recipient's message has them (merge fields filled in); `batches`
-the number of recipients of each accepted call.
+the number of recipients of each accepted call; `variables` each Mailgun
+call's recipient-variables.
 """
 
 import base64
@@ -52,6 +53,7 @@ class FakeProvider:
     def __init__(self):
         self.accepted = []  # (provider, [recipient], {field: value})
         self.batches = []  # (provider, recipients in one accepted call)
+        self.variables = []  # each accepted Mailgun call's recipient-variables, parsed
         self.calls = Counter()  # provider → API calls received
         self.unavailable = Counter()  # address → 503 answers left
         self.on_call = None  # called with (provider, [recipient]) before answering
@@ -162,6 +164,8 @@ class FakeProvider:
         else:
             # Batch sending: one message per recipient, only them in `to`.
             variables = json.loads(variables[0])
+            with self.lock:
+                self.variables.append(variables)
             messages = []
             for to, recipient in zip(fields["to"], recipients, strict=True):
                 mine = variables.get(recipient, {})

@@ -9,6 +9,7 @@ import signal
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
@@ -19,7 +20,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 import subscriptions
-from subscriptions import delivery, emails, transports
+from subscriptions import delivery, emails, tokens, transports
 from subscriptions.models import MAX_ID, Delivery, Mailing, Subscriber
 from tests.factories import make_subscriber
 from tests.providers import anymail_settings
@@ -663,3 +664,110 @@ def test_a_batch_messages_readers_and_headers_are_each_readers_own(settings, mai
         email.utils.formataddr(("", odd.email))
     with pytest.raises(UnicodeEncodeError):
         template.for_readers([(odd, template.values(odd, "x@y"))], lambda name, html: name)
+
+
+# Each reader's share of a batch call: their tokens, not their URLs; the
+# message after the provider's substitution byte for byte what the
+# per-reader path makes.
+
+
+def _rendered(name, fields):
+    """(To, Subject, {header: value}, text, html) of one recipient's message."""
+    to, headers, text, html = _message(name, fields)
+    subject = {"mailgun": lambda: fields["subject"][0], "postmark": lambda: fields["Subject"]}
+    return to, subject.get(name, lambda: fields["subject"])(), headers, text, html
+
+
+def _person(to):
+    """(display name, address) of a To value, its encoded words decoded."""
+    import email.header
+    import email.utils
+
+    display, address = email.utils.parseaddr(to)
+    return str(email.header.make_header(email.header.decode_header(display))), address
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("stats", [False, True], ids=["plain", "stats"])
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_each_readers_batch_message_is_what_the_per_reader_path_makes(
+    name, stats, use, provider, settings, django_capture_on_commit_callbacks
+):
+    from tests.subscriptions.test_stats import Post as LinkedPost
+
+    use(name)
+    settings.SUBSCRIPTIONS_UNSUBSCRIBE_MAILTO = "unsubscribe@example.com"
+    settings.SUBSCRIPTIONS_STATS = stats
+    settings.SUBSCRIPTIONS_STATS_PER_READER = stats
+    group = [
+        make_subscriber("plain@example.com"),
+        make_subscriber("ann@example.com", name="Ann Lee"),
+        make_subscriber("zoe@example.com", name="Zoë Ünïcode"),
+        make_subscriber("quiet@example.com", name="Q", stats_opt_out=True),
+    ]
+    # Links carry the second they were signed in: one second for both paths.
+    with time_machine.travel(datetime(2026, 12, 2, 9, 0, tzinfo=UTC), tick=False):
+        mailing = _send(LinkedPost(), django_capture_on_commit_callbacks)
+        build = emails.post(mailing)
+        expected = {}
+        for reader in group:
+            one = SimpleNamespace(subscriber=reader, subscriber_id=reader.pk)
+            expected[reader.email] = build(one, False)
+
+    assert provider.calls[name] == 1
+    assert provider.recipients() == Counter({r.email: 1 for r in group})
+    by_reader = {recipients[0]: fields for _, recipients, fields in provider.accepted}
+    for reader in group:
+        want = expected[reader.email]
+        to, subject, headers, text, html = _rendered(name, by_reader[reader.email])
+        assert _person(to) == (reader.name, reader.email)
+        assert subject == want.subject
+        assert text == want.body
+        assert html == want.alternatives[0][0]
+        for header, value in want.extra_headers.items():
+            assert headers[header.lower()] == value, header
+        assert want.extra_headers["Message-ID"] == (
+            f"<{emails.message_id(f'm{mailing.pk}', reader.pk)}>"
+        )
+        if stats:  # the pixel's message token is in both, as the per-reader path makes it
+            assert emails.placeholder("STATS") not in html and "/subscribe/o/" in html
+    if name == "mailgun":  # each reader's share of the call: tokens, not URLs
+        (variables,) = provider.variables
+        own = {"t", "p", "h:Message-Id", "h:List-Unsubscribe", "v:row"} | (
+            {"STATS"} if stats else set()
+        )
+        assert {address: set(row) for address, row in variables.items()} == {
+            r.email: own for r in group
+        }
+
+
+@pytest.mark.django_db
+def test_each_reader_carries_only_their_tokens_in_a_batch_call(settings):
+    """A batch call's per-reader values are the reader's tokens (the one
+    token of unsubscribe and one-click, the preferences token), their
+    Message-ID and List-Unsubscribe (whole header values) and the row: the
+    site and paths of the links are written once, around the fields."""
+    from tests.subscriptions.test_stats import Post as LinkedPost
+
+    settings.SUBSCRIPTIONS_STATS = False
+    mailing = subscriptions.announce(LinkedPost())
+    build = emails.post(mailing)
+    readers = []
+    for i, name in enumerate(["", "Zoë"]):
+        reader = make_subscriber(f"r{i}@example.com", name=name)
+        one = SimpleNamespace(subscriber=reader, subscriber_id=reader.pk)
+        readers.append((reader, build.values(one)))
+    message = build.template.for_readers(
+        readers, lambda name, html: f"%recipient.{name}%", links=build.links()
+    )
+    for reader, _ in readers:
+        links = reader.email_links()
+        data = message.merge_data[reader.email]
+        assert set(data) == {"t", "p"}
+        assert set(message.merge_headers[reader.email]) == {"Message-ID", "List-Unsubscribe"}
+        assert links["UNSUBSCRIBE"].endswith(f"/{data['t']}/")
+        assert links["PREFERENCES"].endswith(f"/{data['p']}/")
+        assert not any(url in str(message.merge_data) for url in links.values())
+    for part in (message.body, message.alternatives[0][0]):
+        assert f"{tokens.around('unsubscribe')[0]}%recipient.t%/" in part
+        assert f"{tokens.around('preferences')[0]}%recipient.p%/" in part
