@@ -208,18 +208,16 @@ def delivery_work():
     if connection.vendor == "postgresql":
 
         def read():
+            # Index entries read (index-only counts read no table row) and
+            # table rows read, by this transaction so far.
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_xact_user_indexes "
-                    "WHERE relname = 'subscriptions_delivery'"
+                    "SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0)"
+                    " + pg_stat_get_xact_tuples_returned(%s::regclass)"
+                    " FROM pg_index WHERE indrelid = %s::regclass",
+                    [Delivery._meta.db_table] * 2,
                 )
-                (index,) = cursor.fetchone()
-                cursor.execute(
-                    "SELECT coalesce(seq_tup_read, 0) FROM pg_stat_xact_user_tables "
-                    "WHERE relname = 'subscriptions_delivery'"
-                )
-                (table,) = cursor.fetchone()
-            return index + table
+                return cursor.fetchone()[0]
 
         before = read()
         yield work
