@@ -596,7 +596,9 @@ class Subscriber(models.Model):
                     status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING]
                 ).values_list("mailing", flat=True)
             )
-            for model in (Delivery, Digest, CorrectionDelivery):
+            # Deliveries last: their move locks mailings, which a digest
+            # batch takes after its digest (record, then record_listed).
+            for model in (Digest, CorrectionDelivery, Delivery):
                 rows = model.objects.filter(subscriber=self)
                 S = model.Status
                 unsent = rows.filter(
@@ -1340,7 +1342,22 @@ DONE_COUNTS = {
 
 
 class DeliveryQuerySet(SendableQuerySet):
-    def move(self, status, **fields):
+    def lock_mailings(self):
+        """Lock the rows' mailings until the end of the transaction, in id
+        order (so two transactions taking several never wait for each
+        other in a circle); returns [(id, status, done_sent)]. A
+        transaction that moves rows in several steps (a digest batch's
+        sent, skipped and failed) takes all its locks first, at once, for
+        the same reason. Nothing on SQLite, whose IMMEDIATE transactions
+        hold the whole database."""
+        return list(
+            Mailing.objects.select_for_update()
+            .filter(pk__in=self.order_by().values("mailing_id"))
+            .order_by("pk")
+            .values_list("pk", "status", "done_sent")
+        )
+
+    def move(self, status, *, locked=None, **fields):
         """update(status=status, **fields) on these rows, keeping the counts
         stored on done mailings exact; returns how many rows it updated.
         Every change of the status of a row whose mailing may be done goes
@@ -1355,14 +1372,15 @@ class DeliveryQuerySet(SendableQuerySet):
         rows that change status are counted by mailing and old status (over
         the rows that move only), the rows are updated, and the stored
         counts move by as much, in one statement. Rows of mailings not done
-        need nothing: their counts are counted."""
-        with transaction.atomic(using=self.db):
+        need nothing: their counts are counted. `locked`: what
+        lock_mailings() returned, when the caller took the locks already.
+        Four queries when a done mailing's rows move, two otherwise."""
+        # No savepoint of its own inside a caller's transaction: a failure
+        # rolls that back whole.
+        with transaction.atomic(using=self.db, savepoint=False):
             done = [
                 pk
-                for pk, state, stored in Mailing.objects.select_for_update()
-                .filter(pk__in=self.order_by().values("mailing_id"))
-                .order_by("pk")
-                .values_list("pk", "status", "done_sent")
+                for pk, state, stored in (self.lock_mailings() if locked is None else locked)
                 if state == Mailing.Status.DONE and stored is not None
             ]
             moved = []
@@ -1572,15 +1590,21 @@ class DigestQuerySet(SendableQuerySet):
         not listed: it is detached, to wait for the reader's next digest
         instead of waiting for ever."""
         S = Delivery.Status
+        changes = [
+            (items, status, fields, [pk for digest in items for pk in listed.get(digest.pk, [])])
+            for items, status, fields in (
+                (outcome.sent, S.SENT, {"sent_at": timezone.now()}),
+                (outcome.skipped, S.SKIPPED, {}),
+                (outcome.failed, S.FAILED, {}),
+            )
+        ]
+        every = [pk for *_, shown in changes for pk in shown]
+        # All at once, before the moves (lock_mailings).
+        locked = Delivery.objects.filter(pk__in=every).lock_mailings() if every else []
         done = []
-        for items, status, fields in (
-            (outcome.sent, S.SENT, {"sent_at": timezone.now()}),
-            (outcome.skipped, S.SKIPPED, {}),
-            (outcome.failed, S.FAILED, {}),
-        ):
-            shown = [pk for digest in items for pk in listed.get(digest.pk, [])]
+        for items, status, fields, shown in changes:
             if shown:
-                Delivery.objects.filter(pk__in=shown).move(status, **fields)
+                Delivery.objects.filter(pk__in=shown).move(status, locked=locked, **fields)
             done += items
         if done:
             Delivery.objects.filter(digest__in=done, status=S.DIGEST).update(digest=None)

@@ -4,13 +4,14 @@ admin shows exact numbers without counting a done mailing's rows."""
 
 import contextlib
 import importlib
+import threading
 from datetime import timedelta
 
 import pytest
 import time_machine
 from django.apps import apps
 from django.contrib.auth.models import User
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -21,6 +22,7 @@ from subscriptions.models import MAX_ID, Delivery, Digest, Mailing
 from subscriptions.templatetags.subscriptions_admin import subscriptions_dashboard
 from tests.factories import make_subscriber
 from tests.subscriptions.test_delivery import Post, _announce_and_fan_out
+from tests.support import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -277,3 +279,88 @@ def test_mailings_sort_by_their_counts_done_or_in_flight():
     rows = Mailing.objects.with_progress()
     assert list(rows.order_by("-sent_count")) == [five, one, three]
     assert list(rows.order_by("-pending_count", "-sent_count")) == [three, five, one]
+
+
+# A mailing finishing while a digest records its posts (two workers): on
+# PostgreSQL, whose transactions run side by side; SQLite runs one writing
+# transaction at a time (IMMEDIATE), so the two cannot interleave there.
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="SQLite runs one writing transaction at a time"
+)
+
+
+def _finishing():
+    """A mailing whose last batch is recorded: two readers sent, two daily
+    readers' posts waiting for their digest; finish_if_done finishes it."""
+    mailing = _in_flight("finishing", 0)
+    Delivery.objects.bulk_create(
+        [Delivery(mailing=mailing, status=s) for s in (S.SENT, S.SENT, S.DIGEST, S.DIGEST)]
+    )
+    return mailing
+
+
+def _waiting_for_a_lock():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
+def _race(first, second):
+    """Run first() in a transaction held open until second(), started
+    meanwhile in another thread, waits for it (or is done); then let both
+    finish."""
+    held, release, errors = threading.Event(), threading.Event(), []
+
+    def hold():
+        try:
+            with transaction.atomic():
+                first()
+                held.set()
+                release.wait(30)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+            held.set()
+        finally:
+            connection.close()
+
+    def run():
+        try:
+            second()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(30)
+    other = threading.Thread(target=run)
+    other.start()
+    wait_until(lambda: _waiting_for_a_lock() or not other.is_alive(), message="the second")
+    release.set()
+    holder.join(30)
+    other.join(30)
+    assert not errors
+
+
+def _digests_sent(mailing):
+    return lambda: Delivery.objects.filter(mailing=mailing, status=S.DIGEST).move(S.SENT)
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_digests_recorded_while_the_mailing_finishes_are_counted_once():
+    mailing = _finishing()
+    _race(_digests_sent(mailing), mailing.finish_if_done)
+    assert_exact(mailing, sent=4)
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_digests_recorded_just_after_the_mailing_finished_are_counted_once():
+    mailing = _finishing()
+    _race(mailing.finish_if_done, _digests_sent(mailing))
+    assert_exact(mailing, sent=4)
