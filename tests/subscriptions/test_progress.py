@@ -351,7 +351,7 @@ def _digests_sent(mailing):
 
 
 @postgresql_only
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_digests_recorded_while_the_mailing_finishes_are_counted_once():
     mailing = _finishing()
     _race(_digests_sent(mailing), mailing.finish_if_done)
@@ -359,7 +359,7 @@ def test_digests_recorded_while_the_mailing_finishes_are_counted_once():
 
 
 @postgresql_only
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_digests_recorded_just_after_the_mailing_finished_are_counted_once():
     mailing = _finishing()
     _race(mailing.finish_if_done, _digests_sent(mailing))
