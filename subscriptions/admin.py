@@ -578,8 +578,8 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
         response = super().changelist_view(request, extra_context)
         response = _with_topic_labels(response, lambda mailing: mailing.topics)
         changelist = getattr(response, "context_data", None) and response.context_data.get("cl")
-        if changelist is not None:  # one query for the page's rows
-            waiting = _quota_waiting([m.pk for m in changelist.result_list])
+        if changelist is not None:  # one query for the page's rows with any pending
+            waiting = _quota_waiting([m.pk for m in changelist.result_list if m.pending_count])
             for mailing in changelist.result_list:
                 mailing.quota_waiting = waiting.get(mailing.pk, 0)
         return response
@@ -640,7 +640,7 @@ class MailingAdmin(AdminStyles, admin.ModelAdmin):
                 f"; {mailing.ambiguous_count} ambiguous (the connection was lost after the "
                 "message was sent: the retry may have delivered it twice)"
             )
-        waiting = _quota_waiting([mailing.pk]).get(mailing.pk)
+        waiting = mailing.pending_count and _quota_waiting([mailing.pk]).get(mailing.pk)
         if waiting:
             counts += f"; {waiting} waiting for tomorrow's quota (the daily cap is reached)"
         return format_html("{}{}", counts, held_note(mailing, explain=True))

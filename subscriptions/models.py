@@ -596,12 +596,18 @@ class Subscriber(models.Model):
                     status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING]
                 ).values_list("mailing", flat=True)
             )
-            for model in (Delivery, Digest, CorrectionDelivery):
+            # Deliveries last: their move locks mailings, which a digest
+            # batch takes after its digest (record, then record_listed).
+            for model in (Digest, CorrectionDelivery, Delivery):
                 rows = model.objects.filter(subscriber=self)
                 S = model.Status
-                rows.filter(
+                unsent = rows.filter(
                     status__in=[S.PENDING, S.SENDING, *([S.DIGEST] if model is Delivery else [])]
-                ).update(status=S.SKIPPED, claim="")
+                )
+                if model is Delivery:  # a done mailing's stored counts move too
+                    unsent.move(S.SKIPPED, claim="")
+                else:
+                    unsent.update(status=S.SKIPPED, claim="")
                 echoed = [
                     r
                     for r in rows.exclude(error="").only("error")
@@ -954,13 +960,20 @@ class MailingQuerySet(models.QuerySet):
         """sent/failed/pending/digest/skipped counts, and how many had an
         ambiguous attempt, in the same query.
 
-        Each count is a subquery over one mailing's rows of one status
-        (delivery_batch_idx: an index-only count), not a join grouped by
-        every column of the mailing (SQLite groups by all of them, its
-        email snapshot included: 4 s for one mailing of a million)."""
+        A done mailing's counts are the ones stored on it (done_sent and
+        friends: stored when it finished, moved with each later change of
+        its deliveries, see DeliveryQuerySet.move): reading them costs the
+        same at a hundred readers or a million. A mailing in flight (only a
+        few at once) is counted: each count is a subquery over one
+        mailing's rows of one status (delivery_batch_idx: an index-only
+        count), not a join grouped by every column of the mailing (SQLite
+        groups by all of them, its email snapshot included: 4 s for one
+        mailing of a million). CASE evaluates only the branch it takes, so
+        a done mailing's rows are not counted."""
         S = Delivery.Status
+        stored = Q(status=Mailing.Status.DONE, done_sent__isnull=False)
 
-        def count(**where):
+        def count(field, **where):
             rows = (
                 Delivery.objects.filter(mailing=OuterRef("pk"), **where)
                 .order_by()
@@ -968,15 +981,18 @@ class MailingQuerySet(models.QuerySet):
                 .annotate(n=Count("pk"))
                 .values("n")
             )
-            return Coalesce(Subquery(rows, output_field=models.IntegerField()), 0)
+            live = Coalesce(Subquery(rows, output_field=models.IntegerField()), 0)
+            # A done mailing has nothing pending (finish_if_done).
+            known = F(field) if field else Value(0)
+            return Case(When(stored, then=known), default=live, output_field=models.IntegerField())
 
         return self.annotate(
-            sent_count=count(status=S.SENT),
-            failed_count=count(status=S.FAILED),
-            pending_count=count(status__in=[S.PENDING, S.SENDING]),
-            digest_count=count(status=S.DIGEST),
-            skipped_count=count(status=S.SKIPPED),
-            ambiguous_count=count(ambiguous=True),
+            sent_count=count("done_sent", status=S.SENT),
+            failed_count=count("done_failed", status=S.FAILED),
+            pending_count=count(None, status__in=[S.PENDING, S.SENDING]),
+            digest_count=count("done_digest", status=S.DIGEST),
+            skipped_count=count("done_skipped", status=S.SKIPPED),
+            ambiguous_count=count("done_ambiguous", ambiguous=True),
         )
 
     def archived(self):
@@ -1046,6 +1062,16 @@ class Mailing(models.Model):
         "(the provider or relay is down, refuses our credentials or our sender).",
     )
     held_reason = models.CharField(max_length=500, blank=True)
+    # A done mailing's counts, stored when it finished and moved in the same
+    # transaction as every later change of its deliveries' statuses (a
+    # digest sent, a reader erased, a withdrawn post): the admin reads these
+    # instead of counting a million rows (MailingQuerySet.with_progress).
+    # Empty while the mailing is not done. Pending is 0 once done.
+    done_sent = models.IntegerField(null=True, blank=True, editable=False)
+    done_failed = models.IntegerField(null=True, blank=True, editable=False)
+    done_skipped = models.IntegerField(null=True, blank=True, editable=False)
+    done_digest = models.IntegerField(null=True, blank=True, editable=False)
+    done_ambiguous = models.IntegerField(null=True, blank=True, editable=False)
     web_key = models.UUIDField(
         default=uuid.uuid4,
         unique=True,
@@ -1209,17 +1235,45 @@ class Mailing(models.Model):
 
     def finish_if_done(self):
         """Mark the mailing done once its fan-out is complete and no delivery
-        is pending or being sent."""
+        is pending or being sent, and store its counts (done_sent and
+        friends), in one transaction.
+
+        The counts are read in a statement of their own, after the update
+        that marks it done has locked its row: a change of its deliveries
+        committed before is counted, and one committed after it found the
+        mailing done (DeliveryQuerySet.move takes the same lock) moves the
+        stored counts itself. Counting is once per mailing, over its rows."""
         unfinished = Delivery.objects.filter(
             mailing=self, status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING]
         )
-        return bool(
-            Mailing.objects.filter(
-                pk=self.pk, fanout_done=True, status__in=[self.Status.QUEUED, self.Status.SENDING]
+        with transaction.atomic():
+            finished = (
+                Mailing.objects.filter(
+                    pk=self.pk,
+                    fanout_done=True,
+                    status__in=[self.Status.QUEUED, self.Status.SENDING],
+                )
+                .exclude(Exists(unfinished))
+                .update(status=self.Status.DONE, finished_at=timezone.now())
             )
-            .exclude(Exists(unfinished))
-            .update(status=self.Status.DONE, finished_at=timezone.now())
-        )
+            if finished:
+                Mailing.objects.filter(pk=self.pk).update(**Mailing.counted(self.pk))
+        return bool(finished)
+
+    @staticmethod
+    def counted(pk):
+        """{done_sent: …, done_failed: …, …}: the mailing's counts, counted
+        over its deliveries (two index-only queries)."""
+        S = Delivery.Status
+        rows = Delivery.objects.filter(mailing_id=pk).order_by()
+        by_status = dict(rows.values_list("status").annotate(n=Count("pk")))
+        return {
+            "done_sent": by_status.get(S.SENT, 0),
+            "done_failed": by_status.get(S.FAILED, 0),
+            "done_skipped": by_status.get(S.SKIPPED, 0),
+            "done_digest": by_status.get(S.DIGEST, 0),
+            "done_ambiguous": rows.filter(ambiguous=True).count(),
+        }
 
     def withdraw(self):
         """The post was taken down: stop sending it. The mailing is paused
@@ -1227,8 +1281,8 @@ class Mailing(models.Model):
         self.pause()
         # Also those already in a digest not yet sent: a digest lists only
         # deliveries still waiting (and is skipped when none are left).
-        Delivery.objects.filter(mailing=self, status=Delivery.Status.DIGEST).update(
-            status=Delivery.Status.SKIPPED
+        Delivery.objects.filter(mailing=self, status=Delivery.Status.DIGEST).move(
+            Delivery.Status.SKIPPED
         )
 
     def pause(self):
@@ -1248,26 +1302,112 @@ class Mailing(models.Model):
 
     def retry_failed(self):
         """Failed deliveries to readers still confirmed go back to pending
-        (delivery.retry_failed then queues them); returns how many."""
-        count = Delivery.objects.filter(
-            mailing=self,
-            status=Delivery.Status.FAILED,
-            subscriber__status=Subscriber.Status.CONFIRMED,
-        ).update(
-            status=Delivery.Status.PENDING,
-            attempts=0,
-            # Due now, and marked as come back: its batch asks the send
-            # journal about it (delivery._journaled), as for any row that
-            # was claimed before.
-            next_attempt_at=timezone.now(),
-            error="",
-            permanent=False,
-        )
-        if count:
-            Mailing.objects.filter(pk=self.pk, status=self.Status.DONE).update(
-                status=self.Status.SENDING, finished_at=None, progress_at=timezone.now()
+        (delivery.retry_failed then queues them); returns how many. A done
+        mailing is sending again, in the same transaction: its counts are
+        counted again until it is done again (and stored anew then)."""
+        with transaction.atomic():
+            # Locked first, as DeliveryQuerySet.move does.
+            list(Mailing.objects.select_for_update().filter(pk=self.pk).values_list("pk"))
+            count = Delivery.objects.filter(
+                mailing=self,
+                status=Delivery.Status.FAILED,
+                subscriber__status=Subscriber.Status.CONFIRMED,
+            ).update(
+                status=Delivery.Status.PENDING,
+                attempts=0,
+                # Due now, and marked as come back: its batch asks the send
+                # journal about it (delivery._journaled), as for any row that
+                # was claimed before.
+                next_attempt_at=timezone.now(),
+                error="",
+                permanent=False,
             )
+            if count:
+                Mailing.objects.filter(pk=self.pk, status=self.Status.DONE).update(
+                    status=self.Status.SENDING,
+                    finished_at=None,
+                    progress_at=timezone.now(),
+                    **dict.fromkeys(DONE_COUNTS.values()),
+                )
         return count
+
+
+# The stored count of a done mailing (Mailing.done_*) for each status.
+DONE_COUNTS = {
+    "sent": "done_sent",
+    "failed": "done_failed",
+    "skipped": "done_skipped",
+    "digest": "done_digest",
+}
+
+
+class DeliveryQuerySet(SendableQuerySet):
+    def lock_mailings(self):
+        """Lock the rows' mailings until the end of the transaction, in id
+        order (so two transactions taking several never wait for each
+        other in a circle); returns [(id, status, done_sent)]. A
+        transaction that moves rows in several steps (a digest batch's
+        sent, skipped and failed) takes all its locks first, at once, for
+        the same reason. Nothing on SQLite, whose IMMEDIATE transactions
+        hold the whole database."""
+        return list(
+            Mailing.objects.select_for_update()
+            .filter(pk__in=self.order_by().values("mailing_id"))
+            .order_by("pk")
+            .values_list("pk", "status", "done_sent")
+        )
+
+    def move(self, status, *, locked=None, **fields):
+        """update(status=status, **fields) on these rows, keeping the counts
+        stored on done mailings exact; returns how many rows it updated.
+        Every change of the status of a row whose mailing may be done goes
+        through it (a digest's outcome, a reader's erasure, a withdrawn
+        post); a batch's claims and outcomes need not: a done mailing has
+        no row pending or being sent.
+
+        In one transaction: the rows' mailings are locked first (in id
+        order), so a mailing cannot finish (Mailing.finish_if_done, which
+        counts under that lock) or another change of its rows land between
+        the count of what moves and the move. Then, for the done ones, the
+        rows that change status are counted by mailing and old status (over
+        the rows that move only), the rows are updated, and the stored
+        counts move by as much, in one statement. Rows of mailings not done
+        need nothing: their counts are counted. `locked`: what
+        lock_mailings() returned, when the caller took the locks already.
+        Four queries when a done mailing's rows move, two otherwise."""
+        # No savepoint of its own inside a caller's transaction: a failure
+        # rolls that back whole.
+        with transaction.atomic(using=self.db, savepoint=False):
+            done = [
+                pk
+                for pk, state, stored in (self.lock_mailings() if locked is None else locked)
+                if state == Mailing.Status.DONE and stored is not None
+            ]
+            moved = []
+            if done:
+                moved = list(
+                    self.order_by()
+                    .filter(mailing__in=done)
+                    .exclude(status=status)
+                    .values_list("mailing", "status")
+                    .annotate(n=Count("pk"))
+                )
+            updated = self.update(status=status, **fields)
+            changes = {}
+            for mailing, old, n in moved:
+                for state, sign in ((old, -1), (status, 1)):
+                    field = DONE_COUNTS.get(state)
+                    if field:  # (a done mailing has no row pending or being sent)
+                        changes.setdefault(field, []).append(When(pk=mailing, then=sign * n))
+            if changes:
+                Mailing.objects.filter(pk__in={m for m, _, _ in moved}).update(
+                    **{
+                        field: F(field)
+                        + Case(*whens, default=0, output_field=models.IntegerField())
+                        for field, whens in changes.items()
+                    }
+                )
+        return updated
 
 
 class Delivery(Sendable):
@@ -1300,7 +1440,7 @@ class Delivery(Sendable):
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
 
-    objects = SendableQuerySet.as_manager()
+    objects = DeliveryQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "deliveries"
@@ -1450,15 +1590,21 @@ class DigestQuerySet(SendableQuerySet):
         not listed: it is detached, to wait for the reader's next digest
         instead of waiting for ever."""
         S = Delivery.Status
+        changes = [
+            (items, status, fields, [pk for digest in items for pk in listed.get(digest.pk, [])])
+            for items, status, fields in (
+                (outcome.sent, S.SENT, {"sent_at": timezone.now()}),
+                (outcome.skipped, S.SKIPPED, {}),
+                (outcome.failed, S.FAILED, {}),
+            )
+        ]
+        every = [pk for *_, shown in changes for pk in shown]
+        # All at once, before the moves (lock_mailings).
+        locked = Delivery.objects.filter(pk__in=every).lock_mailings() if every else []
         done = []
-        for items, status, fields in (
-            (outcome.sent, S.SENT, {"sent_at": timezone.now()}),
-            (outcome.skipped, S.SKIPPED, {}),
-            (outcome.failed, S.FAILED, {}),
-        ):
-            shown = [pk for digest in items for pk in listed.get(digest.pk, [])]
+        for items, status, fields, shown in changes:
             if shown:
-                Delivery.objects.filter(pk__in=shown).update(status=status, **fields)
+                Delivery.objects.filter(pk__in=shown).move(status, locked=locked, **fields)
             done += items
         if done:
             Delivery.objects.filter(digest__in=done, status=S.DIGEST).update(digest=None)
@@ -1468,8 +1614,8 @@ class DigestQuerySet(SendableQuerySet):
         takes its waiting deliveries with it (they were in it)."""
         released = super().release(ids, sent, due_at)
         if sent:
-            Delivery.objects.filter(digest__in=list(sent), status=Delivery.Status.DIGEST).update(
-                status=Delivery.Status.SENT, sent_at=timezone.now()
+            Delivery.objects.filter(digest__in=list(sent), status=Delivery.Status.DIGEST).move(
+                Delivery.Status.SENT, sent_at=timezone.now()
             )
         return released
 
