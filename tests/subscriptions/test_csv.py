@@ -170,8 +170,7 @@ def test_the_import_command_streams_in_constant_memory(tmp_path, monkeypatch):
     def peak(rows, run):
         source = tmp_path / f"{rows}-{run}.csv"
         source.write_text(
-            "email,name\n"
-            + "".join(f"r{rows}x{run}x{i}@example.com,R {i}\n" for i in range(rows))
+            "email,name\n" + "".join(f"r{rows}x{run}x{i}@example.com,R {i}\n" for i in range(rows))
         )
         tracemalloc.start()
         call_command("import_subscribers", str(source), "--confirmed", stdout=io.StringIO())
