@@ -70,9 +70,12 @@ def consent_ip(request):
             ip = import_string(source)(request)
         else:
             ip = request.META.get(source, "")
-        return str(ipaddress.ip_address(ip.strip()))
+        address = ipaddress.ip_address(ip.strip())
     except (TypeError, ValueError, AttributeError, ImportError):
         return None
+    # A zone ("fe80::1%eth0") names an interface of the sender's machine,
+    # and PostgreSQL's inet refuses it.
+    return None if getattr(address, "scope_id", None) else str(address)
 
 
 def first_over(request, limits):

@@ -221,7 +221,9 @@ class TestRateLimits:
         assert response.status_code == 200
         assert Subscriber.objects.get().consent_ip == recorded
 
-    @pytest.mark.parametrize("forwarded", ["not-an-ip", "203.0.113.7, 10.0.0.1", "", "1.2.3.4/8"])
+    @pytest.mark.parametrize(
+        "forwarded", ["not-an-ip", "203.0.113.7, 10.0.0.1", "", "1.2.3.4/8", "fe80::1%eth"]
+    )
     def test_a_forwarded_ip_that_is_no_ip_is_not_a_500_nor_a_way_around_the_limit(
         self, client, settings, forwarded
     ):
