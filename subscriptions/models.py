@@ -1264,14 +1264,10 @@ class Mailing(models.Model):
     def counted(pk):
         """{done_sent: …, done_failed: …, …}: the mailing's counts, counted
         over its deliveries (two index-only queries)."""
-        S = Delivery.Status
         rows = Delivery.objects.filter(mailing_id=pk).order_by()
         by_status = dict(rows.values_list("status").annotate(n=Count("pk")))
         return {
-            "done_sent": by_status.get(S.SENT, 0),
-            "done_failed": by_status.get(S.FAILED, 0),
-            "done_skipped": by_status.get(S.SKIPPED, 0),
-            "done_digest": by_status.get(S.DIGEST, 0),
+            **{field: by_status.get(status, 0) for status, field in DONE_COUNTS.items()},
             "done_ambiguous": rows.filter(ambiguous=True).count(),
         }
 
@@ -1327,7 +1323,7 @@ class Mailing(models.Model):
                     status=self.Status.SENDING,
                     finished_at=None,
                     progress_at=timezone.now(),
-                    **dict.fromkeys(DONE_COUNTS.values()),
+                    **dict.fromkeys([*DONE_COUNTS.values(), "done_ambiguous"]),
                 )
         return count
 
